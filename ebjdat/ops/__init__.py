@@ -1,0 +1,95 @@
+"""Fused per-step update ops for SGLD sampling and PGD attacks.
+
+Every op updates its first argument in place and returns it, computes in fp32 registers
+(fp64 for fp64 x) with one rounding to x's dtype, runs on the current stream without a
+host synchronisation, and is a ``torch.library`` custom op (``torch.ops.ebjdat.*``), so it
+is safe inside torch.compile and CUDA-graph capture. The math is specified in
+``ebjdat/ops/reference.py`` (the ``torch`` backend); ``triton`` and ``cuda`` compute the
+same function, with the same Philox noise (``ebjdat/ops/philox.py``).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import checks, library
+from .backends import available_backends, get_backend, set_backend, use_backend
+from .generator import PhiloxGenerator, default_generator
+
+__all__ = ["sgld_step_", "pgd_step_", "pgd_init_", "PhiloxGenerator", "set_backend",
+           "get_backend", "available_backends", "use_backend"]
+
+
+def sgld_step_(x: torch.Tensor, grad: torch.Tensor, *, step_size: float, noise_std: float = 0.0,
+               grad_clip: float | None = None, clamp: tuple[float, float] | None = None,
+               generator: PhiloxGenerator | None = None) -> torch.Tensor:
+    """One Langevin step, in place: ``x <- clamp(x + step_size * clip(grad) + noise_std * z)``.
+
+    x: (*) float tensor, updated in place. grad: (*) the direction to move along (for an
+    energy E, ``-dE/dx``), any float dtype. ``clip(g) = clamp(g, -grad_clip, grad_clip)``
+    when grad_clip is set; ``z ~ N(0, 1)`` from ``generator`` (the device's default one
+    when None), drawn only when noise_std > 0, advancing the generator by ``x.numel()``;
+    the final clamp to ``clamp = (lo, hi)`` when set. Returns x.
+    """
+    checks.tensor("x", x)
+    checks.tensor("grad", grad, like=x)
+    checks.writable("x", x)
+    step_size = checks.number("step_size", step_size)
+    noise_std = checks.number("noise_std", noise_std)
+    grad_clip = checks.number("grad_clip", grad_clip, allow_none=True)
+    lo, hi = checks.clamp_range(clamp)
+    checks.generator(generator, x)
+    state = None
+    if noise_std > 0:
+        state = (generator or default_generator(x.device)).state
+    torch.ops.ebjdat.sgld_step_(x, grad, state, step_size, noise_std,
+                                float("inf") if grad_clip is None else grad_clip,
+                                lo, hi, get_backend())
+    return x
+
+
+def pgd_step_(x_adv: torch.Tensor, grad: torch.Tensor, x_orig: torch.Tensor, *, alpha: float,
+              eps: float | None, norm: str = "linf",
+              clamp: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
+    """One projected gradient ascent step, in place.
+
+    x_adv, x_orig: (B, *) same dtype; grad: (B, *) any float dtype, the ascent direction.
+    linf: ``x_adv + alpha * sign(grad)``, then ``x_orig + clamp(. - x_orig, -eps, eps)``.
+    l2 (per sample over all but dim 0): ``x_adv + alpha * grad / (||grad|| + 1e-10)``, then
+    the difference d to x_orig scaled by ``min(1, eps / ||d||)`` (torchattacks' PGDL2).
+    eps=None skips the projection. Finally clamped to ``clamp`` when set. Returns x_adv.
+    """
+    _check_pgd(x_adv, x_orig, eps, norm)
+    checks.tensor("grad", grad, like=x_adv)
+    alpha = checks.number("alpha", alpha)
+    lo, hi = checks.clamp_range(clamp)
+    torch.ops.ebjdat.pgd_step_(x_adv, grad, x_orig, alpha, eps, norm, lo, hi, get_backend())
+    return x_adv
+
+
+def pgd_init_(x_adv: torch.Tensor, x_orig: torch.Tensor, *, eps: float, norm: str = "linf",
+              clamp: tuple[float, float] | None = (0.0, 1.0),
+              generator: PhiloxGenerator | None = None) -> torch.Tensor:
+    """Random start of a PGD attack, in place, advancing the generator by ``x_adv.numel()``.
+
+    linf: ``x_adv = clamp(x_orig + U(-eps, eps))`` elementwise.
+    l2 (torchattacks' convention): ``x_adv = clamp(x_orig + eps * r * z / ||z||)`` with
+    ``z ~ N(0, I)`` and ``r ~ U(0, 1)`` per sample. Returns x_adv.
+    """
+    _check_pgd(x_adv, x_orig, eps, norm)
+    if eps is None:
+        raise TypeError("eps must be a real number for pgd_init_, got None")
+    lo, hi = checks.clamp_range(clamp)
+    checks.generator(generator, x_adv)
+    state = (generator or default_generator(x_adv.device)).state
+    torch.ops.ebjdat.pgd_init_(x_adv, x_orig, state, eps, norm, lo, hi, get_backend())
+    return x_adv
+
+
+def _check_pgd(x_adv, x_orig, eps, norm) -> None:
+    checks.tensor("x_adv", x_adv)
+    checks.tensor("x_orig", x_orig, like=x_adv, same_dtype=True)
+    checks.writable("x_adv", x_adv)
+    checks.norm(norm)
+    checks.number("eps", eps, allow_none=True)
+    if norm == "l2" and x_adv.dim() == 0:
+        raise ValueError("x_adv must have a batch dimension (dim 0) for norm='l2'")

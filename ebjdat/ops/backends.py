@@ -1,0 +1,100 @@
+"""Backend registry: which implementation of the ops runs, chosen globally or per block."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from types import ModuleType
+
+import torch
+
+NAMES = ("auto", "torch", "triton", "cuda")
+_current = "auto"
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module({
+        "torch": "ebjdat.ops.reference",
+        "triton": "ebjdat.ops.triton_kernels",
+        "cuda": "ebjdat.ops.cuda",
+    }[name])
+
+
+def triton_status() -> str | None:
+    """None when the triton backend can run here, else the reason it cannot."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed (pip install triton)"
+    if not (torch.cuda.is_available() or _interpreting()):
+        return "the triton backend needs a CUDA GPU, or TRITON_INTERPRET=1 for CPU tensors"
+    return None
+
+
+def cuda_status() -> str | None:
+    """None when ebjdat._C is importable (host path at least), else the reason."""
+    from . import cuda
+    return cuda.load_error()
+
+
+def available_backends() -> list[str]:
+    """Backends that can run on this machine ("torch" always)."""
+    out = ["torch"]
+    if triton_status() is None:
+        out.append("triton")
+    if cuda_status() is None:
+        out.append("cuda")
+    return out
+
+
+def set_backend(name: str) -> None:
+    """Select the backend: "auto" (cuda on a GPU when built, else triton on a GPU, else
+    torch), "torch" (the reference), "triton" or "cuda"."""
+    global _current
+    if name not in NAMES:
+        raise ValueError(f"backend must be one of {NAMES}, got {name!r}")
+    reason = {"triton": triton_status, "cuda": cuda_status}.get(name, lambda: None)()
+    if reason is not None:
+        raise RuntimeError(f"backend {name!r} is not available: {reason}")
+    _current = name
+
+
+def get_backend() -> str:
+    """The selected backend name (possibly "auto")."""
+    return _current
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """``with ops.use_backend("triton"): ...`` selects a backend for a block."""
+    prev = _current
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(prev)
+
+
+def resolve(name: str, x: torch.Tensor) -> ModuleType:
+    """The backend module that runs an op on x under the selection ``name``."""
+    if name == "auto":
+        if x.is_cuda:
+            from . import cuda
+            if cuda.load_error() is None and cuda.has_device_code():
+                name = "cuda"
+            elif triton_status() is None:
+                name = "triton"
+            else:
+                name = "torch"
+        else:
+            name = "torch"
+    if name == "triton" and not x.is_cuda and not _interpreting():
+        raise RuntimeError("the triton backend runs CPU tensors only under TRITON_INTERPRET=1; "
+                           "use the torch backend on the CPU")
+    if name in ("triton", "cuda") and x.device.type not in ("cuda", "cpu"):
+        raise RuntimeError(f"the {name} backend does not run on {x.device.type} tensors")
+    return _module(name)

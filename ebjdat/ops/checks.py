@@ -1,0 +1,80 @@
+"""Argument checks shared by every op: raise before anything is written."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from .generator import PhiloxGenerator
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+NORMS = ("linf", "l2")
+
+
+def tensor(name: str, t, like: torch.Tensor | None = None, same_dtype: bool = False) -> None:
+    """t must be a float tensor (fp32/fp16/bf16/fp64); with ``like``, of its shape and device."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {t.dtype}")
+    if like is None:
+        return
+    if t.shape != like.shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(like.shape)} (the shape of x)")
+    if t.device != like.device:
+        raise ValueError(f"{name} is on {t.device}, expected {like.device} (the device of x)")
+    if same_dtype and t.dtype != like.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype}, expected {like.dtype} (the dtype of x)")
+
+
+def writable(name: str, t: torch.Tensor) -> None:
+    """An in-place target must not overlap itself (e.g. an expanded view)."""
+    if t.numel() > 1 and torch._debug_has_internal_overlap(t) == 1:
+        raise ValueError(f"{name} has overlapping memory (an expanded view?); pass a tensor that owns its elements")
+
+
+def number(name: str, v, *, nonneg: bool = True, allow_none: bool = False) -> float | None:
+    """A finite real number (non-negative unless nonneg=False); None passes when allowed."""
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if nonneg and v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return v
+
+
+def clamp_range(v) -> tuple[float, float]:
+    """None, or a (lo, hi) pair with lo <= hi (either may be +-inf); returns floats."""
+    if v is None:
+        return -math.inf, math.inf
+    if not isinstance(v, (tuple, list)) or len(v) != 2:
+        raise TypeError(f"clamp must be None or a (lo, hi) pair, got {v!r}")
+    lo, hi = v
+    for side, b in (("clamp[0]", lo), ("clamp[1]", hi)):
+        if isinstance(b, bool) or not isinstance(b, numbers.Real) or math.isnan(b):
+            raise TypeError(f"{side} must be a real number, got {b!r}")
+    lo, hi = float(lo), float(hi)
+    if lo > hi:
+        raise ValueError(f"clamp range is empty: lo={lo} > hi={hi}")
+    return lo, hi
+
+
+def norm(v) -> str:
+    if v not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {v!r}")
+    return v
+
+
+def generator(g, x: torch.Tensor) -> None:
+    if g is None:
+        return
+    if not isinstance(g, PhiloxGenerator):
+        raise TypeError(f"generator must be an ebjdat.ops.PhiloxGenerator, got {type(g).__name__}")
+    if g.device != x.device:
+        raise ValueError(f"generator is on {g.device} but x is on {x.device}; "
+                         f"create it with PhiloxGenerator(seed, device=x.device)")

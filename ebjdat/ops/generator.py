@@ -1,0 +1,81 @@
+"""PhiloxGenerator: a counter-based generator whose state lives on the device."""
+from __future__ import annotations
+
+import torch
+
+
+class PhiloxGenerator:
+    """Philox4x32-10 state ``(seed, offset)`` kept in an int64 tensor on ``device``.
+
+    ``state`` has three int64 entries: ``[seed, offset, done]``. Kernels read seed and
+    offset and advance the offset on the device by the number of counters they drew
+    (``done`` counts finished blocks of the current launch and is 0 between launches),
+    so no call synchronises with the host and a captured CUDA graph draws fresh noise on
+    every replay. Reading :attr:`offset` does synchronise; it is for checkpoints and tests.
+    """
+
+    def __init__(self, seed: int = 0, device: torch.device | str | None = None):
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        self.state = torch.zeros(3, dtype=torch.int64, device=dev)
+        self.manual_seed(seed)
+
+    @property
+    def device(self) -> torch.device:
+        return self.state.device
+
+    @property
+    def seed(self) -> int:
+        return int(self.state[0].item()) & 0xFFFFFFFFFFFFFFFF
+
+    @property
+    def offset(self) -> int:
+        return int(self.state[1].item())
+
+    def manual_seed(self, seed: int) -> "PhiloxGenerator":
+        """Set the 64-bit seed (any int, taken modulo 2**64) and reset the offset to 0."""
+        seed &= 0xFFFFFFFFFFFFFFFF
+        signed = seed - (1 << 64) if seed >= 1 << 63 else seed
+        self.state.copy_(torch.tensor([signed, 0, 0], dtype=torch.int64))
+        return self
+
+    def get_state(self) -> torch.Tensor:
+        """A CPU copy of ``[seed, offset, 0]``, for checkpoints."""
+        return self.state.detach().cpu().clone()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        """Restore a state from :meth:`get_state`."""
+        if not isinstance(state, torch.Tensor) or state.dtype != torch.int64 or state.shape != (3,):
+            raise ValueError("state must be an int64 tensor of shape (3,) from get_state()")
+        self.state.copy_(state)
+        self.state[2] = 0
+
+    def state_dict(self) -> dict:
+        return {"state": self.get_state()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.set_state(sd["state"])
+
+    def __repr__(self) -> str:
+        return f"PhiloxGenerator(device={self.device})"
+
+
+_default: dict[torch.device, PhiloxGenerator] = {}
+
+
+def default_generator(device: torch.device) -> PhiloxGenerator:
+    """The per-device generator used when an op gets ``generator=None``.
+
+    Created on first use with a seed drawn from torch's global CPU generator, so
+    ``torch.manual_seed`` makes it reproducible.
+    """
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    gen = _default.get(device)
+    if gen is None:
+        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
+        gen = _default[device] = PhiloxGenerator(seed, device)
+    return gen

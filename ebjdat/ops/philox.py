@@ -1,0 +1,83 @@
+"""Philox4x32-10 and the noise it feeds, written in torch integer and float ops.
+
+This file is the specification of ebjdat's random numbers; the Triton kernels
+(``ebjdat/ops/triton_kernels.py``) and the CUDA kernels (``kernels/philox.cuh``) compute the
+same functions.
+
+* Key: the 64-bit seed, ``k0 = seed & 0xFFFFFFFF``, ``k1 = seed >> 32``.
+* Counter of element ``i`` (row-major logical index) of a call at offset ``o``:
+  ``c = o + i`` as 64 bits, ``(c0, c1, c2, c3) = (c & 0xFFFFFFFF, c >> 32, 0, 0)``.
+* Output: four 32-bit words ``r0..r3`` (Random123's Philox4x32 with 10 rounds).
+* Uniform: ``u(r) = ((r >> 9) + 0.5) * 2**-23`` lies in (0, 1) and is exact in fp32.
+* Normal (Box-Muller): ``z = sqrt(-2 log u(r0)) * cos(2*pi*(u(r1) - 0.5))`` in fp32.
+  The integer words are bit-identical in every backend; ``z`` differs between backends
+  only through ``log`` and ``cos`` (see ``NOISE_ATOL``).
+"""
+from __future__ import annotations
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+PHILOX_M0 = 0xD2511F53
+PHILOX_M1 = 0xCD9E8D57
+PHILOX_W0 = 0x9E3779B9
+PHILOX_W1 = 0xBB67AE85
+TWO_PI_F32 = 6.2831854820251465  # float32(2*pi): every backend multiplies by this value
+INV_2_23 = 1.0 / 8388608.0
+# |z_backend - z_torch| bound: a few ulp of log, sqrt and cos on |z| <= 5.8 (u >= 2**-24).
+NOISE_ATOL = 1e-5
+
+
+def _mulhilo(m: int, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hi, lo) 32-bit halves of the 64-bit product m * c, for 0 <= c < 2**32, in int64."""
+    t = m * (c & 0xFFFF)                       # < 2**48
+    u = m * (c >> 16)                          # < 2**48
+    s = t + ((u & 0xFFFF) << 16)               # < 2**49: no int64 overflow anywhere
+    return (u >> 16) + (s >> 32), s & MASK32
+
+
+def philox4x32(seed: torch.Tensor, counter: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 of 64-bit counters ``(c, 0)`` under the 64-bit key ``seed``.
+
+    seed: int64 scalar tensor; counter: int64 tensor (any shape), values in [0, 2**63).
+    Returns (r0, r1, r2, r3): int64 tensors of counter's shape holding 32-bit words.
+    """
+    k0 = seed & MASK32
+    k1 = (seed >> 32) & MASK32
+    c0 = counter & MASK32
+    c1 = (counter >> 32) & MASK32
+    c2 = torch.zeros_like(counter)
+    c3 = torch.zeros_like(counter)
+    for r in range(10):
+        if r:
+            k0 = (k0 + PHILOX_W0) & MASK32
+            k1 = (k1 + PHILOX_W1) & MASK32
+        hi0, lo0 = _mulhilo(PHILOX_M0, c0)
+        hi1, lo1 = _mulhilo(PHILOX_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def uniform(r: torch.Tensor) -> torch.Tensor:
+    """fp32 uniform in (0, 1) from 32-bit words: ((r >> 9) + 0.5) * 2**-23, exact."""
+    return ((r >> 9).to(torch.float32) + 0.5) * INV_2_23
+
+
+def box_muller(r0: torch.Tensor, r1: torch.Tensor) -> torch.Tensor:
+    """fp32 standard normal from two words (see the module docstring)."""
+    radius = torch.sqrt(-2.0 * torch.log(uniform(r0)))
+    return radius * torch.cos((uniform(r1) - 0.5) * TWO_PI_F32)
+
+
+def counters(state: torch.Tensor, n: int) -> torch.Tensor:
+    """Counters ``offset + arange(n)`` of a call, computed on state's device (no host sync)."""
+    return state[1] + torch.arange(n, dtype=torch.int64, device=state.device)
+
+
+def normal(state: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """fp32 N(0, 1) noise of ``shape`` at the generator state's offset (does not advance)."""
+    n = 1
+    for s in shape:
+        n *= s
+    r0, r1, _, _ = philox4x32(state[0], counters(state, n))
+    return box_muller(r0, r1).reshape(shape)
