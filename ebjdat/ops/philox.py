@@ -36,18 +36,8 @@ def _mulhilo(m: int, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (u >> 16) + (s >> 32), s & MASK32
 
 
-def philox4x32(seed: torch.Tensor, counter: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Philox4x32-10 of 64-bit counters ``(c, 0)`` under the 64-bit key ``seed``.
-
-    seed: int64 scalar tensor; counter: int64 tensor (any shape), values in [0, 2**63).
-    Returns (r0, r1, r2, r3): int64 tensors of counter's shape holding 32-bit words.
-    """
-    k0 = seed & MASK32
-    k1 = (seed >> 32) & MASK32
-    c0 = counter & MASK32
-    c1 = (counter >> 32) & MASK32
-    c2 = torch.zeros_like(counter)
-    c3 = torch.zeros_like(counter)
+def philox4x32_10(k0, k1, c0, c1, c2, c3) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 (Random123) of 32-bit words held in int64 tensors or ints."""
     for r in range(10):
         if r:
             k0 = (k0 + PHILOX_W0) & MASK32
@@ -56,6 +46,17 @@ def philox4x32(seed: torch.Tensor, counter: torch.Tensor) -> tuple[torch.Tensor,
         hi1, lo1 = _mulhilo(PHILOX_M1, c2)
         c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
     return c0, c1, c2, c3
+
+
+def philox4x32(seed: torch.Tensor, counter: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 of 64-bit counters ``(c, 0)`` under the 64-bit key ``seed``.
+
+    seed: int64 scalar tensor; counter: int64 tensor (any shape), values in [0, 2**63).
+    Returns (r0, r1, r2, r3): int64 tensors of counter's shape holding 32-bit words.
+    """
+    zero = torch.zeros_like(counter)
+    return philox4x32_10(seed & MASK32, (seed >> 32) & MASK32,
+                         counter & MASK32, (counter >> 32) & MASK32, zero, zero)
 
 
 def uniform(r: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,92 @@
+"""Bad input raises TypeError or ValueError naming the argument, and writes nothing."""
+import pytest
+import torch
+
+from ebjdat import ops
+
+X = lambda: torch.rand(2, 3, 4, 4)  # noqa: E731
+
+
+def _sgld(**over):
+    kw = dict(x=X(), grad=X(), step_size=0.1, noise_std=0.1)
+    kw.update(over)
+    x = kw.pop("x")
+    return ops.sgld_step_, (x, kw.pop("grad")), kw, x
+
+
+def _step(**over):
+    kw = dict(x_adv=X(), grad=X(), x_orig=X(), alpha=0.1, eps=0.1)
+    kw.update(over)
+    x = kw.pop("x_adv")
+    return ops.pgd_step_, (x, kw.pop("grad"), kw.pop("x_orig")), kw, x
+
+
+def _init(**over):
+    kw = dict(x_adv=X(), x_orig=X(), eps=0.1)
+    kw.update(over)
+    x = kw.pop("x_adv")
+    return ops.pgd_init_, (x, kw.pop("x_orig")), kw, x
+
+
+BAD = [
+    (_sgld, dict(x=torch.zeros(2, 3, dtype=torch.int64)), TypeError, "x must be"),
+    (_sgld, dict(x=torch.zeros(2, dtype=torch.complex64)), TypeError, "x must be"),
+    (_sgld, dict(x=[1.0, 2.0]), TypeError, "x must be a torch.Tensor"),
+    (_sgld, dict(grad=torch.rand(2, 3)), ValueError, "grad has shape"),
+    (_sgld, dict(grad=torch.zeros(2, 3, 4, 4, dtype=torch.int32)), TypeError, "grad must be"),
+    (_sgld, dict(step_size=-1.0), ValueError, "step_size must be >= 0"),
+    (_sgld, dict(step_size=float("nan")), ValueError, "step_size must be finite"),
+    (_sgld, dict(step_size="0.1"), TypeError, "step_size must be a real number"),
+    (_sgld, dict(noise_std=-0.1), ValueError, "noise_std"),
+    (_sgld, dict(grad_clip=-1.0), ValueError, "grad_clip"),
+    (_sgld, dict(clamp=(1.0, -1.0)), ValueError, "clamp range is empty"),
+    (_sgld, dict(clamp=(0.0,)), TypeError, "clamp must be None or a"),
+    (_sgld, dict(clamp=(0.0, float("nan"))), TypeError, r"clamp\[1\]"),
+    (_sgld, dict(generator=torch.Generator()), TypeError, "generator must be"),
+    (_sgld, dict(x=torch.zeros(3).expand(2, 3), grad=torch.zeros(2, 3)), ValueError, "x has overlapping"),
+    (_step, dict(norm="l3"), ValueError, "norm must be one of"),
+    (_step, dict(eps=-0.1), ValueError, "eps must be >= 0"),
+    (_step, dict(alpha=-0.1), ValueError, "alpha must be >= 0"),
+    (_step, dict(x_orig=X().double()), TypeError, "x_orig has dtype"),
+    (_step, dict(x_orig=torch.rand(2, 3)), ValueError, "x_orig has shape"),
+    (_step, dict(grad=torch.rand(1, 3, 4, 4)), ValueError, "grad has shape"),
+    (_step, dict(clamp=(1.0, 0.0)), ValueError, "clamp range is empty"),
+    (_step, dict(x_adv=torch.tensor(0.5), grad=torch.tensor(1.0), x_orig=torch.tensor(0.5), norm="l2"),
+     ValueError, "batch dimension"),
+    (_init, dict(eps=None), TypeError, "eps must be a real number"),
+    (_init, dict(eps=-1.0), ValueError, "eps must be >= 0"),
+    (_init, dict(norm="linf2"), ValueError, "norm must be one of"),
+    (_init, dict(x_orig=torch.zeros(2, 3, 4, 4, dtype=torch.uint8)), TypeError, "x_orig must be"),
+]
+
+
+@pytest.mark.parametrize("make,over,exc,match", BAD, ids=lambda v: getattr(v, "__name__", None))
+def test_bad_input_raises_and_writes_nothing(make, over, exc, match):
+    fn, args, kw, x = make(**over)
+    before = x.clone() if isinstance(x, torch.Tensor) else None
+    with pytest.raises(exc, match=match):
+        fn(*args, **kw)
+    if before is not None:
+        assert torch.equal(x, before)
+
+
+def test_generator_on_another_device():
+    gen = ops.PhiloxGenerator(0, device="meta")
+    x = X()
+    with pytest.raises(ValueError, match="generator is on meta"):
+        ops.sgld_step_(x, X(), step_size=0.1, noise_std=1.0, generator=gen)
+    with pytest.raises(ValueError, match="generator is on meta"):
+        ops.pgd_init_(x, X(), eps=0.1, generator=gen)
+
+
+def test_tensor_on_another_device():
+    x = X()
+    with pytest.raises(ValueError, match="grad is on meta"):
+        ops.sgld_step_(x, torch.empty(2, 3, 4, 4, device="meta"), step_size=0.1)
+
+
+def test_bad_generator_seed_and_state():
+    with pytest.raises(TypeError, match="seed must be an int"):
+        ops.PhiloxGenerator(1.5)
+    with pytest.raises(ValueError, match="state must be"):
+        ops.PhiloxGenerator(1).set_state(torch.zeros(2))

@@ -1,0 +1,142 @@
+"""The Philox stream and the normals it feeds: known answers, statistics, reproducibility,
+and the same noise in every backend."""
+import math
+
+import pytest
+import torch
+
+from ebjdat import ops
+from ebjdat.ops import philox
+
+from .conftest import require_backend
+
+# Random123's known-answer vectors for Philox4x32-10: (key, counter, output)
+KAT = [
+    ((0, 0), (0, 0, 0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 2, (0xFFFFFFFF,) * 4, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0xA4093822, 0x299F31D0), (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+def draw(n, seed=0, offset=0, backend="torch", noise_std=1.0):
+    """n normals via sgld_step_ on zeros with step 0: x = 0 + 0 * g + 1 * z = z exactly."""
+    gen = ops.PhiloxGenerator(seed)
+    gen.state[1] = offset
+    x = torch.zeros(n)
+    with ops.use_backend(backend):
+        ops.sgld_step_(x, torch.zeros(n), step_size=0.0, noise_std=noise_std, generator=gen)
+    return x, gen
+
+
+@pytest.mark.parametrize("key,ctr,out", KAT)
+def test_philox_known_answers(key, ctr, out):
+    words = philox.philox4x32_10(*(torch.tensor(v) for v in key + ctr))
+    assert tuple(int(w) for w in words) == out
+
+
+def test_philox_counter_layout():
+    """counter c -> words (c lo, c hi, 0, 0), key (seed lo, seed hi)."""
+    seed, c = 0x0123456789ABCDEF, (5 << 32) + 17
+    got = philox.philox4x32(torch.tensor(seed), torch.tensor([c]))
+    want = philox.philox4x32_10(*(torch.tensor(v) for v in (seed & 0xFFFFFFFF, seed >> 32, 17, 5, 0, 0)))
+    assert [int(w) for w in got] == [int(w) for w in want]
+
+
+def test_cuda_host_philox_matches():
+    require_backend("cuda")
+    from ebjdat import _C
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        seed = int(torch.randint(0, 2**62, (), generator=g)) * 3  # may exceed 2**63
+        c = int(torch.randint(0, 2**62, (), generator=g))
+        signed = seed - 2**64 if seed >= 2**63 else seed
+        want = philox.philox4x32(torch.tensor(signed), torch.tensor([c]))
+        assert tuple(_C.philox4x32_host(seed, c)) == tuple(int(w) for w in want)
+
+
+def test_uniform_is_exact_and_open():
+    r = torch.tensor([0, 511, 2**32 - 1, 2**31])
+    u = philox.uniform(r)
+    assert u[0] == u[1] == 2.0**-24 and u[2] == 1 - 2.0**-24 and u[3] == 0.5 + 2.0**-24
+    assert ((u > 0) & (u < 1)).all()
+
+
+def test_normal_statistics():
+    n = 1 << 20
+    z, _ = draw(n, seed=2024)
+    z = z.double()
+    se = 1 / math.sqrt(n)
+    assert abs(z.mean()) < 5 * se
+    assert abs(z.std() - 1) < 5 * se * math.sqrt(0.5)
+    for k in (1.0, 2.0, 3.0):  # two-sided tails against the exact normal probabilities
+        p = math.erfc(k / math.sqrt(2))
+        assert abs((z.abs() > k).double().mean() - p) < 5 * math.sqrt(p * (1 - p) / n)
+    assert z.abs().max() <= math.sqrt(-2 * math.log(2.0**-24)) + 1e-5  # bounded by design
+    # Kolmogorov-Smirnov distance to N(0, 1); the 0.1% critical value is 1.95 / sqrt(n)
+    zs, _ = z.sort()
+    cdf = 0.5 * torch.erfc(-zs / math.sqrt(2))
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    ks = torch.maximum(i / n - cdf, cdf - (i - 1) / n).max()
+    assert ks < 1.95 * se
+
+
+def test_consecutive_calls_are_independent():
+    n = 1 << 16
+    gen = ops.PhiloxGenerator(7)
+    a, b = torch.zeros(n), torch.zeros(n)
+    ops.sgld_step_(a, torch.zeros(n), step_size=0.0, noise_std=1.0, generator=gen)
+    ops.sgld_step_(b, torch.zeros(n), step_size=0.0, noise_std=1.0, generator=gen)
+    assert gen.offset == 2 * n
+    corr = torch.corrcoef(torch.stack([a, b]).double())[0, 1]
+    assert abs(corr) < 5 / math.sqrt(n)
+    # the second call continues the stream exactly where the first stopped
+    both, _ = draw(2 * n, seed=7)
+    assert torch.equal(torch.cat([a, b]), both)
+
+
+def test_same_seed_same_noise_other_seed_other_noise():
+    a, _ = draw(1000, seed=5)
+    b, _ = draw(1000, seed=5)
+    c, _ = draw(1000, seed=6)
+    assert torch.equal(a, b)
+    assert (a != c).float().mean() > 0.99
+
+
+def test_manual_seed_and_state_roundtrip():
+    gen = ops.PhiloxGenerator(11)
+    x = torch.zeros(10)
+    ops.sgld_step_(x, x.clone(), step_size=0.0, noise_std=1.0, generator=gen)
+    saved = gen.get_state()
+    y1 = torch.zeros(10)
+    ops.sgld_step_(y1, y1.clone(), step_size=0.0, noise_std=1.0, generator=gen)
+    gen.set_state(saved)
+    y2 = torch.zeros(10)
+    ops.sgld_step_(y2, y2.clone(), step_size=0.0, noise_std=1.0, generator=gen)
+    assert torch.equal(y1, y2)
+    assert gen.manual_seed(11).offset == 0 and gen.seed == 11
+    big = ops.PhiloxGenerator(2**64 - 1)
+    assert big.seed == 2**64 - 1
+
+
+def test_default_generator_follows_torch_manual_seed():
+    from ebjdat.ops import generator as G
+    G._default.clear()
+    torch.manual_seed(0)
+    a = ops.sgld_step_(torch.zeros(8), torch.zeros(8), step_size=0.0, noise_std=1.0)
+    G._default.clear()
+    torch.manual_seed(0)
+    b = ops.sgld_step_(torch.zeros(8), torch.zeros(8), step_size=0.0, noise_std=1.0)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["triton", "cuda"])
+def test_noise_identical_across_backends(name):
+    """Same integer stream; normals within NOISE_ATOL (log/cos differ by an ulp or two).
+    A seed >= 2**63 and an offset >= 2**32 exercise every key and counter word."""
+    require_backend(name)
+    n, seed, offset = 3000, 2**63 + 12345, 2**32 - 1000
+    ref, g_ref = draw(n, seed, offset, "torch")
+    got, g_got = draw(n, seed, offset, name)
+    assert (got - ref).abs().max() <= philox.NOISE_ATOL
+    assert g_got.offset == g_ref.offset == offset + n

@@ -1,0 +1,125 @@
+"""pgd_step_ and pgd_init_ against float64 evaluations and against the torch backend."""
+import pytest
+import torch
+
+from ebjdat import ops
+
+from . import oracle
+from .inputs import DTYPES, cases, gaps_untouched, make
+from .tolerances import TOL, TOL_REDUCE, assert_bitwise, assert_close
+
+STEP_VARIANTS = {
+    "linf": dict(norm="linf", alpha=2 / 255, eps=8 / 255, clamp=(0.0, 1.0)),
+    "linf_noproj": dict(norm="linf", alpha=0.3, eps=None, clamp=(-1.0, 1.0)),
+    "linf_noclamp": dict(norm="linf", alpha=0.25, eps=0.5, clamp=None),
+    "l2": dict(norm="l2", alpha=0.2, eps=0.5, clamp=(0.0, 1.0)),
+    "l2_noproj": dict(norm="l2", alpha=0.7, eps=None, clamp=None),
+}
+INIT_VARIANTS = {
+    "linf": dict(norm="linf", eps=8 / 255, clamp=(0.0, 1.0)),
+    "linf_noclamp": dict(norm="linf", eps=0.5, clamp=None),
+    "l2": dict(norm="l2", eps=0.5, clamp=(0.0, 1.0)),
+    "l2_noclamp": dict(norm="l2", eps=2.0, clamp=None),
+}
+SEED, OFFSET = 99, 5
+
+
+def _images(shape, dtype, layout, seed):
+    """x_orig in [0, 1] and an x_adv near it, in the given layout."""
+    xo = make(shape, dtype, layout, seed=seed)
+    xo.copy_(xo.sigmoid())
+    xa = make(shape, dtype, layout, seed=seed + 1, scale=0.05)
+    xa.add_(xo)
+    return xo, xa
+
+
+def _step(backend, shape, dtype, layout, kw, special):
+    xo, xa = _images(shape, dtype, layout, seed=3)
+    g = make(shape, torch.float32 if dtype != torch.float32 else dtype, layout, seed=5, special=special)
+    xa0 = xa.clone()
+    with ops.use_backend(backend):
+        assert ops.pgd_step_(xa, g, xo, **kw) is xa
+    assert gaps_untouched(xa)
+    return xa, xa0, g, xo
+
+
+@pytest.mark.parametrize("variant", list(STEP_VARIANTS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,layout", cases())
+def test_pgd_step(backend, shape, layout, dtype, variant):
+    kw = STEP_VARIANTS[variant]
+    special = kw["norm"] == "linf"  # l2 spreads one NaN over the whole sample: tested below
+    xa, xa0, g, xo = _step(backend, shape, dtype, layout, kw, special)
+    tol = TOL[dtype] if kw["norm"] == "linf" else TOL_REDUCE[dtype]
+    assert_close(xa, oracle.pgd_step(xa0, g, xo, **kw), tol)
+    if backend != "torch":
+        ref = _step("torch", shape, dtype, layout, kw, special)[0]
+        if kw["norm"] == "linf":
+            assert_bitwise(xa, ref)
+        else:
+            assert_close(xa, ref, tol)
+
+
+@pytest.mark.parametrize("variant", list(INIT_VARIANTS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,layout", cases())
+def test_pgd_init(backend, shape, layout, dtype, variant):
+    kw = INIT_VARIANTS[variant]
+
+    def run(name):
+        xo, xa = _images(shape, dtype, layout, seed=7)
+        gen = ops.PhiloxGenerator(SEED)
+        gen.state[1] = OFFSET
+        with ops.use_backend(name):
+            assert ops.pgd_init_(xa, xo, generator=gen, **kw) is xa
+        assert gen.offset == OFFSET + xa.numel() and int(gen.state[2]) == 0
+        assert gaps_untouched(xa)
+        return xa, xo
+
+    xa, xo = run(backend)
+    tol = TOL[dtype] if kw["norm"] == "linf" else TOL_REDUCE[dtype]
+    # the normals differ across backends only through log/cos (NOISE_ATOL, scaled by eps)
+    tol = (tol[0], tol[1] + 1e-5 * kw["eps"])
+    assert_close(xa, oracle.pgd_init(xo, seed=SEED, offset=OFFSET, **kw), tol)
+    d = (xa.double() - xo.double()).reshape(xa.shape[0], -1)
+    if kw["norm"] == "linf":
+        assert d.abs().max() <= kw["eps"] * (1 + 1e-6)
+    else:
+        assert (d.norm(dim=1) <= kw["eps"] * (1 + 1e-2)).all()
+    if backend != "torch":
+        ref = run("torch")[0]
+        if kw["norm"] == "linf":
+            assert_bitwise(xa, ref)
+        else:
+            assert_close(xa, ref, tol)
+
+
+def test_pgd_linf_semantics(backend):
+    """sign(0) = sign(NaN) = 0 (torch.sign); the eps box, then the clamp."""
+    nan, inf = float("nan"), float("inf")
+    xo = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.95, 0.5])
+    xa = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.95, nan])
+    g = torch.tensor([0.0, nan, inf, -2.0, 1.0, 1.0])
+    ops.pgd_step_(xa, g, xo, alpha=0.25, eps=0.1, norm="linf", clamp=(0.0, 1.0))
+    assert_bitwise(xa, torch.tensor([0.5, 0.5, 0.6, 0.4, 1.0, nan]))
+
+
+def test_pgd_l2_semantics(backend):
+    """l2 step: unit-normalised grad; projection onto the ball only when outside it."""
+    xo = torch.zeros(3, 4)
+    xa = torch.zeros(3, 4)
+    g = torch.tensor([[3.0, 4.0, 0, 0], [0, 0, 0, 0], [float("nan"), 1.0, 0, 0]])
+    ops.pgd_step_(xa, g, xo, alpha=1.0, eps=0.5, norm="l2", clamp=None)
+    assert_close(xa[0], torch.tensor([0.3, 0.4, 0, 0]), TOL[torch.float32])
+    assert torch.equal(xa[1], torch.zeros(4))          # zero grad: no move, no NaN
+    assert xa[2].isnan().all()                         # NaN spreads over its own sample only
+    ops.pgd_step_(xa[:2], g[:2], xo[:2], alpha=0.1, eps=None, norm="l2", clamp=None)
+    assert_close(xa[0], torch.tensor([0.36, 0.48, 0, 0]), TOL[torch.float32])
+
+
+def test_pgd_init_eps_zero_is_identity(backend):
+    xo = torch.rand(4, 3, 5, 5)
+    for norm in ("linf", "l2"):
+        xa = torch.empty_like(xo)
+        ops.pgd_init_(xa, xo, eps=0.0, norm=norm, generator=ops.PhiloxGenerator(1))
+        assert torch.equal(xa, xo)
