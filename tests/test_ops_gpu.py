@@ -15,16 +15,24 @@ GPU_BACKENDS = ["triton", "cuda"]
 SHAPES = [(7,), (33, 3, 8, 8), (64, 3, 32, 32), (5, 1000003)]
 
 
+def _place(t, layout):
+    """A new GPU copy of t in ``layout`` ("strided": a view of every other element)."""
+    if layout == "strided":
+        out = torch.empty(t.shape[:-1] + (2 * t.shape[-1],), dtype=t.dtype, device="cuda")[..., ::2]
+    else:
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        out = torch.empty(t.shape, dtype=t.dtype, device="cuda", memory_format=fmt)
+    return out.copy_(t)
+
+
 def _inputs(shape, dtype, layout):
-    x = make(shape, dtype, layout, seed=1, special=True).cuda()
-    g = make(shape, dtype, layout, seed=2, special=True).cuda()
-    xo = make(shape, dtype, layout, seed=3).sigmoid().cuda()
-    if layout == "channels_last":
-        x, g, xo = (t.contiguous(memory_format=torch.channels_last) for t in (x, g, xo))
-    return x, g, xo
+    x = make(shape, dtype, seed=1, special=True)
+    g = make(shape, dtype, seed=2, special=True)
+    xo = make(shape, dtype, seed=3).sigmoid()
+    return tuple(_place(t, layout) for t in (x, g, xo))
 
 
-def _all_ops(backend, x, g, xo):
+def _all_ops(backend, x, g, xo, layout):
     """Each op once on fresh copies; returns the results."""
     gen = ops.PhiloxGenerator(42, device="cuda")
     out = {}
@@ -37,7 +45,7 @@ def _all_ops(backend, x, g, xo):
             "init_linf": lambda t: ops.pgd_init_(t, xo, eps=0.03, generator=gen),
             "init_l2": lambda t: ops.pgd_init_(t, xo, eps=0.5, norm="l2", generator=gen),
         }.items():
-            t = x.clone()
+            t = _place(x, layout)
             fn(t)
             out[name] = t
     torch.cuda.synchronize()
@@ -53,8 +61,8 @@ def test_gpu_backend_matches_reference(backend, dtype, shape, layout):
     if layout == "channels_last" and len(shape) != 4:
         pytest.skip("channels_last needs 4-D")
     x, g, xo = _inputs(shape, dtype, layout)
-    got, off = _all_ops(backend, x, g, xo)
-    ref, off_ref = _all_ops("torch", x, g, xo)
+    got, off = _all_ops(backend, x, g, xo, layout)
+    ref, off_ref = _all_ops("torch", x, g, xo, layout)
     assert off == off_ref
     for k in ("sgld", "linf", "init_linf"):
         assert_bitwise(got[k], ref[k], msg=k)
