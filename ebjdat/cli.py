@@ -70,12 +70,12 @@ def _pgd_demo(device: torch.device, steps: int = 10, eps: float = 0.15) -> tuple
 
 def _demo(args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    ops.set_backend(args.backend)
     print(f"ebjdat demo on {device}, backend {args.backend} (available: {', '.join(ops.available_backends())})")
-    var, exact = _sgld_demo(device, args.steps)
+    with ops.use_backend(args.backend):
+        var, exact = _sgld_demo(device, args.steps)
+        clean, robust = _pgd_demo(device)
     print(f"SGLD, E(x)=|x|^2/2, h=0.1, {args.steps} steps, 4096x16 chains: "
           f"variance {var:.4f} (exact stationary value {exact:.4f})")
-    clean, robust = _pgd_demo(device)
     print(f"PGD-10 linf eps=0.15 on a linear classifier: clean accuracy {clean:.3f}, "
           f"robust accuracy {robust:.3f}")
     ok = abs(var - exact) < 0.03 and robust < clean

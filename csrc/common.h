@@ -1,0 +1,76 @@
+// Shared by the host sources of ebjdat._C: dtype codes and dispatch, argument checks that
+// raise Python ValueError, and the conversion of a launch error into RuntimeError.
+//
+// Tensors cross the boundary as integer data pointers, element counts and dtype codes
+// (no torch headers, no torch ABI): ebjdat/ops/cuda.py passes them.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "launch.h"
+
+namespace ebjdat {
+namespace py = pybind11;
+
+// dtype codes, as ebjdat/ops/cuda.py sends them
+enum DtypeCode : int { kF32 = 0, kF16 = 1, kBF16 = 2, kF64 = 3 };
+
+inline void check_dtype(const char* name, int code) {
+  if (code < kF32 || code > kF64)
+    throw py::value_error(std::string(name) + ": unknown dtype code " + std::to_string(code) +
+                          " (expected 0=float32, 1=float16, 2=bfloat16, 3=float64)");
+}
+
+// Calls f(S{}) with S the storage type of `code` (checked beforehand).
+template <class F>
+void dispatch_dtype(int code, F&& f) {
+  switch (code) {
+    case kF32: f(float{}); break;
+    case kF16: f(f16{}); break;
+    case kBF16: f(bf16{}); break;
+    case kF64: f(double{}); break;
+    default: throw py::value_error("unknown dtype code " + std::to_string(code));
+  }
+}
+
+inline void check_count(int64_t n) {
+  if (n < 0) throw py::value_error("n (the element count) must be >= 0, got " + std::to_string(n));
+}
+
+inline void check_ptr(const char* name, uintptr_t p, int64_t n) {
+  if (n > 0 && p == 0) throw py::value_error(std::string(name) + ": null data pointer");
+}
+
+// (C, H, W) = (0, 0, 0): contiguous; all > 0: channels_last 4-D with n = N*C*H*W.
+inline Layout make_layout(int64_t C, int64_t H, int64_t W, int64_t n) {
+  if (C == 0 && H == 0 && W == 0) return Layout{false, 1, 1, 1};
+  if (C <= 0 || H <= 0 || W <= 0)
+    throw py::value_error("layout (C, H, W) must be all 0 (contiguous) or all > 0 (channels_last)");
+  if (n % (C * H * W) != 0)
+    throw py::value_error("channels_last layout: n is not a multiple of C*H*W");
+  return Layout{true, C, H, W};
+}
+
+// The batch of a per-sample (l2) op: n must split into `batch` samples.
+inline void check_batch(int64_t batch, int64_t n) {
+  if (n > 0 && (batch <= 0 || n % batch != 0))
+    throw py::value_error("batch (x.shape[0]) must be > 0 and divide n, got batch=" +
+                          std::to_string(batch) + ", n=" + std::to_string(n));
+}
+
+inline void raise_if_error(const char* op, const char* err) {
+  if (err) throw std::runtime_error(std::string("ebjdat._C.") + op + ": CUDA error: " + err);
+}
+
+template <class T>
+T* as_ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
+
+// Python float -> compute type C, rounded to nearest even as torch.tensor(v, dtype) does.
+template <class C>
+C scalar(double v) { return static_cast<C>(v); }
+
+}  // namespace ebjdat

@@ -1,0 +1,39 @@
+// ebjdat._C: fused SGLD / PGD update kernels (kernels/*.cu) and their host twins.
+//
+// Independent of torch's C++ ABI: tensors arrive as integer data pointers with element
+// counts and dtype codes (0=float32, 1=float16, 2=bfloat16, 3=float64), streams as the
+// raw cudaStream_t of the caller. `<op>` launches on CUDA memory; `<op>_host` runs the same
+// element functions and Philox stream on CPU memory (the test path without a GPU).
+// cudart is linked statically, so importing needs no GPU, driver or CUDA install.
+#include "common.h"
+
+#ifndef EBJDAT_DEVICE_CODE
+#define EBJDAT_DEVICE_CODE 1
+#endif
+
+namespace ebjdat {
+void register_sgld(py::module_& m);
+void register_pgd(py::module_& m);
+}  // namespace ebjdat
+
+PYBIND11_MODULE(_C, m) {
+  namespace py = pybind11;
+  m.doc() = "ebjdat CUDA kernels (sgld_step, pgd_step, pgd_init) and their host twins";
+  ebjdat::register_sgld(m);
+  ebjdat::register_pgd(m);
+  m.def(
+      "philox4x32_host",
+      [](py::int_ seed, py::int_ counter) {
+        // any Python int, taken modulo 2**64 (so negative int64 seeds work too)
+        const uint64_t s = PyLong_AsUnsignedLongLongMask(seed.ptr());
+        const uint64_t c = PyLong_AsUnsignedLongLongMask(counter.ptr());
+        if (PyErr_Occurred()) throw py::error_already_set();
+        const ebjdat::Philox4 r = ebjdat::philox4x32(s, c);
+        return py::make_tuple(r.r0, r.r1, r.r2, r.r3);
+      },
+      "Philox4x32-10 words (r0, r1, r2, r3) of the 64-bit counter under the 64-bit seed.",
+      py::arg("seed"), py::arg("counter"));
+  m.def(
+      "has_device_code", [] { return EBJDAT_DEVICE_CODE != 0; },
+      "True when the module carries the CUDA kernels (not only the host twins).");
+}

@@ -1,0 +1,112 @@
+// sgld_step: argument checks, dtype dispatch, the CUDA launch (sgld_step) and the host
+// loop over the same element math (sgld_step_host) for CPU memory.
+// Noise is drawn iff noise_std > 0 (as in reference.py); the generator state
+// [seed, offset, done] is then required and its offset advances by n.
+#include "common.h"
+
+namespace ebjdat {
+namespace {
+
+struct SgldArgs {
+  uintptr_t x, grad, state;
+  int64_t n;
+  int x_dtype, grad_dtype;
+  double step_size, noise_std, grad_clip, lo, hi;
+  Layout layout;
+  bool noise;
+};
+
+SgldArgs check(uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n, int x_dtype,
+               int grad_dtype, double step_size, double noise_std, double grad_clip, double lo,
+               double hi, int64_t C, int64_t H, int64_t W) {
+  check_count(n);
+  check_dtype("x", x_dtype);
+  check_dtype("grad", grad_dtype);
+  check_ptr("x", x, n);
+  check_ptr("grad", grad, n);
+  const bool noise = noise_std > 0;
+  if (noise && state == 0) throw py::value_error("state: noise_std > 0 needs the generator state");
+  return SgldArgs{x, grad, state, n, x_dtype, grad_dtype, step_size, noise_std, grad_clip,
+                  lo, hi, make_layout(C, H, W, n), noise};
+}
+
+template <class C>
+SgldParams<C> params(const SgldArgs& a) {
+  return SgldParams<C>{scalar<C>(a.step_size), scalar<C>(a.noise_std), scalar<C>(a.grad_clip),
+                       scalar<C>(a.lo), scalar<C>(a.hi)};
+}
+
+// The CPU twin of sgld_step_kernel: same element function, same counters.
+template <class XT, class GT>
+void sgld_step_loop(XT* x, const GT* g, int64_t* state, int64_t n,
+                    const SgldParams<compute_t<XT>>& p, bool noise, const Layout& L) {
+  uint64_t seed = 0, offset = 0;
+  if (noise) {
+    seed = (uint64_t)state[0];
+    offset = (uint64_t)state[1];
+  }
+  LogicalWalk walk(L, 0);
+  for (int64_t m = 0; m < n; ++m) {
+    float z = 0.0f;
+    if (noise) {
+      z = normal_at(seed, offset + (uint64_t)walk.get());
+      walk.next();
+    }
+    x[m] = sgld_step_element<XT, GT>(x[m], g[m], z, noise, p);
+  }
+  if (noise) state[1] = (int64_t)(offset + (uint64_t)n);
+}
+
+void sgld_step_host(uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n, int x_dtype,
+                    int grad_dtype, double step_size, double noise_std, double grad_clip,
+                    double lo, double hi, int64_t C, int64_t H, int64_t W) {
+  const SgldArgs a = check(x, grad, state, n, x_dtype, grad_dtype, step_size, noise_std,
+                           grad_clip, lo, hi, C, H, W);
+  py::gil_scoped_release nogil;
+  dispatch_dtype(a.x_dtype, [&](auto xt) {
+    using XT = decltype(xt);
+    dispatch_dtype(a.grad_dtype, [&](auto gt) {
+      using GT = decltype(gt);
+      sgld_step_loop<XT, GT>(as_ptr<XT>(a.x), as_ptr<const GT>(a.grad), as_ptr<int64_t>(a.state),
+                             a.n, params<compute_t<XT>>(a), a.noise, a.layout);
+    });
+  });
+}
+
+void sgld_step(uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n, int x_dtype,
+               int grad_dtype, double step_size, double noise_std, double grad_clip, double lo,
+               double hi, int64_t C, int64_t H, int64_t W, int device, uintptr_t stream) {
+  const SgldArgs a = check(x, grad, state, n, x_dtype, grad_dtype, step_size, noise_std,
+                           grad_clip, lo, hi, C, H, W);
+  const char* err = nullptr;
+  {
+    py::gil_scoped_release nogil;
+    dispatch_dtype(a.x_dtype, [&](auto xt) {
+      using XT = decltype(xt);
+      dispatch_dtype(a.grad_dtype, [&](auto gt) {
+        using GT = decltype(gt);
+        err = sgld_step_launch<XT, GT>(as_ptr<XT>(a.x), as_ptr<const GT>(a.grad),
+                                       as_ptr<int64_t>(a.state), a.n, params<compute_t<XT>>(a),
+                                       a.noise, a.layout, device, reinterpret_cast<void*>(stream));
+      });
+    });
+  }
+  raise_if_error("sgld_step", err);
+}
+
+}  // namespace
+
+void register_sgld(py::module_& m) {
+  using namespace pybind11::literals;
+  m.def("sgld_step", &sgld_step,
+        "x <- clamp(x + step_size*clamp(grad, -grad_clip, grad_clip) [+ noise_std*z], lo, hi) "
+        "on CUDA memory, launched on `stream` (a cudaStream_t as int).",
+        "x"_a, "grad"_a, "state"_a, "n"_a, "x_dtype"_a, "grad_dtype"_a, "step_size"_a,
+        "noise_std"_a, "grad_clip"_a, "lo"_a, "hi"_a, "C"_a, "H"_a, "W"_a, "device"_a, "stream"_a);
+  m.def("sgld_step_host", &sgld_step_host,
+        "sgld_step on CPU memory: the same element math and Philox stream, in a host loop.",
+        "x"_a, "grad"_a, "state"_a, "n"_a, "x_dtype"_a, "grad_dtype"_a, "step_size"_a,
+        "noise_std"_a, "grad_clip"_a, "lo"_a, "hi"_a, "C"_a, "H"_a, "W"_a);
+}
+
+}  // namespace ebjdat

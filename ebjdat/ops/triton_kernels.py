@@ -1,0 +1,403 @@
+"""The ``triton`` backend: one fused Triton kernel per op, computing ``reference.py``'s function.
+
+Signatures are those of ``reference.py`` (arguments already checked by ``ebjdat.ops``):
+
+* ``sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout)``
+* ``pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout)``
+* ``pgd_init(x, x_orig, state, eps, norm, lo, hi, layout)``
+
+Memory: x, grad and x_orig are dense with x's strides, so ``ptr + m`` walks every element
+for memory index m. ``layout`` is None (contiguous: m is the row-major logical index) or
+``(C, H, W)`` for channels_last (N, C, H, W) tensors, where only the Philox counter needs
+the logical index ``((n*C + c)*H + h)*W + w``; values are updated in memory order, and a
+sample (dim 0) is a contiguous run of ``D = numel / N`` elements in either layout.
+
+Arithmetic: loads are widened to the compute dtype CDT (fp64 for fp64 x, else fp32), every
+op is rounded as in the reference (launched with ``enable_fp_fusion=False``: no FMA
+contraction), and the result is rounded once to x's dtype at the store. Python scalars
+arrive as fp64 and are rounded to CDT in the kernel, like ``reference._scalar``. Noise is
+Philox4x32-10 (``philox.py``) in fp32, widened to CDT.
+
+Generator: ``state`` is the int64 ``[seed, offset, done]`` tensor. Every program reads
+seed and offset; the last program to finish (counted by an atomic on ``done``) writes
+``offset + numel`` and resets ``done`` to 0, in the same launch: no host sync, no
+allocation, and fresh noise on every CUDA-graph replay.
+"""
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+from . import philox
+
+# Philox4x32-10 and noise constants (see philox.py); tl.constexpr so kernels may read them.
+_M0 = tl.constexpr(philox.PHILOX_M0)
+_M1 = tl.constexpr(philox.PHILOX_M1)
+_W0 = tl.constexpr(philox.PHILOX_W0)
+_W1 = tl.constexpr(philox.PHILOX_W1)
+_TWO_PI = tl.constexpr(philox.TWO_PI_F32)
+_INV_2_23 = tl.constexpr(philox.INV_2_23)
+_L2_TINY = tl.constexpr(1e-10)  # added to ||grad|| in pgd l2, as in the reference
+
+_BLOCK = 2048   # elements per program of the elementwise kernels (8 per thread)
+_WARPS = 8
+_INT32_LIMIT = 2**31
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@triton.jit
+def _philox(k0, k1, c0, c1):
+    """Philox4x32-10 of counters (c0, c1, 0, 0) under key (k0, k1): uint32 in, 4 uint32 out."""
+    c2 = tl.zeros_like(c0)
+    c3 = tl.zeros_like(c0)
+    for r in tl.static_range(10):
+        if r > 0:  # the key is bumped before every round but the first
+            k0 = k0 + _W0
+            k1 = k1 + _W1
+        hi0 = tl.umulhi(c0, _M0)
+        lo0 = c0 * _M0  # uint32 product wraps: the low word
+        hi1 = tl.umulhi(c2, _M1)
+        lo1 = c2 * _M1
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _philox_at(seed, counter):
+    """Philox words of the int64 counters ``counter`` under the int64 ``seed``."""
+    # int64 -> uint32 truncates: (lo32, hi32) of both; >> is arithmetic, the truncation
+    # keeps exactly the high word's bits, as philox.py's (x >> 32) & MASK32
+    return _philox(seed.to(tl.uint32), (seed >> 32).to(tl.uint32),
+                   counter.to(tl.uint32), (counter >> 32).to(tl.uint32))
+
+
+@triton.jit
+def _uniform(r):
+    """fp32 uniform in (0, 1) from a uint32 word: ((r >> 9) + 0.5) * 2**-23, exact."""
+    return ((r >> 9).to(tl.float32) + 0.5) * _INV_2_23
+
+
+@triton.jit
+def _normal(r0, r1):
+    """fp32 N(0, 1) by Box-Muller: sqrt(-2 log u(r0)) * cos(2pi (u(r1) - 0.5))."""
+    radius = tl.sqrt_rn(-2.0 * tl.log(_uniform(r0)))  # tl.sqrt is approximate on GPUs
+    return radius * tl.cos((_uniform(r1) - 0.5) * _TWO_PI)
+
+
+@triton.jit
+def _noise(seed, counter):
+    """fp32 N(0, 1) noise of the int64 counters (Box-Muller of their words r0, r1)."""
+    r0, r1, _r2, _r3 = _philox_at(seed, counter)
+    return _normal(r0, r1)
+
+
+@triton.jit
+def _logical(s, C, HW, D, CHANNELS_LAST: tl.constexpr):
+    """Row-major logical index of memory index s (identity unless channels_last).
+
+    channels_last: inside a sample of D = C*H*W elements memory runs (h, w, c), so
+    s = n*D + hw*C + c maps to n*D + c*HW + hw.
+    """
+    if CHANNELS_LAST:
+        r = s % D
+        return (s - r) + (r % C) * HW + r // C
+    else:
+        return s
+
+
+@triton.jit
+def _clamp(v, lo, hi):
+    """torch.clamp: keeps NaN, identity for +-inf bounds (no min/max NaN subtleties)."""
+    return tl.where(v < lo, lo, tl.where(v > hi, hi, v))
+
+
+@triton.jit
+def _sqrt(v):
+    """Correctly rounded square root, as torch's (fp64 sqrt is always IEEE)."""
+    if v.dtype == tl.float64:
+        return tl.sqrt(v)
+    else:
+        return tl.sqrt_rn(v)
+
+
+@triton.jit
+def _div(a, b):
+    """Correctly rounded a / b (fp32 ``/`` in Triton is the approximate div.full)."""
+    a, b = tl.broadcast(a, b)
+    if a.dtype == tl.float64:
+        return a / b
+    else:
+        return tl.div_rn(a, b)
+
+
+@triton.jit
+def _to_bf16(v):
+    """fp32 -> bf16 rounding to nearest even, in integer ops: the same bits on GPUs and in
+    the interpreter (whose float cast truncates); NaN becomes 0x7FC0 as in torch."""
+    b = v.to(tl.uint32, bitcast=True)
+    r = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+    r = tl.where(v != v, 0x7FC0, r)
+    return r.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def _store(ptrs, v, mask):
+    """Store v rounded once to the pointee dtype."""
+    ty = ptrs.dtype.element_ty
+    if ty == tl.bfloat16:
+        tl.store(ptrs, _to_bf16(v.to(tl.float32)), mask=mask)
+    else:
+        tl.store(ptrs, v.to(ty), mask=mask)
+
+
+@triton.jit
+def _block(numel, BIG: tl.constexpr, BLOCK: tl.constexpr):
+    """Memory indices of this program's block and their in-bounds mask."""
+    pid = tl.program_id(0)
+    if BIG:  # numel + BLOCK may exceed int32
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    return offs, offs < numel
+
+
+@triton.jit
+def _advance(state_ptr, offset, numel):
+    """Count this program done; the last one moves the generator offset by numel.
+
+    Race-free on a GPU: every warp has read seed and offset before the barrier, the
+    acq_rel atomic orders those reads before the last program's store, and the last
+    program is the one that sees done == num_programs - 1.
+    """
+    tl.debug_barrier()
+    done = tl.atomic_add(state_ptr + 2, 1, sem="acq_rel")
+    last = done == tl.num_programs(0) - 1
+    tl.store(state_ptr + 1, offset + numel, mask=last)
+    tl.atomic_xchg(state_ptr + 2, 0, mask=last, sem="relaxed")
+
+
+# ----------------------------------------------------------------------------- kernels
+# Scalars are annotated fp64 so that they reach the kernel unrounded; tl.full(.., CDT)
+# rounds them to the compute dtype (in the interpreter they stay Python floats and
+# tl.full rounds them the same way).
+
+@triton.jit
+def _sgld_kernel(x_ptr, g_ptr, state_ptr, numel, C, HW, D,
+                 step: tl.float64, noise_std: tl.float64, clip: tl.float64,
+                 lo: tl.float64, hi: tl.float64,
+                 CDT: tl.constexpr, HAS_NOISE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+                 BIG: tl.constexpr, BLOCK: tl.constexpr):
+    """x[m] <- clamp(x + step * clamp(g, -clip, clip) + noise_std * z[logical(m)], lo, hi)."""
+    offs, mask = _block(numel, BIG, BLOCK)
+    clip = tl.full((), clip, CDT)
+    g = _clamp(tl.load(g_ptr + offs, mask=mask).to(CDT), -clip, clip)
+    v = tl.load(x_ptr + offs, mask=mask).to(CDT) + tl.full((), step, CDT) * g
+    if HAS_NOISE:
+        seed = tl.load(state_ptr)
+        offset = tl.load(state_ptr + 1)
+        idx = _logical(offs, C, HW, D, CHANNELS_LAST)
+        v = v + tl.full((), noise_std, CDT) * _noise(seed, offset + idx.to(tl.int64)).to(CDT)
+    _store(x_ptr + offs, _clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
+    if HAS_NOISE:
+        _advance(state_ptr, offset, numel)
+
+
+@triton.jit
+def _pgd_linf_kernel(x_ptr, g_ptr, xo_ptr, numel,
+                     alpha: tl.float64, eps: tl.float64, lo: tl.float64, hi: tl.float64,
+                     CDT: tl.constexpr, HAS_EPS: tl.constexpr, BIG: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    """v = x + alpha * sign(g); v = xo + clamp(v - xo, -eps, eps) if HAS_EPS; clamp(lo, hi)."""
+    offs, mask = _block(numel, BIG, BLOCK)
+    g = tl.load(g_ptr + offs, mask=mask).to(CDT)
+    sign = (g > 0).to(CDT) - (g < 0).to(CDT)  # torch.sign: 0 for +-0 and NaN
+    v = tl.load(x_ptr + offs, mask=mask).to(CDT) + tl.full((), alpha, CDT) * sign
+    if HAS_EPS:
+        xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
+        e = tl.full((), eps, CDT)
+        v = xo + _clamp(v - xo, -e, e)
+    _store(x_ptr + offs, _clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
+
+
+@triton.jit
+def _pgd_l2_kernel(x_ptr, g_ptr, xo_ptr, D,
+                   alpha: tl.float64, eps: tl.float64, lo: tl.float64, hi: tl.float64,
+                   CDT: tl.constexpr, HAS_EPS: tl.constexpr, BIG: tl.constexpr,
+                   BLOCK: tl.constexpr):
+    """One program per sample b, over its D elements [b*D, (b+1)*D), in three passes:
+
+    gn = ||g|| + 1e-10;  v = x + alpha * (g / gn);
+    if HAS_EPS: d = v - xo, dn = ||d||, v = xo + d * (1 if dn <= eps else eps / dn);
+    x <- clamp(v, lo, hi).  Nothing is stored before the norms are known.
+    """
+    b = tl.program_id(0)
+    if BIG:
+        b = b.to(tl.int64)
+    base = b * D
+    a = tl.full((), alpha, CDT)
+    acc = tl.zeros([BLOCK], CDT)
+    for start in range(0, D, BLOCK):
+        offs = base + start + tl.arange(0, BLOCK)
+        mask = offs < base + D
+        g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(CDT)
+        acc += g * g
+    gn = _sqrt(tl.sum(acc, axis=0)) + tl.full((), _L2_TINY, CDT)
+    if HAS_EPS:
+        acc = tl.zeros([BLOCK], CDT)
+        for start in range(0, D, BLOCK):
+            offs = base + start + tl.arange(0, BLOCK)
+            mask = offs < base + D
+            g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(CDT)
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(CDT)
+            xo = tl.load(xo_ptr + offs, mask=mask, other=0.0).to(CDT)
+            d = (x + a * _div(g, gn)) - xo
+            acc += tl.where(mask, d * d, 0.0)
+        dn = _sqrt(tl.sum(acc, axis=0))
+        e = tl.full((), eps, CDT)
+        f = tl.where(dn <= e, tl.full((), 1.0, CDT), _div(e, dn))  # NaN dn -> NaN, as torch
+    lo = tl.full((), lo, CDT)
+    hi = tl.full((), hi, CDT)
+    for start in range(0, D, BLOCK):
+        offs = base + start + tl.arange(0, BLOCK)
+        mask = offs < base + D
+        g = tl.load(g_ptr + offs, mask=mask).to(CDT)
+        v = tl.load(x_ptr + offs, mask=mask).to(CDT) + a * _div(g, gn)
+        if HAS_EPS:
+            xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
+            v = xo + (v - xo) * f
+        _store(x_ptr + offs, _clamp(v, lo, hi), mask)
+
+
+@triton.jit
+def _init_linf_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
+                      eps: tl.float64, lo: tl.float64, hi: tl.float64,
+                      CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, BIG: tl.constexpr,
+                      BLOCK: tl.constexpr):
+    """x[m] <- clamp(xo + eps * (2 u(r0) - 1), lo, hi), r0 from counter offset + logical(m)."""
+    offs, mask = _block(numel, BIG, BLOCK)
+    seed = tl.load(state_ptr)
+    offset = tl.load(state_ptr + 1)
+    idx = _logical(offs, C, HW, D, CHANNELS_LAST)
+    r0, _r1, _r2, _r3 = _philox_at(seed, offset + idx.to(tl.int64))
+    u = _uniform(r0).to(CDT)
+    xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
+    v = xo + tl.full((), eps, CDT) * (u * 2.0 - 1.0)
+    _store(x_ptr + offs, _clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
+    _advance(state_ptr, offset, numel)
+
+
+@triton.jit
+def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
+                    eps: tl.float64, lo: tl.float64, hi: tl.float64,
+                    CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, BIG: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    """One program per sample b: z = N(0, I) from (r0, r1) of each element's counter,
+    radius = u(r2) of the sample's first counter offset + b*D;
+    x <- clamp(xo + z * ((radius / ||z||) * eps), lo, hi). z is drawn twice (norm, write)."""
+    b = tl.program_id(0)
+    if BIG:
+        b = b.to(tl.int64)
+    base = b * D
+    seed = tl.load(state_ptr)
+    offset = tl.load(state_ptr + 1)
+    first = offset + base.to(tl.int64)  # counter of the sample's logical element 0
+    acc = tl.zeros([BLOCK], CDT)
+    for start in range(0, D, BLOCK):
+        s = start + tl.arange(0, BLOCK)  # memory index inside the sample
+        z = _noise(seed, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64)).to(CDT)
+        acc += tl.where(s < D, z * z, 0.0)
+    _q0, _q1, q2, _q3 = _philox_at(seed, first)
+    scale = _div(_uniform(q2).to(CDT), _sqrt(tl.sum(acc, axis=0))) * tl.full((), eps, CDT)
+    lo = tl.full((), lo, CDT)
+    hi = tl.full((), hi, CDT)
+    for start in range(0, D, BLOCK):
+        s = start + tl.arange(0, BLOCK)
+        mask = s < D
+        z = _noise(seed, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64)).to(CDT)
+        xo = tl.load(xo_ptr + base + s, mask=mask).to(CDT)
+        _store(x_ptr + base + s, _clamp(xo + z * scale, lo, hi), mask)
+    _advance(state_ptr, offset, numel)
+
+
+# ----------------------------------------------------------------------------- host side
+
+def _cdt(x: torch.Tensor):
+    return tl.float64 if x.dtype == torch.float64 else tl.float32
+
+
+def _big(numel: int, block: int) -> bool:
+    """Whether indices of a launch over numel elements (plus a tail block) need int64."""
+    return numel + block > _INT32_LIMIT
+
+
+def _layout_args(layout):
+    """(C, HW, D, channels_last) for _logical; 1s (unused) for contiguous tensors."""
+    if layout is None:
+        return 1, 1, 1, False
+    c, h, w = layout
+    return c, h * w, c * h * w, True
+
+
+def _device(x: torch.Tensor):
+    """Launch on x's GPU (Triton launches on the current device, on its current stream)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+def _l2_block(d: int):
+    """(BLOCK, num_warps) of the per-sample kernels: the sample in at most 2048-chunks."""
+    block = min(2048, max(128, triton.next_power_of_2(d)))
+    return block, (4 if block <= 1024 else 8)
+
+
+def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=None):
+    """x <- clamp(x + step_size * clamp(grad, -grad_clip, grad_clip) + noise_std * z, lo, hi)."""
+    n = x.numel()
+    noise = noise_std > 0
+    c, hw, d, cl = _layout_args(layout if noise else None)  # only the noise needs it
+    with _device(x):
+        _sgld_kernel[(triton.cdiv(n, _BLOCK),)](
+            x, grad, state if noise else x, n, c, hw, d,
+            float(step_size), float(noise_std), float(grad_clip), float(lo), float(hi),
+            CDT=_cdt(x), HAS_NOISE=noise, CHANNELS_LAST=cl, BIG=_big(n, _BLOCK),
+            BLOCK=_BLOCK, num_warps=_WARPS, enable_fp_fusion=False)
+
+
+def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
+    """One PGD ascent step along grad, projected onto the eps-ball around x_orig, clamped."""
+    n = x.numel()
+    has_eps = eps is not None
+    e = float(eps) if has_eps else 0.0
+    with _device(x):
+        if norm == "linf":
+            _pgd_linf_kernel[(triton.cdiv(n, _BLOCK),)](
+                x, grad, x_orig, n, float(alpha), e, float(lo), float(hi),
+                CDT=_cdt(x), HAS_EPS=has_eps, BIG=_big(n, _BLOCK), BLOCK=_BLOCK,
+                num_warps=_WARPS, enable_fp_fusion=False)
+        else:
+            b = x.shape[0]
+            block, warps = _l2_block(n // b)
+            _pgd_l2_kernel[(b,)](
+                x, grad, x_orig, n // b, float(alpha), e, float(lo), float(hi),
+                CDT=_cdt(x), HAS_EPS=has_eps, BIG=_big(n, block), BLOCK=block,
+                num_warps=warps, enable_fp_fusion=False)
+
+
+def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
+    """Random start around x_orig (uniform in the linf box, or torchattacks' l2 ball), clamped;
+    advances the generator by x.numel()."""
+    n = x.numel()
+    c, hw, d, cl = _layout_args(layout)
+    with _device(x):
+        if norm == "linf":
+            _init_linf_kernel[(triton.cdiv(n, _BLOCK),)](
+                x, x_orig, state, n, c, hw, d, float(eps), float(lo), float(hi),
+                CDT=_cdt(x), CHANNELS_LAST=cl, BIG=_big(n, _BLOCK), BLOCK=_BLOCK,
+                num_warps=_WARPS, enable_fp_fusion=False)
+        else:
+            d = n // x.shape[0]
+            block, warps = _l2_block(d)
+            _init_l2_kernel[(x.shape[0],)](
+                x, x_orig, state, n, c, hw, d, float(eps), float(lo), float(hi),
+                CDT=_cdt(x), CHANNELS_LAST=cl, BIG=_big(n, block), BLOCK=block,
+                num_warps=warps, enable_fp_fusion=False)

@@ -1,0 +1,41 @@
+// Host-callable launchers of the CUDA kernels (defined in kernels/sgld.cu and
+// kernels/pgd.cu, explicitly instantiated for every storage type pair). Plain C++: csrc/
+// includes this without CUDA headers. Each launcher makes `device` current, launches on
+// `stream` (the caller's cudaStream_t), allocates nothing, never synchronises, and returns
+// nullptr on success or CUDA's error string.
+#pragma once
+
+#include "common.cuh"
+#include "dtype.cuh"
+#include "pgd.cuh"
+#include "sgld.cuh"
+
+namespace ebjdat {
+
+// x[m] <- sgld(x[m], g[m], z[logical(m)]) for m < n; noise: draw z at the generator
+// state [seed, offset, done] and advance its offset by n on the device.
+template <class XT, class GT>
+const char* sgld_step_launch(XT* x, const GT* g, int64_t* state, int64_t n,
+                             const SgldParams<compute_t<XT>>& p, bool noise, const Layout& L,
+                             int device, void* stream);
+
+// linf: elementwise; l2: one block per sample of n / batch consecutive elements.
+template <class XT, class GT>
+const char* pgd_step_launch(XT* x, const GT* g, const XT* xo, int64_t n, int64_t batch,
+                            const PgdParams<compute_t<XT>>& p, bool l2, int device,
+                            void* stream);
+
+// Random start; advances the generator offset by n.
+template <class XT>
+const char* pgd_init_launch(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch,
+                            const PgdParams<compute_t<XT>>& p, bool l2, const Layout& L,
+                            int device, void* stream);
+
+}  // namespace ebjdat
+
+// Every storage type of x, and every (x, grad) pair, for explicit instantiation.
+#define EBJDAT_FOR_X(M) M(float) M(double) M(::ebjdat::f16) M(::ebjdat::bf16)
+#define EBJDAT_FOR_G_(M, X) M(X, float) M(X, double) M(X, ::ebjdat::f16) M(X, ::ebjdat::bf16)
+#define EBJDAT_FOR_XG(M)                                                       \
+  EBJDAT_FOR_G_(M, float) EBJDAT_FOR_G_(M, double) EBJDAT_FOR_G_(M, ::ebjdat::f16) \
+  EBJDAT_FOR_G_(M, ::ebjdat::bf16)

@@ -1,0 +1,92 @@
+// Philox4x32-10 and the noise it feeds, exactly as ebjdat/ops/philox.py specifies.
+//
+// key (k0, k1) = (seed lo32, seed hi32); counter of logical element i of a call at
+// offset o: c = o + i (64 bits), words (c lo32, c hi32, 0, 0). The integer words are
+// bit-identical to the torch reference; the normal differs only through logf and cosf
+// (within ebjdat.ops.philox.NOISE_ATOL).
+#pragma once
+
+#include "common.cuh"
+
+namespace ebjdat {
+
+struct Philox4 { uint32_t r0, r1, r2, r3; };
+
+EBJDAT_HD void mulhilo32(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
+#if defined(__CUDA_ARCH__)
+  hi = __umulhi(a, b);
+  lo = a * b;
+#else
+  const uint64_t p = (uint64_t)a * b;
+  hi = (uint32_t)(p >> 32);
+  lo = (uint32_t)p;
+#endif
+}
+
+EBJDAT_HD Philox4 philox4x32(uint64_t seed, uint64_t counter) {
+  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+  uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int r = 0; r < 10; ++r) {
+    if (r) {
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    uint32_t hi0, lo0, hi1, lo1;
+    mulhilo32(0xD2511F53u, c0, hi0, lo0);
+    mulhilo32(0xCD9E8D57u, c2, hi1, lo1);
+    const uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
+    c0 = n0;
+    c1 = lo1;
+    c2 = n2;
+    c3 = lo0;
+  }
+  return Philox4{c0, c1, c2, c3};
+}
+
+// Uniform in (0, 1): ((r >> 9) + 0.5) * 2^-23, exact in fp32.
+EBJDAT_HD float uniform01(uint32_t r) {
+  return ((float)(r >> 9) + 0.5f) * 1.1920928955078125e-07f;
+}
+
+// Standard normal (Box-Muller): sqrt(-2 log u(r0)) * cos((u(r1) - 0.5) * float32(2 pi)).
+EBJDAT_HD float box_muller(uint32_t r0, uint32_t r1) {
+  const float radius = sqrtf(-2.0f * logf(uniform01(r0)));
+  return radius * cosf((uniform01(r1) - 0.5f) * 6.2831854820251465f);
+}
+
+EBJDAT_HD float normal_at(uint64_t seed, uint64_t counter) {
+  const Philox4 r = philox4x32(seed, counter);
+  return box_muller(r.r0, r.r1);
+}
+
+#if defined(__CUDACC__)
+// Reads the generator state [seed, offset, done] and advances it by n in the same launch,
+// race-free and without a host sync. Every block calls this once, with all its threads:
+// thread 0 reads seed and offset, fences, and counts its block in state[2]; the last block
+// to count (all others have read by then) writes offset + n and resets the count. The
+// values come back through shared memory to every thread of the block.
+__device__ __forceinline__ void claim_generator(int64_t* state, int64_t n, uint64_t& seed,
+                                                uint64_t& offset) {
+  __shared__ uint64_t s_seed, s_offset;
+  if (threadIdx.x == 0) {
+    volatile int64_t* vs = state;
+    s_seed = (uint64_t)vs[0];
+    s_offset = (uint64_t)vs[1];
+    __threadfence();
+    const unsigned long long old =
+        atomicAdd(reinterpret_cast<unsigned long long*>(state + 2), 1ull);
+    if (old == (unsigned long long)gridDim.x - 1ull) {
+      vs[1] = (int64_t)(s_offset + (uint64_t)n);
+      vs[2] = 0;
+    }
+  }
+  __syncthreads();
+  seed = s_seed;
+  offset = s_offset;
+}
+#endif
+
+}  // namespace ebjdat

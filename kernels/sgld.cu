@@ -1,0 +1,66 @@
+// sgld_step kernel: each thread updates chunks of kElemsPerThread<XT> consecutive
+// elements (16-byte accesses when aligned), grid-striding over the tensor. The element
+// math is sgld_step_element (kernels/sgld.cuh), the same function the host loop runs.
+// NOISE is a template flag so that the noiseless kernel contains no Philox and no
+// generator traffic at all.
+#include "device.cuh"
+#include "launch.h"
+
+namespace ebjdat {
+
+template <class XT, class GT, bool NOISE>
+__global__ void __launch_bounds__(kThreads)
+sgld_step_kernel(XT* __restrict__ x, const GT* __restrict__ g, int64_t* state, int64_t n,
+                 SgldParams<compute_t<XT>> p, Layout L, bool aligned) {
+  constexpr int N = kElemsPerThread<XT>;
+  uint64_t seed = 0, offset = 0;
+  if (NOISE) claim_generator(state, n, seed, offset);
+  const int64_t chunks = (n + N - 1) / N;
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < chunks; k += stride) {
+    const int64_t base = k * N;
+    const bool full = aligned && base + N <= n;
+    XT xs[N];
+    GT gs[N];
+    load_chunk<N>(x, base, n, full, xs);
+    load_chunk<N>(g, base, n, full, gs);
+    LogicalWalk walk(L, base);
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      if (!full && base + j >= n) break;
+      float z = 0.0f;
+      if (NOISE) {
+        z = normal_at(seed, offset + (uint64_t)walk.get());
+        walk.next();
+      }
+      xs[j] = sgld_step_element<XT, GT>(xs[j], gs[j], z, NOISE, p);
+    }
+    store_chunk<N>(x, base, n, full, xs);
+  }
+}
+
+template <class XT, class GT>
+const char* sgld_step_launch(XT* x, const GT* g, int64_t* state, int64_t n,
+                             const SgldParams<compute_t<XT>>& p, bool noise, const Layout& L,
+                             int device, void* stream) {
+  if (n <= 0) return nullptr;
+  DeviceGuard guard(device);
+  if (guard.err != cudaSuccess) return cudaGetErrorString(guard.err);
+  const bool aligned = aligned16(x) && aligned16(g);
+  constexpr int N = kElemsPerThread<XT>;
+  const unsigned blocks = grid_for((n + N - 1) / N, device);
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (noise)
+    sgld_step_kernel<XT, GT, true><<<blocks, kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
+  else
+    sgld_step_kernel<XT, GT, false><<<blocks, kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
+  return launch_status();
+}
+
+#define EBJDAT_INSTANTIATE_SGLD(X, G)                                                  \
+  template const char* sgld_step_launch<X, G>(X*, const G*, int64_t*, int64_t,         \
+                                              const SgldParams<compute_t<X>>&, bool,   \
+                                              const Layout&, int, void*);
+EBJDAT_FOR_XG(EBJDAT_INSTANTIATE_SGLD)
+
+}  // namespace ebjdat

@@ -1,0 +1,38 @@
+// sgld_step: the per-element Langevin update, shared by the CUDA kernel (kernels/sgld.cu)
+// and the host loop (csrc/sgld.cpp). Same order of operations and roundings as
+// ebjdat/ops/reference.py::sgld_step:
+//   g = clamp(grad, -clip, clip)          (clip = +inf: identity, NaN kept)
+//   v = x + step * g
+//   v = v + noise_std * z                 (only when noise is drawn; z from Philox, fp32)
+//   x = round_to_dtype(clamp(v, lo, hi))
+// in compute type C (double for fp64 x, float otherwise); scalars pre-rounded to C.
+#pragma once
+
+#include "common.cuh"
+#include "dtype.cuh"
+#include "philox.cuh"
+
+namespace ebjdat {
+
+template <class C>
+struct SgldParams {
+  C step, noise_std, clip, lo, hi;
+};
+
+template <class C>
+EBJDAT_HD C sgld_step_value(C x, C g, float z, bool noise, const SgldParams<C>& p) {
+  g = clamp_keep_nan(g, -p.clip, p.clip);
+  C v = x + p.step * g;
+  if (noise) v = v + p.noise_std * static_cast<C>(z);
+  return clamp_keep_nan(v, p.lo, p.hi);
+}
+
+// One element in storage types: x of XT updated from grad of GT.
+template <class XT, class GT>
+EBJDAT_HD XT sgld_step_element(XT x, GT g, float z, bool noise,
+                               const SgldParams<compute_t<XT>>& p) {
+  using C = compute_t<XT>;
+  return store_as<XT>(sgld_step_value<C>(load_as<C>(x), load_as<C>(g), z, noise, p));
+}
+
+}  // namespace ebjdat
