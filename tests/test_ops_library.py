@@ -59,14 +59,41 @@ def _loop(x, g, xo, gen):
     return x, xo
 
 
-def test_compile_without_graph_break():
+@pytest.mark.parametrize("name", BACKENDS)
+def test_compile_without_graph_break(name):
     """fullgraph=True fails on any graph break; the compiled loop equals the eager one."""
+    require_backend(name)
     torch._dynamo.reset()
-    args = lambda: (torch.rand(2, 3, 4, 4), torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)),  # noqa: E731
-                    torch.zeros(2, 3, 4, 4), ops.PhiloxGenerator(5))
-    torch.manual_seed(0)
-    eager = _loop(*args())
-    torch.manual_seed(0)
-    compiled = torch.compile(_loop, fullgraph=True, backend="aot_eager")(*args())
+    def args():
+        g = torch.Generator().manual_seed(0)
+        return (torch.rand(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g),
+                torch.zeros(2, 3, 4, 4), ops.PhiloxGenerator(5))
+
+    with ops.use_backend(name):
+        eager = _loop(*args())
+        compiled = torch.compile(_loop, fullgraph=True, backend="aot_eager")(*args())
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_mixed_layouts(name):
+    """x contiguous or channels_last while grad / x_orig have other strides: the same result
+    as all-contiguous tensors, x keeps its own strides."""
+    require_backend(name)
+    g0 = torch.Generator().manual_seed(0)
+    x0, g, xo = (torch.rand(3, 4, 5, 6, generator=g0) for _ in range(3))
+    ref = x0.clone()
+    with ops.use_backend(name):
+        ops.pgd_step_(ref, g, xo, alpha=0.1, eps=0.2)
+        ops.sgld_step_(ref, g, step_size=0.1, noise_std=0.1, generator=ops.PhiloxGenerator(1))
+        g_cl = g.contiguous(memory_format=torch.channels_last)
+        xo_t = xo.transpose(2, 3).contiguous().transpose(2, 3)   # dense, neither layout
+        g_p = g.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            x = x0.clone(memory_format=fmt)
+            strides = x.stride()
+            ops.pgd_step_(x, g_cl, xo_t, alpha=0.1, eps=0.2)
+            ops.sgld_step_(x, g_p, step_size=0.1, noise_std=0.1, generator=ops.PhiloxGenerator(1))
+            assert x.stride() == strides
+            torch.testing.assert_close(x, ref, rtol=0, atol=0)
