@@ -46,17 +46,36 @@ def median_us(fn) -> float:
     return 1e3 * do_bench(fn, warmup=25, rep=200, return_mode="median")
 
 
+def graph_us(fn, calls: int = 20) -> float:
+    """Device time of one call of fn, host overhead excluded: ``calls`` calls captured in
+    one CUDA graph, the replay timed by median_us, divided by ``calls``."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up off the capture: compiles, lazy module loads
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return median_us(graph.replay) / calls
+
+
+def _copy_bandwidth(n: int = 1 << 28) -> float:
+    """GB/s of a device-to-device copy of n fp32 (read + write)."""
+    src = torch.empty(n, dtype=torch.float32, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    return 2 * 4 * n / (median_us(lambda: dst.copy_(src)) * 1e3)
+
+
 @pytest.fixture(scope="session")
 def ceilings() -> dict:
     """Copy bandwidth (GB/s, 1 GiB device-to-device copy) and dense bf16 matmul rate
     (TFLOP/s, 8192^3), measured in this run."""
     if not HAS_GPU:
         pytest.skip("needs a CUDA GPU")
-    n = 1 << 28
-    src = torch.empty(n, dtype=torch.float32, device="cuda").uniform_()
-    dst = torch.empty_like(src)
-    copy_gbs = 2 * 4 * n / (median_us(lambda: dst.copy_(src)) * 1e3)
-    del src, dst
+    copy_gbs = _copy_bandwidth()
     m = 8192
     a = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)

@@ -41,7 +41,7 @@ def sgld_step_(x: torch.Tensor, grad: torch.Tensor, *, step_size: float, noise_s
     state = None
     if noise_std > 0:
         state = (generator or default_generator(x.device)).state
-    torch.ops.ebjdat.sgld_step_(x, grad, state, step_size, noise_std,
+    library.call("sgld_step_", x, grad, state, step_size, noise_std,
                                 float("inf") if grad_clip is None else grad_clip,
                                 lo, hi, get_backend())
     return x
@@ -62,7 +62,7 @@ def pgd_step_(x_adv: torch.Tensor, grad: torch.Tensor, x_orig: torch.Tensor, *, 
     checks.tensor("grad", grad, like=x_adv)
     alpha = checks.number("alpha", alpha)
     lo, hi = checks.clamp_range(clamp)
-    torch.ops.ebjdat.pgd_step_(x_adv, grad, x_orig, alpha, eps, norm, lo, hi, get_backend())
+    library.call("pgd_step_", x_adv, grad, x_orig, alpha, eps, norm, lo, hi, get_backend())
     return x_adv
 
 
@@ -81,7 +81,7 @@ def pgd_init_(x_adv: torch.Tensor, x_orig: torch.Tensor, *, eps: float, norm: st
     lo, hi = checks.clamp_range(clamp)
     checks.generator(generator, x_adv)
     state = (generator or default_generator(x_adv.device)).state
-    torch.ops.ebjdat.pgd_init_(x_adv, x_orig, state, eps, norm, lo, hi, get_backend())
+    library.call("pgd_init_", x_adv, x_orig, state, eps, norm, lo, hi, get_backend())
     return x_adv
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import importlib.util
 import os
 from types import ModuleType
 
@@ -24,11 +26,14 @@ def _module(name: str) -> ModuleType:
     }[name])
 
 
+@functools.cache
+def _has_triton() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def triton_status() -> str | None:
     """None when the triton backend can run here, else the reason it cannot."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
+    if not _has_triton():
         return "triton is not installed (pip install triton)"
     if not (torch.cuda.is_available() or _interpreting()):
         return "the triton backend needs a CUDA GPU, or TRITON_INTERPRET=1 for CPU tensors"
