@@ -97,3 +97,23 @@ def test_mixed_layouts(name):
             ops.sgld_step_(x, g_p, step_size=0.1, noise_std=0.1, generator=ops.PhiloxGenerator(1))
             assert x.stride() == strides
             torch.testing.assert_close(x, ref, rtol=0, atol=0)
+
+
+def test_traced_calls_go_through_the_dispatcher():
+    """Plain eager calls skip the dispatcher; a dispatch mode (make_fx, export, fake
+    tensors) sees the registered op, so tracing records it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x, g = torch.zeros(4), torch.ones(4)
+    ops.sgld_step_(x, g, step_size=1.0)
+    with Record():
+        ops.sgld_step_(x, g, step_size=1.0)
+    assert seen == ["ebjdat.sgld_step_.default"]
+    assert torch.equal(x, torch.full((4,), 2.0))
