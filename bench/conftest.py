@@ -97,5 +97,7 @@ def pytest_sessionfinish(session, exitstatus):
     out = pathlib.Path(os.environ.get("EBJDAT_BENCH_OUT", pathlib.Path(__file__).parent / "results"))
     out.mkdir(parents=True, exist_ok=True)
     env = environment()
-    name = f"ops-{env.get('gpu', 'cpu').replace(' ', '_')}-{env['commit'][:8]}.json"
+    suites = "-".join(sorted({pathlib.Path(str(i.fspath)).stem.replace("test_bench_", "")
+                              for i in session.items})) or "bench"
+    name = f"{suites}-{env.get('gpu', 'cpu').replace(' ', '_')}-{env['commit'][:8]}.json"
     (out / name).write_text(json.dumps({"environment": env, "results": _RESULTS}, indent=1))

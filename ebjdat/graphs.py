@@ -43,16 +43,59 @@ def capture(fn: Callable[[], None], *, modules: Iterable[nn.Module] = (),
     saved_states = [g.state.clone() for g in generators]
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    with torch.no_grad():
-        for b, s in zip(buffers, saved_buffers):
-            b.copy_(s)
-        for g, s in zip(generators, saved_states):
-            g.state.copy_(s)
+    try:
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                fn()
+    finally:  # restore even when fn raised (bad input found during warm-up)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for b, s in zip(buffers, saved_buffers):
+                b.copy_(s)
+            for g, s in zip(generators, saved_states):
+                g.state.copy_(s)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
     return graph
+
+
+class GraphCache:
+    """One captured graph per key for a loop over static tensors.
+
+    ``run(loop, inputs)`` copies ``inputs`` into static tensors (made on first use, like
+    them), replays ``loop(*static)`` and returns the static tensors: clone what you keep,
+    the next replay overwrites them. Keys: the inputs' shapes, strides and dtypes, the
+    caller's ``key`` parts, autocast state and the modules' train/eval modes.
+    """
+
+    def __init__(self):
+        self._entries: dict[tuple, tuple] = {}
+
+    def clear(self) -> None:
+        """Drop the graphs (they hold their static tensors and memory pools)."""
+        self._entries.clear()
+
+    def run(self, loop: Callable[..., None], inputs: tuple, *, modules: Iterable[nn.Module] = (),
+            generators: Iterable[PhiloxGenerator] = (), key: tuple = ()) -> tuple:
+        modules, generators = list(modules), list(generators)
+        sig = tuple(None if t is None else (t.shape, t.stride(), t.dtype, t.device) for t in inputs)
+        k = graph_key(modules, sig, tuple(id(g) for g in generators), *key)
+        entry = self._entries.get(k)
+        if entry is None:
+            static = tuple(None if t is None else t.clone() for t in inputs)
+            amp = (torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda"))
+
+            def body():
+                # autocast's weight-cast cache would hand the graph casts made during
+                # warm-up, stale after the next optimizer step: cast inside the graph
+                with torch.autocast("cuda", dtype=amp[1], enabled=amp[0], cache_enabled=False):
+                    loop(*static)
+
+            entry = self._entries[k] = (capture(body, modules=modules, generators=generators), static)
+        graph, static = entry
+        for s, t in zip(static, inputs):
+            if s is not None:
+                s.copy_(t)
+        graph.replay()
+        return static

@@ -1,0 +1,4 @@
+"""Models that expose ``classify(x) -> logits``."""
+from .wideresnet import WideResNet
+
+__all__ = ["WideResNet"]

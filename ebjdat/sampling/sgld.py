@@ -1,0 +1,116 @@
+"""SGLD: Langevin dynamics on an energy, one fused update per step.
+
+``x_{k+1} = clamp(x_k - step_size * clip(dE/dx(x_k)) + noise_std * z_k)`` for K steps,
+from a replay buffer or a given start. Covers JEM (noise 0.01, no clip, no clamp) and
+SADA-JEM (clip 1, clamp [-1, 1], no noise). Gradients are taken with respect to the
+input only, so no parameter gradient accumulates; the model's train/eval mode is the
+caller's (JEM samples in eval mode, JEM++ and SADA-JEM in train mode).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .. import graphs, ops
+from ..ops import checks
+
+EnergyFn = Callable[..., Tensor]
+
+
+class SGLD:
+    """Samples by K Langevin steps; ``cuda_graph=True`` replays the K-step loop as one graph.
+
+    energy_fn(x, y=None) -> (B,) energies (lower is more probable). buffer: a
+    ReplayBuffer to draw starts from and write samples back to. generator: the
+    PhiloxGenerator of the noise (the device's default when None).
+    """
+
+    def __init__(self, energy_fn: EnergyFn, *, n_steps: int, step_size: float,
+                 noise_std: float = 0.0, grad_clip: float | None = None,
+                 clamp: tuple[float, float] | None = None, buffer=None,
+                 generator: ops.PhiloxGenerator | None = None, cuda_graph: bool = False):
+        if not callable(energy_fn):
+            raise TypeError(f"energy_fn must be callable, got {type(energy_fn).__name__}")
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
+            raise ValueError(f"n_steps must be an int >= 0, got {n_steps!r}")
+        self.energy_fn = energy_fn
+        self.n_steps = n_steps
+        self.step = dict(step_size=checks.number("step_size", step_size),
+                         noise_std=checks.number("noise_std", noise_std),
+                         grad_clip=checks.number("grad_clip", grad_clip, allow_none=True),
+                         clamp=None if clamp is None else checks.clamp_range(clamp))
+        self.buffer = buffer
+        self.generator = generator
+        self.cuda_graph = bool(cuda_graph)
+        self._graphs = graphs.GraphCache()
+
+    # ------------------------------------------------------------------ public
+    def sample(self, batch_size: int | None = None, *, x_init: Tensor | None = None,
+               y: Tensor | None = None) -> Tensor:
+        """(B, *shape) samples after n_steps steps.
+
+        Starts from x_init (copied, never modified) or, without it, from
+        ``buffer.sample(batch_size, y)``, writing the samples back to the same rows.
+        y: optional (B,) labels passed to energy_fn (class-conditional sampling).
+        """
+        idx = None
+        if x_init is not None:
+            checks.tensor("x_init", x_init)
+            if batch_size is not None and batch_size != x_init.shape[0]:
+                raise ValueError(f"batch_size={batch_size} but x_init has {x_init.shape[0]} rows")
+            x = x_init.detach().clone()
+        elif self.buffer is not None:
+            if batch_size is None:
+                raise ValueError("batch_size is needed to sample from the buffer")
+            x, idx = self.buffer.sample(batch_size, y)
+        else:
+            raise ValueError("give x_init, or a buffer to the sampler to start from")
+        if y is not None and (y.dim() != 1 or y.shape[0] != x.shape[0]):
+            raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        if self.cuda_graph:
+            x = self._replay(x, y)
+        else:
+            self._loop(x, y)
+        if idx is not None:
+            self.buffer.update_(idx, x)
+        return x
+
+    # ------------------------------------------------------------------ the loop
+    def _loop(self, x: Tensor, y: Tensor | None) -> None:
+        """n_steps steps on x in place."""
+        for _ in range(self.n_steps):
+            self._step(x, y)
+
+    def _step(self, x: Tensor, y: Tensor | None) -> None:
+        """One Langevin step on x in place."""
+        ops.sgld_step_(x, self._descent(x, y), generator=self._generator(x), **self.step)
+
+    def _descent(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """-dE/dx at x (a new tensor), by one forward and one input-only backward."""
+        x_ = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            e = self.energy_fn(x_) if y is None else self.energy_fn(x_, y)
+            if not isinstance(e, Tensor) or e.shape != (x.shape[0],):
+                got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
+                raise ValueError(f"energy_fn must return one energy per sample, shape "
+                                 f"({x.shape[0]},); it returned {got}")
+            (g,) = torch.autograd.grad(e.sum(), x_)
+        return g.neg_()
+
+    def _generator(self, x: Tensor) -> ops.PhiloxGenerator | None:
+        if self.step["noise_std"] == 0:
+            return None
+        return self.generator or ops.default_generator(x.device)
+
+    # ------------------------------------------------------------------ CUDA graphs
+    def _replay(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """Run the loop as a CUDA graph captured once per shape / dtype / mode."""
+        if not x.is_cuda:
+            raise ValueError("cuda_graph=True needs CUDA tensors; the samples are on "
+                             f"{x.device} (use cuda_graph=False on the CPU)")
+        gen = self._generator(x)
+        sx, _ = self._graphs.run(self._loop, (x, y), modules=graphs.modules_of(self.energy_fn),
+                                 generators=[gen] if gen is not None else [])
+        return sx.clone()
