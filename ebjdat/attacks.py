@@ -38,6 +38,8 @@ class PGD:
     * ``"ebjdat"``: ``J = sum_i logits(x_adv_i)[y_i] + mean_i P_i`` with the perceptual
       distance ``P_i = || l_i/||l_i|| - a_i/||a_i|| ||^2``, ``l = logits(x)`` (computed
       once per attack, without gradient) and ``a = logits(x_adv)`` (REFERENCE.md).
+      ``perceptual_weight=w`` replaces the mean by ``w * sum_i P_i`` (the published loop
+      averages P over micro-batches of 2: w = 1/2).
     * a callable ``(logits, y, x_adv, x) -> Tensor``: a scalar, or per-sample values summed.
 
     Steps, for k = 1..steps: ``g = dJ/dx_adv``; linf ``x_adv += alpha * sign(g)``, l2
@@ -54,7 +56,8 @@ class PGD:
                  steps: int = 10, random_start: bool = True, norm: str = "linf",
                  clamp: tuple[float, float] | None = (0.0, 1.0), loss: str | Objective = "ce",
                  targeted: bool = False, generator: ops.PhiloxGenerator | None = None,
-                 cuda_graph: bool = False):
+                 cuda_graph: bool = False, start_eps: float | None = None,
+                 perceptual_weight: float | None = None):
         if not callable(model):
             raise TypeError(f"model must be an nn.Module (or a callable) returning logits, got {type(model).__name__}")
         self.model = model
@@ -73,8 +76,13 @@ class PGD:
                              f"(logits, y, x_adv, x) -> Tensor, got {loss!r}")
         self.loss = loss
         self.random_start = bool(random_start)
-        if self.random_start and self.eps is None:
-            raise ValueError("random_start=True needs a radius: eps is None (pass random_start=False)")
+        # the random start's radius; the published EB-JDAT loop starts in the eps box but
+        # never projects (eps=None, start_eps=8/255)
+        self.start_eps = self.eps if start_eps is None else checks.number("start_eps", start_eps)
+        if self.random_start and self.start_eps is None:
+            raise ValueError("random_start=True needs a radius: eps and start_eps are None "
+                             "(pass start_eps, or random_start=False)")
+        self.perceptual_weight = checks.number("perceptual_weight", perceptual_weight, allow_none=True)
         self.targeted = bool(targeted)
         if generator is not None and not isinstance(generator, ops.PhiloxGenerator):
             raise TypeError(f"generator must be an ebjdat.ops.PhiloxGenerator or None, got {type(generator).__name__}")
@@ -116,7 +124,7 @@ class PGD:
                 with torch.no_grad():  # a constant of J: one forward per attack, not per step
                     clean = self._logits(x, y)
             if self.random_start:
-                ops.pgd_init_(x_adv, x, eps=self.eps, norm=self.norm, clamp=self.clamp, generator=gen)
+                ops.pgd_init_(x_adv, x, eps=self.start_eps, norm=self.norm, clamp=self.clamp, generator=gen)
             else:
                 x_adv.copy_(x)
             for k in range(self.steps):
@@ -135,7 +143,9 @@ class PGD:
         elif self.loss == "energy":
             obj = energy.conditional(logits, y).sum()
         elif self.loss == "ebjdat":
-            obj = -energy.conditional(logits, y).sum() + energy.perceptual_distance(clean, logits).mean()
+            p = energy.perceptual_distance(clean, logits)
+            w = self.perceptual_weight
+            obj = -energy.conditional(logits, y).sum() + (p.mean() if w is None else w * p.sum())
         else:
             obj = self.loss(logits, y, x_adv, x)
             if not isinstance(obj, Tensor):

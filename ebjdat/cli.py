@@ -1,17 +1,109 @@
-"""The ``ebjdat`` command.
+"""The ``ebjdat`` command: ``train``, ``sample``, ``demo``, ``info``.
 
-``ebjdat demo`` shows the fused ops at work: SGLD sampling a Gaussian energy (its
-stationary variance is known in closed form) and a PGD attack on a small classifier.
-``ebjdat info`` lists the backends this machine can run.
+``ebjdat train`` with no flags trains SADA-JEM-style EB-JDAT on the embedded digits data,
+offline, in a few minutes on 2 CPU cores, and writes checkpoints, metrics.jsonl,
+summary.json, samples.png and energy.png into --out (default runs/<time>).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import sys
 
 import torch
 
 from . import ops
+
+TRAIN_FLAGS = {  # flag: (config field, type, help)
+    "--out": ("out", str, "run folder (default runs/<time>)"),
+    "--steps": ("steps", int, "total iterations (overrides --epochs)"),
+    "--epochs": ("epochs", int, "epochs of the labelled data"),
+    "--ckpt-every": ("ckpt_every", int, "checkpoint every N iterations"),
+    "--variant": ("variant", str, "jem | jempp | sadajem (default sadajem)"),
+    "--dataset": ("dataset", str, "digits (default, offline) | cifar10 | cifar100 | synthetic"),
+    "--data-root": ("data_root", str, "folder holding the CIFAR python-pickle batches"),
+    "--mode": ("mode", str, "fast (default) | reference (the published loop's waste)"),
+    "--precision": ("precision", str, "fp32 (default) | bf16 (fast mode)"),
+    "--backend": ("backend", str, "fused-op backend: auto | torch | triton | cuda"),
+    "--device": ("device", str, "auto (default) | cpu | cuda | cuda:N"),
+    "--seed": ("seed", int, "random seed"),
+}
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a JEM-style classifier with EB-JDAT",
+                       description="Train with EB-JDAT. Settings: the variant's preset "
+                       "(REFERENCE.md), then --config, then flags.")
+    p.add_argument("--config", help="a TOML file of TrainConfig fields")
+    p.add_argument("--resume", metavar="PATH", help="continue from a run folder or checkpoint file")
+    for flag, (_, typ, text) in TRAIN_FLAGS.items():
+        p.add_argument(flag, type=typ, help=text)
+    p.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="do not compile (default)")
+    p.set_defaults(fn=_train)
+
+
+def _train(args) -> int:
+    from .train import TrainConfig, Trainer, TrainingDiverged
+    flags = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in TRAIN_FLAGS.items()}
+    flags["compile"] = args.compile
+    flags = {k: v for k, v in flags.items() if v is not None}
+    try:
+        if args.resume:
+            trainer = Trainer.resume(args.resume, **flags)
+        else:
+            if args.config:
+                cfg = TrainConfig.from_toml(args.config, **flags)
+            else:
+                cfg = TrainConfig.preset(flags.pop("variant", "sadajem"), **flags)
+            if cfg.out is None:
+                cfg = cfg.with_overrides(out=f"runs/{datetime.datetime.now():%Y%m%d-%H%M%S}")
+            trainer = Trainer(cfg)
+        print(f"ebjdat train: {trainer.cfg.variant}, {trainer.cfg.mode} mode, {trainer.cfg.dataset} "
+              f"on {trainer.device}; writing to {trainer.cfg.out}", flush=True)
+        summary = trainer.fit()
+    except TrainingDiverged as e:
+        print(f"ebjdat train: stopped: {e}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError) as e:
+        print(f"ebjdat train: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    return 0
+
+
+def _sample(args) -> int:
+    """SGLD samples of a trained checkpoint, from fresh chains or from its buffer."""
+    from . import plots
+    from .train import Trainer
+    trainer = Trainer.resume(args.checkpoint, device=args.device or "auto", out=None)
+    steps = args.steps if args.steps is not None else trainer.cfg.sgld_steps
+    sampler = trainer.sampler
+    sampler.n_steps = steps
+    if args.fresh:
+        x0 = torch.rand(args.n, *trainer.train_set.x.shape[1:], device=trainer.device) * 2 - 1
+    else:
+        x0, _ = trainer.buffer.sample(min(args.n, len(trainer.buffer)))
+    y = None if args.y is None else torch.full((x0.shape[0],), args.y, device=trainer.device)
+    trainer.model.train(trainer.cfg.sampler_train_mode)
+    x = sampler.sample(x_init=x0.to(trainer.device), y=y)
+    plots.save_grid(args.out, x.float().cpu())
+    print(f"wrote {x.shape[0]} samples after {steps} SGLD steps to {args.out}")
+    return 0
+
+
+def _sample_parser(sub) -> None:
+    p = sub.add_parser("sample", help="draw SGLD samples from a trained checkpoint",
+                       description="Draw SGLD samples of a checkpoint into a PNG grid.")
+    p.add_argument("--checkpoint", required=True, help="a run folder or checkpoint file")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--steps", type=int, help="SGLD steps (default: the run's sgld_steps)")
+    p.add_argument("--fresh", action="store_true", help="start from uniform noise, not the buffer")
+    p.add_argument("--y", type=int, help="class-conditional: sample E(x, y) for this class")
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--out", default="samples.png", help="PNG file (default samples.png)")
+    p.set_defaults(fn=_sample)
 
 
 def _info(args) -> int:
@@ -24,73 +116,13 @@ def _info(args) -> int:
     return 0
 
 
-def _sgld_demo(device: torch.device, steps: int, h: float = 0.1) -> tuple[float, float]:
-    """Langevin on E(x) = |x|^2 / 2: x <- x - h x + sqrt(2h) z.
-
-    The chain is the AR(1) process x' = (1 - h) x + sqrt(2h) z, whose stationary variance
-    is 2h / (1 - (1 - h)^2) = 1 / (1 - h/2). Returns (measured, exact).
-    """
-    gen = ops.PhiloxGenerator(0, device=device)
-    x = torch.zeros(4096, 16, device=device)
-    for _ in range(steps):
-        ops.sgld_step_(x, -x, step_size=h, noise_std=(2 * h) ** 0.5, generator=gen)
-    return float(x.var()), 1 / (1 - h / 2)
-
-
-def _pgd_demo(device: torch.device, steps: int = 10, eps: float = 0.15) -> tuple[float, float]:
-    """Linf PGD on a logistic-regression classifier of two Gaussian blobs in [0, 1]^32.
-
-    Returns (clean accuracy, robust accuracy at eps).
-    """
-    g = torch.Generator().manual_seed(0)
-    n, d = 2048, 32
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = (0.5 + (y[:, None] * 2 - 1) * 0.1 + 0.1 * torch.randn(n, d, generator=g)).clamp(0, 1)
-    x, y = x.to(device), y.to(device)
-    model = torch.nn.Linear(d, 2).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(200):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.requires_grad_(False)
-    x_adv = torch.empty_like(x)
-    ops.pgd_init_(x_adv, x, eps=eps, generator=ops.PhiloxGenerator(1, device=device))
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(model(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach()
-        ops.pgd_step_(x_adv, grad, x, alpha=eps / 4, eps=eps)
-    with torch.no_grad():
-        clean = (model(x).argmax(1) == y).float().mean()
-        robust = (model(x_adv).argmax(1) == y).float().mean()
-    return float(clean), float(robust)
-
-
-def _demo(args) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    print(f"ebjdat demo on {device}, backend {args.backend} (available: {', '.join(ops.available_backends())})")
-    with ops.use_backend(args.backend):
-        var, exact = _sgld_demo(device, args.steps)
-        clean, robust = _pgd_demo(device)
-    print(f"SGLD, E(x)=|x|^2/2, h=0.1, {args.steps} steps, 4096x16 chains: "
-          f"variance {var:.4f} (exact stationary value {exact:.4f})")
-    print(f"PGD-10 linf eps=0.15 on a linear classifier: clean accuracy {clean:.3f}, "
-          f"robust accuracy {robust:.3f}")
-    ok = abs(var - exact) < 0.03 and robust < clean
-    print("demo OK" if ok else "demo FAILED: the numbers above are off")
-    return 0 if ok else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ebjdat", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("demo", help="run the fused SGLD and PGD ops on small problems")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--backend", default="auto", choices=ops.backends.NAMES)
-    p.add_argument("--steps", type=int, default=200, help="SGLD steps (default 200)")
-    p.set_defaults(fn=_demo)
+    _train_parser(sub)
+    _sample_parser(sub)
+    from .demo import add_parser as add_demo
+    add_demo(sub)
     p = sub.add_parser("info", help="list the backends this machine can run")
     p.set_defaults(fn=_info)
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
 """Models that expose ``classify(x) -> logits``."""
+from .small_cnn import SmallCNN
 from .wideresnet import WideResNet
 
-__all__ = ["WideResNet"]
+__all__ = ["SmallCNN", "WideResNet"]

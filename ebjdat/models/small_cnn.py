@@ -1,0 +1,40 @@
+"""SmallCNN: a three-convolution classifier for the embedded 8x8 digits (any H, W >= 4),
+cheap enough that JEM-style training runs in seconds on a CPU."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .wideresnet import _norm
+
+
+class SmallCNN(nn.Module):
+    """(B, C, H, W) images in [-1, 1] -> (B, n_classes) logits via ``classify`` / ``forward``.
+
+    conv3x3(C, w) -> norm -> LReLU -> conv3x3(w, 2w, stride 2) -> norm -> LReLU
+    -> conv3x3(2w, 2w, stride 2) -> norm -> LReLU -> global average pool -> Linear(2w, K).
+    An 8x8 input becomes 8 -> 4 -> 2 pixels per side. norm: "batch" (BatchNorm with
+    PyTorch momentum 0.9, as the reference's WideResNet) or None; leak: LeakyReLU slope.
+    """
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, width: int = 32,
+                 norm: str | None = "batch", leak: float = 0.2):
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1), _norm(w, norm), nn.LeakyReLU(leak),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), _norm(2 * w, norm), nn.LeakyReLU(leak),
+            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), _norm(2 * w, norm), nn.LeakyReLU(leak),
+        )
+        self.head = nn.Linear(2 * w, n_classes)
+        self.feature_dim = 2 * w
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, feature_dim) pooled features."""
+        return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)
+
+    def classify(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classify(x)

@@ -1,0 +1,257 @@
+"""Pictures a run shows a person: sample grids and energy histograms, as PNG files.
+
+Drawn with Pillow alone (no matplotlib): small, readable figures for training logs,
+``ebjdat sample`` and evaluation reports.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+NAN_COLOUR = (255, 0, 255)  # magenta: no image in [-1, 1] maps to it by accident in grey
+PAD_COLOUR = (80, 80, 80)  # visible against both black digit backgrounds and white
+MIN_GRID_WIDTH = 256  # small images (8x8 digits) are enlarged to at least this
+
+# matplotlib's tab10: distinct, colour-blind friendly enough, familiar to readers
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def _positive_int(name: str, v, *, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(v).__name__} {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def save_grid(path, x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> Path:
+    """Save images ``x`` (B, C, H, W), C = 1 or 3, values in [-1, 1], as one PNG grid.
+
+    Pixel value ``round((v + 1) * 127.5)`` clamped to 0..255 (-1 -> 0, 1 -> 255); NaN
+    pixels are magenta. ``nrow`` images per row (default ``ceil(sqrt(B))``), ``pad``
+    pixels of grey between and around them. Images are enlarged by an integer factor
+    (nearest neighbour, no blur) until the grid is at least 256 px wide. Always an RGB
+    PNG; returns the path.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of images (B, C, H, W), got {type(x).__name__}")
+    if x.dim() == 3:  # one image
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"x must have shape (B, C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a float tensor with values in [-1, 1], got {x.dtype}")
+    b, c, h, w = x.shape
+    if b == 0 or h == 0 or w == 0:
+        raise ValueError(f"x holds no pixels (shape {tuple(x.shape)}); nothing to draw")
+    ncol = math.ceil(math.sqrt(b)) if nrow is None else _positive_int("nrow", nrow)
+    ncol = min(ncol, b)
+    nrows = math.ceil(b / ncol)
+    pad = _positive_int("pad", pad, minimum=0)
+    scale = max(1, math.ceil(MIN_GRID_WIDTH / (ncol * w)))
+
+    x = x.detach().to("cpu", torch.float32)
+    nan = torch.isnan(x).any(dim=1)  # (B, H, W): any channel NaN marks the pixel
+    x = x.expand(b, 3, h, w) if c == 1 else x
+    img = ((x.nan_to_num(0.0) + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    img = img.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
+    img[nan] = torch.tensor(NAN_COLOUR, dtype=torch.uint8)
+    if scale > 1:
+        img = img.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+    th, tw = h * scale, w * scale
+    grid = torch.tensor(PAD_COLOUR, dtype=torch.uint8).expand(
+        nrows * (th + pad) + pad, ncol * (tw + pad) + pad, 3).clone()
+    for i in range(b):
+        r, q = divmod(i, ncol)
+        y0, x0 = pad + r * (th + pad), pad + q * (tw + pad)
+        grid[y0:y0 + th, x0:x0 + tw] = img[i]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid.numpy(), "RGB").save(path, format="PNG")
+    return path
+
+
+# -- histograms ----------------------------------------------------------------------
+
+def _font(size: int):
+    try:  # Pillow >= 10.1: the bundled scalable font
+        return ImageFont.load_default(size=size)
+    except TypeError:  # older Pillow: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _nice_ticks(lo: float, hi: float, target: int = 6) -> tuple[list[float], float]:
+    """Round tick values (1, 2, 2.5 or 5 x 10^k apart) covering [lo, hi]."""
+    span = hi - lo
+    raw = span / max(target - 1, 1)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    n = math.floor((hi - first) / step + 1e-9) + 1
+    return [first + i * step for i in range(n)], step
+
+
+def _fmt(v: float, step: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e5 or step < 1e-4:
+        return f"{v:.3g}"
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    if step * 10 ** decimals % 1 > 1e-6:  # steps like 2.5 x 10^k need one digit more
+        decimals += 1
+    return f"{v:.{decimals}f}"
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
+    l, t, r, b = draw.textbbox((0, 0), text, font=font)
+    return r - l, b - t
+
+
+def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlabel: str = "energy",
+                    size: tuple[int, int] = (640, 420)) -> Path:
+    """Overlapping histograms of each series (e.g. ``{"data": E(x), "samples": E(x_q)}``)
+    in its own colour, on one common bin range, as a PNG of ``size`` pixels.
+
+    Each series is normalised to fractions of its finite values (series of different
+    lengths compare), drawn as translucent bars with a solid step outline. Non-finite
+    values are dropped and counted in the legend, which names each series with its mean
+    and count. Empty or all-NaN series are listed but not drawn. Returns the path.
+    """
+    if not isinstance(series, dict):
+        raise TypeError(f"series must be a dict name -> values, got {type(series).__name__}")
+    bins = _positive_int("bins", bins)
+    width, height = (_positive_int("size[0]", size[0], minimum=200), _positive_int("size[1]", size[1], minimum=150))
+
+    data = []  # (name, finite values as float64, n dropped)
+    for name, v in series.items():
+        if isinstance(v, torch.Tensor):
+            v = v.detach().to("cpu", torch.float64).reshape(-1).numpy()
+        else:
+            v = np.asarray(v, dtype=np.float64).reshape(-1)
+        finite = np.isfinite(v)
+        data.append((str(name), v[finite], int((~finite).sum())))
+
+    allv = [v for _, v, _ in data if v.size]
+    if allv:
+        lo, hi = min(float(v.min()) for v in allv), max(float(v.max()) for v in allv)
+    else:
+        lo, hi = 0.0, 1.0
+    if hi - lo < 1e-12 * max(1.0, abs(lo)):  # one value: a unit-wide range around it
+        lo, hi = lo - 0.5, hi + 0.5
+    fracs = [np.histogram(v, bins=bins, range=(lo, hi))[0] / v.size if v.size else None for _, v, _ in data]
+    img = Image.new("RGBA", (width, height), (255, 255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font, small, big = _font(13), _font(11), _font(15)
+    left, right, top, bottom = 58, width - 16, 34 if title else 16, height - 48
+    pw, ph = right - left, bottom - top
+
+    # legend: one line per series, in a box at the top left or top right, whichever
+    # needs less headroom above the bars it covers (bars never hide under it)
+    lines = []
+    for k, (name, v, dropped) in enumerate(data):
+        if v.size:
+            text = f"{name}: mean {_fmt_mean(v)}, n={v.size}"
+        else:
+            text = f"{name}: empty" if not dropped else f"{name}: no finite values"
+        if dropped:
+            text += f", {dropped} non-finite dropped"
+        lines.append((text, PALETTE[k % len(PALETTE)]))
+    if not lines:
+        lines = [("no series", (127, 127, 127))]
+    lh = _text_size(draw, "Ag", font)[1] + 6
+    lw = min(max(_text_size(draw, t, font)[0] for t, _ in lines) + 34, pw - 16)
+    lbox_h = lh * len(lines) + 6
+    peak = max([float(f.max()) for f in fracs if f is not None] + [0.0])
+    free = max(0.2, 1.0 - (lbox_h + 14) / ph)  # fraction of the plot height below the legend
+    best = None
+    for lx in (right - 8 - lw, left + 8):  # right first: preferred on a tie
+        i0 = max(0, int((lx - left) / pw * bins))
+        i1 = min(bins, math.ceil((lx + lw - left) / pw * bins))
+        covered = max([float(f[i0:i1].max()) for f in fracs if f is not None and i1 > i0] + [0.0])
+        need = max(peak * 1.08, covered / free)
+        if best is None or need < best[0] - 1e-12:
+            best = (need, lx)
+    ymax, lx = best
+    ymax = ymax if ymax > 0 else 1.0
+
+    def px(v: float) -> float:
+        return left + (v - lo) / (hi - lo) * pw
+
+    def py(f: float) -> float:
+        return bottom - f / ymax * ph
+
+    # grid and ticks
+    yticks, ystep = _nice_ticks(0.0, ymax, 5)
+    for t in yticks:
+        y = py(t)
+        draw.line([(left, y), (right, y)], fill=(232, 232, 232))
+        label = _fmt(t, ystep)
+        tw, th = _text_size(draw, label, small)
+        draw.text((left - 6 - tw, y - th / 2 - 2), label, fill=(60, 60, 60), font=small)
+    xticks, xstep = _nice_ticks(lo, hi, 7)
+    for t in xticks:
+        x = px(t)
+        draw.line([(x, top), (x, bottom)], fill=(240, 240, 240))
+        draw.line([(x, bottom), (x, bottom + 5)], fill=(60, 60, 60))
+        label = _fmt(t, xstep)
+        tw, _ = _text_size(draw, label, small)
+        draw.text((x - tw / 2, bottom + 7), label, fill=(60, 60, 60), font=small)
+
+    # bars: translucent fills composited one series at a time, then solid step outlines
+    edges = np.linspace(lo, hi, bins + 1)
+    for k, f in enumerate(fracs):
+        if f is None:
+            continue
+        colour = PALETTE[k % len(PALETTE)]
+        layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+        ld = ImageDraw.Draw(layer)
+        for i in range(bins):
+            if f[i] > 0:
+                ld.rectangle([px(edges[i]), py(f[i]), px(edges[i + 1]), bottom], fill=colour + (60,))
+        img.alpha_composite(layer)
+    draw = ImageDraw.Draw(img)
+    for k, f in enumerate(fracs):
+        if f is None:
+            continue
+        colour = PALETTE[k % len(PALETTE)]
+        pts = [(px(lo), bottom)]
+        for i in range(bins):
+            pts += [(px(edges[i]), py(f[i])), (px(edges[i + 1]), py(f[i]))]
+        pts.append((px(hi), bottom))
+        draw.line(pts, fill=colour, width=2)
+
+    # axes, labels, title
+    draw.line([(left, top), (left, bottom), (right, bottom)], fill=(40, 40, 40), width=1)
+    tw, _ = _text_size(draw, xlabel, font)
+    draw.text((left + pw / 2 - tw / 2, bottom + 26), xlabel, fill=(20, 20, 20), font=font)
+    draw.text((4, top - 16 if title else 2), "fraction", fill=(60, 60, 60), font=small)
+    if title:
+        tw, _ = _text_size(draw, title, big)
+        draw.text((width / 2 - tw / 2, 8), title, fill=(0, 0, 0), font=big)
+
+    ly = top + 6
+    box = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    ImageDraw.Draw(box).rectangle([lx, ly, lx + lw, ly + lbox_h], fill=(255, 255, 255, 215),
+                                  outline=(200, 200, 200, 255))
+    img.alpha_composite(box)
+    draw = ImageDraw.Draw(img)
+    for i, (text, colour) in enumerate(lines):
+        y = ly + 6 + i * lh
+        draw.rectangle([lx + 8, y + 2, lx + 20, y + lh - 6], fill=colour)
+        draw.text((lx + 26, y), text, fill=(20, 20, 20), font=font)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.convert("RGB").save(path, format="PNG")
+    return path
+
+
+def _fmt_mean(v: np.ndarray) -> str:
+    m = float(v.mean())
+    return f"{m:.4g}" if abs(m) < 1e5 else f"{m:.3e}"

@@ -1,0 +1,171 @@
+"""TrainConfig: every setting of an EB-JDAT run, with a preset per JEM variant.
+
+``TrainConfig.preset(variant, **overrides)`` gives REFERENCE.md's numbers for that
+variant (CIFAR-10, WRN-28-10); on the embedded "digits" data the schedule, buffer and
+model shrink to fit a few CPU minutes (``DIGITS``). A TOML file and CLI flags override
+fields by name (``TrainConfig.from_toml``, ``with_overrides``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+
+VARIANTS = ("jem", "jempp", "sadajem")
+MODES = ("fast", "reference")
+PRECISIONS = ("fp32", "bf16")
+ADV_OBJECTIVES = ("ebjdat", "energy", "ce")
+
+
+@dataclass
+class TrainConfig:
+    """One EB-JDAT run. Units: images in [-1, 1]; eps/alpha of the training attack in
+    those units (REFERENCE.md), ``eval_eps`` in [0, 1] pixel units."""
+
+    variant: str = "sadajem"
+    mode: str = "fast"                 # "reference": the published loop's math and waste
+    dataset: str = "digits"
+    data_root: str | None = None
+    image_size: int | None = None      # None: the dataset's own
+    model: str = "auto"                # "auto" (small_cnn on digits, else wrn), "wrn", "small_cnn"
+    depth: int = 28
+    width: int = 10
+    norm: str | None = "batch"
+    # batches and buffer
+    batch_size: int = 64               # unlabelled x_pd batch (and SGLD batch)
+    label_batch_size: int = 128        # labelled batch (and attack batch)
+    buffer_size: int = 10000
+    reinit_freq: float = 0.05
+    init: str = "class_gaussian"       # "uniform" over [-1, 1] or "class_gaussian"
+    # generative sampler
+    sgld_steps: int = 10
+    sgld_step_size: float = 1.0
+    sgld_noise: float = 0.0
+    sgld_clip: float | None = 1.0
+    sgld_clamp: bool = True            # clamp samples to [-1, 1]
+    sgld_inner: int = 1                # > 1: JEM++'s PYLD inner steps
+    sampler_train_mode: bool = True    # BatchNorm statistics updated while sampling
+    # adversarial sampler
+    pgd_steps: int = 5
+    pgd_eps: float = 8 / 255
+    pgd_alpha: float = 2 / 255
+    pgd_project: bool = False          # the published code does not project
+    adv_objective: str = "ebjdat"      # "ebjdat" (the code's), "energy" (the paper's text), "ce"
+    adv_micro_batch: int = 2           # reference mode's Python loop over micro-batches
+    # loss weights: p(x), p(y|x), p(x, x_adv), p(y|x_adv)
+    w_px: float = 1.0
+    w_pyx: float = 1.0
+    w_pxadv: float = 0.1
+    w_pyxadv: float = 1.0
+    loss_bound: float = 1e5
+    # optimiser and schedule
+    optimizer: str = "sgd"             # "sgd" (momentum) or "adam"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    sam_rho: float = 2.0               # 0: no SAM; adaptive SAM when rho >= 0.5
+    warmup_iters: int = 1000
+    epochs: int = 200
+    decay_epochs: list[int] = field(default_factory=lambda: [50, 100, 150])
+    decay_rate: float = 0.2
+    sigma: float = 0.03                # input noise std
+    noise_on: str = "pd"               # "all" (x_pd and labelled), "pd" (x_pd only)
+    # run
+    precision: str = "fp32"
+    compile: bool = False
+    cuda_graph: bool = True            # fast mode on a GPU: graph-captured sampler/attack
+    backend: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    out: str | None = None
+    steps: int | None = None           # total iterations; None: epochs * steps per epoch
+    ckpt_every: int = 500
+    log_every: int = 50
+    eval_eps: float = 8 / 255
+    eval_pgd_steps: int = 10
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def preset(cls, variant: str = "sadajem", **overrides) -> "TrainConfig":
+        """REFERENCE.md's settings of ``variant``, then DIGITS' on the digits data, then overrides."""
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        values = dict(PRESETS[variant])
+        if overrides.get("dataset", cls.dataset) == "digits":
+            values.update(DIGITS)
+        values.update(overrides)
+        values["variant"] = variant
+        return cls(**values).validated()
+
+    def with_overrides(self, **overrides) -> "TrainConfig":
+        """A copy with fields replaced (unknown names raise ValueError)."""
+        unknown = set(overrides) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **overrides).validated()
+
+    @classmethod
+    def from_toml(cls, path: str, **overrides) -> "TrainConfig":
+        """Fields from a TOML file (top-level keys; ``variant`` picks the preset first)."""
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+        values.update(overrides)
+        return cls.preset(values.pop("variant", "sadajem"), **values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    # ------------------------------------------------------------------ checks
+    def validated(self) -> "TrainConfig":
+        """Self, after checking every field's value; raises ValueError naming the field."""
+        choices = {"variant": VARIANTS, "mode": MODES, "precision": PRECISIONS,
+                   "adv_objective": ADV_OBJECTIVES, "optimizer": ("sgd", "adam"),
+                   "init": ("uniform", "class_gaussian"), "noise_on": ("all", "pd"),
+                   "model": ("auto", "wrn", "small_cnn"), "norm": (None, "none", "batch")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("batch_size", "label_batch_size", "buffer_size", "sgld_inner",
+                     "adv_micro_batch", "ckpt_every", "log_every", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("sgld_steps", "pgd_steps", "warmup_iters", "eval_pgd_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "sgld_step_size", "sgld_noise", "pgd_eps", "pgd_alpha", "sigma",
+                     "sam_rho", "weight_decay", "eval_eps", "loss_bound"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not 0 <= self.reinit_freq <= 1:
+            raise ValueError(f"reinit_freq must be in [0, 1], got {self.reinit_freq}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
+        return self
+
+
+# REFERENCE.md, per variant (CIFAR-10, WRN-28-10)
+PRESETS = {
+    "jem": dict(norm=None, batch_size=128, label_batch_size=128, init="uniform",
+                sgld_steps=10, sgld_step_size=1.0, sgld_noise=0.01, sgld_clip=None,
+                sgld_clamp=False, sgld_inner=1, sampler_train_mode=False,
+                w_px=0.45, w_pyx=0.45, w_pxadv=0.05, w_pyxadv=0.45, loss_bound=1e8,
+                optimizer="adam", lr=1e-5, weight_decay=0.0, sam_rho=0.0, epochs=200,
+                decay_epochs=[160, 180], decay_rate=0.3, noise_on="all"),
+    "jempp": dict(norm="batch", batch_size=64, label_batch_size=64, init="class_gaussian",
+                  sgld_steps=10, sgld_step_size=0.2, sgld_noise=0.0, sgld_clip=1.0,
+                  sgld_clamp=True, sgld_inner=5, sampler_train_mode=True,
+                  w_px=1.0, w_pyx=1.0, w_pxadv=0.1, w_pyxadv=1.0, loss_bound=1e8,
+                  optimizer="sgd", lr=0.01, weight_decay=4e-4, sam_rho=0.0, epochs=150,
+                  decay_epochs=[40, 80, 120], decay_rate=0.2, noise_on="all"),
+    "sadajem": dict(norm="batch", batch_size=64, label_batch_size=128, init="class_gaussian",
+                    sgld_steps=10, sgld_step_size=1.0, sgld_noise=0.0, sgld_clip=1.0,
+                    sgld_clamp=True, sgld_inner=1, sampler_train_mode=True,
+                    w_px=1.0, w_pyx=1.0, w_pxadv=0.1, w_pyxadv=1.0, loss_bound=1e5,
+                    optimizer="sgd", lr=0.01, weight_decay=5e-4, sam_rho=2.0, epochs=200,
+                    decay_epochs=[50, 100, 150], decay_rate=0.2, noise_on="pd"),
+}
+# the embedded digits data: 1437 training images of 8x8, about 11 labelled batches an epoch
+DIGITS = dict(model="small_cnn", buffer_size=2000, warmup_iters=100, epochs=60,
+              decay_epochs=[45], ckpt_every=200, log_every=25)

@@ -1,0 +1,303 @@
+"""The EB-JDAT trainer: one iteration draws SGLD samples, adversarial examples and two
+data batches, and takes an (optionally SAM) optimiser step on REFERENCE.md's objective.
+
+``mode="reference"`` runs the published loop's computation: replay buffer on the host,
+the attack in micro-batches of 2 with recomputed clean logits and duplicated forwards,
+x_pd and x_adv forwarded twice. ``mode="fast"`` computes the same losses without that
+waste: a device buffer, a whole-batch attack with one clean forward, one forward per
+input, and on a GPU bf16 autocast, channels_last, torch.compile, CUDA-graph sampler and
+attack loops and foreach optimiser steps. Nothing in an iteration reads a value back to
+the host: metrics stay on the device until a log interval reads them.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .. import ops
+from ..attacks import PGD
+from ..data import Loader, load_dataset
+from ..energy import ClassifierEnergy, logits_of
+from ..models import SmallCNN, WideResNet
+from ..sampling import PYLD, SGLD, ClassGaussianInit, ReplayBuffer
+from . import distributed as dist
+from .checkpoint import latest_checkpoint, load_checkpoint
+from .config import TrainConfig
+from .objectives import learning_rate, objective
+from .reference import reference_attack
+from .sam import SAM
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite or exceeded cfg.loss_bound."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Trains one JEM-style classifier with EB-JDAT. See the module docstring."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg = cfg.validated()
+        self.rank, self.world = dist.rank_and_world()
+        self.device = dist.local_device(resolve_device(cfg.device))
+        seed = cfg.seed + 1000 * self.rank          # rank-aware: each rank its own stream
+        torch.manual_seed(seed)
+        self.fast = cfg.mode == "fast"
+        self.gpu = self.device.type == "cuda"
+        ops.set_backend(cfg.backend)
+
+        self.train_set = load_dataset(cfg.dataset, "train", root=cfg.data_root, image_size=cfg.image_size)
+        self.test_set = load_dataset(cfg.dataset, "test", root=cfg.data_root, image_size=cfg.image_size)
+        gen = lambda s: torch.Generator(self.device).manual_seed(seed + s)  # noqa: E731
+        noise_lab = cfg.sigma if cfg.noise_on == "all" else 0.0
+        self.lab_loader = Loader(self.train_set, cfg.label_batch_size, device=self.device,
+                                 augment=True, noise_sigma=noise_lab, generator=gen(1))
+        self.pd_loader = Loader(self.train_set, cfg.batch_size, device=self.device,
+                                augment=True, noise_sigma=cfg.sigma, generator=gen(2))
+
+        self.model = self._build_model().to(self.device)
+        if self.fast and self.gpu:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        dist.broadcast_model(self.model)
+        self.net = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = self._build_optimizer()
+        self.philox = ops.PhiloxGenerator(seed, device=self.device)
+        self.buffer = self._build_buffer(gen(3))
+        self.sampler = self._build_sampler()
+        self.attack = self._build_attack()
+        self.step = 0
+        self._worst = torch.zeros((), device=self.device)   # max |loss| since the last check
+
+    # ------------------------------------------------------------------ construction
+    def _build_model(self) -> nn.Module:
+        cfg, ds = self.cfg, self.train_set
+        kind = cfg.model if cfg.model != "auto" else ("small_cnn" if cfg.dataset == "digits" else "wrn")
+        norm = None if cfg.norm in (None, "none") else cfg.norm
+        if kind == "small_cnn":
+            return SmallCNN(ds.channels, ds.n_classes, norm=norm)
+        return WideResNet(cfg.depth, cfg.width, ds.n_classes, ds.channels, norm=norm)
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        fused = {"foreach": True} if self.fast else {"foreach": False}
+        if cfg.optimizer == "adam":
+            base, kw = torch.optim.Adam, dict(lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+        else:
+            base, kw = torch.optim.SGD, dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.sam_rho > 0:
+            return SAM(self.model.parameters(), base, rho=cfg.sam_rho, **kw, **fused)
+        return base(self.model.parameters(), **kw, **fused)
+
+    def _build_buffer(self, generator: torch.Generator) -> ReplayBuffer:
+        cfg, ds = self.cfg, self.train_set
+        # the reference keeps the buffer on the host; each rank owns a shard
+        where = self.device if self.fast else torch.device("cpu")
+        if where != self.device:
+            generator = torch.Generator().manual_seed(cfg.seed + 1000 * self.rank + 3)
+        init = "uniform"
+        if cfg.init == "class_gaussian":
+            init = ClassGaussianInit.fit(ds.x, ds.y, ds.n_classes, device=where, generator=
+                                         torch.Generator(where).manual_seed(cfg.seed + self.rank + 4))
+        size = max(cfg.batch_size, cfg.buffer_size // self.world)
+        return ReplayBuffer(size, tuple(ds.x.shape[1:]), reinit_freq=cfg.reinit_freq, init=init,
+                            device=where, generator=generator)
+
+    def _build_sampler(self) -> SGLD:
+        cfg = self.cfg
+        kw = dict(n_steps=cfg.sgld_steps, step_size=cfg.sgld_step_size, noise_std=cfg.sgld_noise,
+                  grad_clip=cfg.sgld_clip, clamp=(-1.0, 1.0) if cfg.sgld_clamp else None,
+                  generator=self.philox, cuda_graph=self._graphs(),
+                  buffer=self.buffer if self.fast else None)
+        energy = ClassifierEnergy(self.net)
+        if cfg.sgld_inner > 1:
+            return PYLD(energy, n_inner=cfg.sgld_inner, **kw)
+        return SGLD(energy, **kw)
+
+    def _build_attack(self) -> PGD:
+        cfg = self.cfg
+        return PGD(self.net, eps=cfg.pgd_eps if cfg.pgd_project else None, start_eps=cfg.pgd_eps,
+                   alpha=cfg.pgd_alpha, steps=cfg.pgd_steps, random_start=True, norm="linf",
+                   clamp=(-1.0, 1.0), loss=cfg.adv_objective, generator=self.philox,
+                   perceptual_weight=1.0 / cfg.adv_micro_batch, cuda_graph=self._graphs())
+
+    def _graphs(self) -> bool:
+        return self.fast and self.gpu and self.cfg.cuda_graph
+
+    # ------------------------------------------------------------------ one iteration
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.lab_loader.steps_per_epoch
+
+    def _autocast(self):
+        if self.fast and self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _logits(self, x: Tensor) -> Tensor:
+        return logits_of(self.net, x).float()
+
+    def sample_q(self) -> Tensor:
+        """(batch_size, ...) SGLD samples from the buffer, written back to it."""
+        self.model.train(self.cfg.sampler_train_mode)
+        try:
+            if self.fast:
+                return self.sampler.sample(self.cfg.batch_size)
+            x, idx = self.buffer.sample(self.cfg.batch_size)     # host rows, moved over
+            x = self.sampler.sample(x_init=x.to(self.device))
+            self.buffer.update_(idx, x.cpu())
+            return x
+        finally:
+            self.model.train(True)
+
+    def adversarial(self, x: Tensor, y: Tensor) -> Tensor:
+        """x_adv of the labelled batch, the model in eval mode (REFERENCE.md)."""
+        if not self.fast:
+            return reference_attack(self.net, x, y, self.cfg, self.philox)
+        self.model.eval()
+        try:
+            return self.attack(x, y)
+        finally:
+            self.model.train(True)
+
+    def losses(self, x_pd, x_q, x_lab, y_lab, x_adv) -> tuple[Tensor, dict]:
+        logits = [self._logits(x) for x in (x_pd, x_q, x_lab, x_adv)]
+        if self.fast:
+            return objective(self.cfg, *logits[:3], y_lab, logits[3])
+        # the published loop forwards x_pd and x_adv once more for their second terms
+        return objective(self.cfg, *logits[:3], y_lab, logits[3], logits_pd2=self._logits(x_pd),
+                         logits_adv2=self._logits(x_adv))
+
+    def train_step(self, x_lab: Tensor | None = None, y_lab: Tensor | None = None,
+                   x_unlab: Tensor | None = None) -> dict:
+        """One iteration; draws its own batches when none are given.
+
+        Returns {"loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv", "lr"}: the first five are
+        0-d tensors on the device (reading them syncs), lr a float.
+        """
+        if x_lab is None:
+            x_lab, y_lab = next(self.lab_loader)
+        if x_unlab is None:
+            x_unlab, _ = next(self.pd_loader)
+        lr = learning_rate(self.cfg, self.step, self.steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train(True)
+        with self._autocast():
+            x_q = self.sample_q()
+            x_adv = self.adversarial(x_lab, y_lab)
+            loss, terms = self._update(x_unlab, x_q, x_lab, y_lab, x_adv)
+        self._worst = torch.maximum(self._worst, loss.detach().abs().nan_to_num(math.inf))
+        self.step += 1
+        self.last_samples, self.last_batch = x_q, (x_lab, y_lab, x_adv)
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "lr": lr}
+
+    def _update(self, x_pd, x_q, x_lab, y_lab, x_adv) -> tuple[Tensor, dict]:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, terms = self.losses(x_pd, x_q, x_lab, y_lab, x_adv)
+        loss.backward()
+        dist.average_gradients(self.model)
+        if not isinstance(self.optimizer, SAM):
+            self.optimizer.step()
+            return loss, terms
+        self.optimizer.first_step()
+        self.optimizer.zero_grad(set_to_none=True)
+        with frozen_batchnorm(self.model):        # SADA-JEM: the second pass keeps BN stats
+            self.losses(x_pd, x_q, x_lab, y_lab, x_adv)[0].backward()
+        dist.average_gradients(self.model)
+        self.optimizer.second_step()
+        return loss, terms
+
+    def check_finite(self) -> None:
+        """Raise TrainingDiverged if any loss since the last check was non-finite or
+        exceeded cfg.loss_bound (reads one value: a host sync, at log/checkpoint time)."""
+        worst = float(self._worst)
+        self._worst.zero_()
+        if not worst <= self.cfg.loss_bound:
+            raise TrainingDiverged(f"|loss| reached {worst:g} (bound {self.cfg.loss_bound:g}) "
+                                   f"by step {self.step}")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs, tensors and plain values only: the shared
+        model, optimiser, step and config, and each rank's buffer shard and random streams."""
+        return {"step": self.step, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "ranks": dist.gather_states(self._rank_state())}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.step = sd["step"]
+        self.model.load_state_dict(sd["model"])
+        self.optimizer.load_state_dict(sd["optimizer"])
+        mine = dist.my_state(sd["ranks"], self.rank)
+        self.buffer.load_state_dict(mine["buffer"])
+        self.philox.set_state(mine["philox"])
+        self.lab_loader.load_state_dict(mine["lab_loader"])
+        self.pd_loader.load_state_dict(mine["pd_loader"])
+        torch.set_rng_state(mine["torch_rng"])
+        for name, g in self._torch_generators().items():
+            g.set_state(mine["rng"][name])
+
+    def _rank_state(self) -> dict:
+        return {"buffer": self.buffer.state_dict(), "philox": self.philox.get_state(),
+                "lab_loader": self.lab_loader.state_dict(), "pd_loader": self.pd_loader.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "rng": {k: g.get_state() for k, g in self._torch_generators().items()}}
+
+    def _torch_generators(self) -> dict:
+        """The buffer's and its Gaussian init's torch generators (index draws, reinit)."""
+        gens = {"buffer": self.buffer.generator}
+        init = getattr(self.buffer, "init", None)
+        if isinstance(init, ClassGaussianInit):
+            gens["init"] = init.generator
+        return {k: g for k, g in gens.items() if g is not None}
+
+    # ------------------------------------------------------------------ run
+    def fit(self) -> dict:
+        """Train to cfg.steps (or cfg.epochs), evaluate, write the run folder (loop.py)."""
+        from .loop import fit  # loop.py imports this module
+        return fit(self)
+
+    def save(self, path) -> None:
+        """Write a checkpoint atomically (every rank must call it; rank 0 writes)."""
+        from .loop import save
+        save(self, Path(path))
+
+    @classmethod
+    def resume(cls, path, **overrides) -> "Trainer":
+        """The Trainer of a checkpoint file, or of the newest checkpoint in a run folder
+        (or its checkpoints/ folder), continuing exactly where it left off. ``overrides``
+        replace config fields (e.g. steps to train longer, device)."""
+        p = Path(path)
+        if p.is_dir():
+            found = latest_checkpoint(p / "checkpoints") or latest_checkpoint(p)
+            if found is None:
+                raise FileNotFoundError(f"no checkpoint in {p} or {p / 'checkpoints'}: nothing to resume")
+            p = found
+        sd = load_checkpoint(p)
+        trainer = cls(TrainConfig(**sd["config"]).with_overrides(**overrides))
+        trainer.load_state_dict(sd)
+        return trainer
+
+
+@contextlib.contextmanager
+def frozen_batchnorm(model: nn.Module):
+    """BatchNorm momentum 0 inside the block: running statistics stay as they are."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+
