@@ -1,0 +1,88 @@
+"""The training iteration: reference mode (the published loop's computation) against fast
+mode, and on a GPU fast mode with each optimisation switched on in turn.
+
+* CPU (runs anywhere): SADA-JEM on digits, the default run's sizes; target fast >= 2.5x
+  reference. Host timer medians: CPU work is synchronous.
+* GPU: WRN-28-10 on CIFAR-shaped synthetic data, SADA-JEM preset (batch 64 + 128, 10 SGLD
+  steps, 5 attack steps, SAM); CUDA-event medians per iteration; labelled images per
+  second and projected hours for the paper's 100 epochs of CIFAR-10 (50,000 images).
+  Targets: fast >= 25x reference, <= 2 hours projected on one H100.
+"""
+import statistics
+import time
+
+import pytest
+import torch
+
+from ebjdat.train import TrainConfig, Trainer
+
+from .conftest import HAS_GPU
+
+CIFAR_TRAIN, EPOCHS = 50_000, 100
+
+
+def _iter_seconds_cpu(trainer, n=8, warmup=2) -> float:
+    for _ in range(warmup):
+        trainer.train_step()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        trainer.train_step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _iter_seconds_gpu(trainer, n=10, warmup=3) -> float:
+    for _ in range(warmup):
+        trainer.train_step()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(n):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        trainer.train_step()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def test_bench_step_cpu(benchmark, record):
+    times = {}
+    for mode in ("reference", "fast"):
+        t = Trainer(TrainConfig.preset("sadajem", mode=mode, device="cpu", steps=1000))
+        times[mode] = _iter_seconds_cpu(t, n=4 if mode == "reference" else 8)
+    row = {f"{k}_s_per_iter": v for k, v in times.items()}
+    row["speedup_fast_vs_reference"] = times["reference"] / times["fast"]
+    record(case="train_step/sadajem/digits/cpu", **row)
+    benchmark.extra_info.update(row)
+    benchmark.pedantic(t.train_step, rounds=3)
+
+
+GPU_STAGES = [  # (name, mode, overrides): each stage adds one optimisation to the last
+    ("reference", "reference", dict(precision="fp32", compile=False, cuda_graph=False)),
+    ("fast_fp32", "fast", dict(precision="fp32", compile=False, cuda_graph=False)),
+    ("+bf16", "fast", dict(precision="bf16", compile=False, cuda_graph=False)),
+    ("+compile", "fast", dict(precision="bf16", compile=True, cuda_graph=False)),
+    ("+cuda_graph", "fast", dict(precision="bf16", compile=True, cuda_graph=True)),
+]
+
+
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
+def test_bench_step_gpu(benchmark, record):
+    base = dict(dataset="synthetic", image_size=32, model="wrn", depth=28, width=10, steps=10_000,
+                device="cuda")
+    results = {}
+    for name, mode, over in GPU_STAGES:
+        t = Trainer(TrainConfig.preset("sadajem", mode=mode, **base, **over))
+        s = _iter_seconds_gpu(t, n=3 if mode == "reference" else 10)
+        ips = t.cfg.label_batch_size / s
+        hours = EPOCHS * CIFAR_TRAIN / t.cfg.label_batch_size * s / 3600
+        results[name] = s
+        record(case="train_step/sadajem/wrn28-10/cifar-shape", stage=name, s_per_iter=s,
+               labelled_images_per_s=ips, projected_hours_100_epochs=hours,
+               speedup_vs_reference=results["reference"] / s)
+        del t
+        torch.cuda.empty_cache()
+    benchmark.extra_info.update({f"{k}_s_per_iter": v for k, v in results.items()})
+    benchmark.pedantic(lambda: None, rounds=1)
