@@ -132,3 +132,18 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert cli.main(["train", "--dataset", "cifar10", "--data-root", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "cifar" in capsys.readouterr().err.lower()
     assert cli.main(["train", "--resume", str(tmp_path)]) == 2
+
+
+def test_sample_command_and_help(tmp_path, capsys):
+    out = tmp_path / "run"
+    Trainer(TrainConfig.preset("sadajem", steps=2, ckpt_every=2, out=str(out), **SMALL)).fit()
+    png = tmp_path / "s.png"
+    assert cli.main(["sample", "--checkpoint", str(out), "--n", "8", "--steps", "2", "--out", str(png)]) == 0
+    Image.open(png).verify()
+    assert cli.main(["sample", "--checkpoint", str(out), "--n", "4", "--fresh", "--y", "3",
+                     "--out", str(png)]) == 0
+    for cmd in ("train", "sample"):
+        with pytest.raises(SystemExit) as e:
+            cli.main([cmd, "--help"])
+        assert e.value.code == 0
+    assert "--resume" in capsys.readouterr().out
