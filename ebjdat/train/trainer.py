@@ -36,6 +36,15 @@ class TrainingDiverged(RuntimeError):
     """The loss became non-finite or exceeded cfg.loss_bound."""
 
 
+def build_model(cfg: TrainConfig, channels: int, n_classes: int) -> nn.Module:
+    """The classifier a config trains: SmallCNN on digits ("auto"), else the JEM WideResNet."""
+    kind = cfg.model if cfg.model != "auto" else ("small_cnn" if cfg.dataset == "digits" else "wrn")
+    norm = None if cfg.norm in (None, "none") else cfg.norm
+    if kind == "small_cnn":
+        return SmallCNN(channels, n_classes, norm=norm)
+    return WideResNet(cfg.depth, cfg.width, n_classes, channels, norm=norm)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -79,12 +88,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ construction
     def _build_model(self) -> nn.Module:
-        cfg, ds = self.cfg, self.train_set
-        kind = cfg.model if cfg.model != "auto" else ("small_cnn" if cfg.dataset == "digits" else "wrn")
-        norm = None if cfg.norm in (None, "none") else cfg.norm
-        if kind == "small_cnn":
-            return SmallCNN(ds.channels, ds.n_classes, norm=norm)
-        return WideResNet(cfg.depth, cfg.width, ds.n_classes, ds.channels, norm=norm)
+        ds = self.train_set
+        return build_model(self.cfg, ds.channels, ds.n_classes)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
