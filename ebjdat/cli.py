@@ -1,4 +1,4 @@
-"""The ``ebjdat`` command: ``train``, ``sample``, ``demo``, ``info``.
+"""The ``ebjdat`` command: ``train``, ``eval``, ``sample``, ``demo``, ``info``.
 
 ``ebjdat train`` with no flags trains SADA-JEM-style EB-JDAT on the embedded digits data,
 offline, in a few minutes on 2 CPU cores, and writes checkpoints, metrics.jsonl,
@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ebjdat", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     _train_parser(sub)
+    from .evaluate.cli import add_parser as add_eval
+    add_eval(sub)
     _sample_parser(sub)
     from .demo import add_parser as add_demo
     add_demo(sub)

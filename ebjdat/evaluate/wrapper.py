@@ -28,6 +28,21 @@ def from_pixels(p: Tensor) -> Tensor:
     return (p - 0.5) / 0.5
 
 
+@contextlib.contextmanager
+def kept_modes(model):
+    """Restore the train/eval flag of every submodule on exit, each to its own value.
+
+    ``model.train(was)`` would force one mode on all submodules; a wrapper (a new
+    Module, training=True) around an eval-mode model would then put it in train mode."""
+    mods = list(model.modules()) if isinstance(model, nn.Module) else []
+    saved = [m.training for m in mods]
+    try:
+        yield model
+    finally:
+        for m, t in zip(mods, saved):
+            m.training = t
+
+
 def autocast_for(device: torch.device, precision: str):
     """bf16 autocast on ``device`` for precision "bf16", else a no-op context."""
     if precision not in PRECISIONS:
@@ -50,7 +65,8 @@ class PixelModel(nn.Module):
     ``precision="bf16"`` runs the model under bf16 autocast (logits are cast back to
     fp32, so losses and gradients with respect to p stay fp32); "fp32" (the default)
     leaves the model's own dtype alone. The wrapper holds the model as a submodule:
-    ``.eval()`` / ``.train()`` reach it, and its parameters give attacks the device.
+    ``.eval()`` / ``.train()`` reach it, and its parameters give attacks the device. It
+    starts in the model's mode.
     """
 
     def __init__(self, model: nn.Module, *, mean: float = 0.5, std: float = 0.5,
@@ -63,6 +79,10 @@ class PixelModel(nn.Module):
         autocast_for(torch.device("cpu"), precision)  # validates precision
         self.model = model
         self.mean, self.std, self.precision = float(mean), float(std), precision
+        # a new Module says training=True; mirror the model instead, or callers that read
+        # the wrapper's mode (torchattacks restores "train" after every attack) would put
+        # an eval-mode model into train mode
+        self.training = bool(getattr(model, "training", False))
 
     def forward(self, p: Tensor) -> Tensor:
         # identity (mean 0, std 1) skips the arithmetic: bit-exact model-unit attacks

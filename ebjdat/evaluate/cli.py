@@ -1,0 +1,161 @@
+"""``ebjdat eval --checkpoint P``: the evaluation of a training checkpoint as a table on
+the terminal, PNGs in --out and, with --json, every number for machines."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def parse_eps(text: str) -> float:
+    """"8/255" or "0.0314" -> float (argparse type; negative values pass, evaluate rejects them)."""
+    try:
+        if "/" in text:
+            a, b = text.split("/", 1)
+            return float(a) / float(b)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r} (e.g. 8/255 or 0.0314)") from None
+
+
+def fmt_eps(e: float) -> str:
+    """0.0314 -> "8/255 = 0.0314" when e is a whole number of 255ths, else "0.05"."""
+    k = e * 255
+    if 0 < e < 1 and abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255 = {e:.4f}"
+    return f"{e:.4g}"
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f} %"
+
+
+def format_report(r: dict) -> str:
+    """The terminal table of an evaluate_checkpoint / evaluate result."""
+    lines = []
+    if "checkpoint" in r:
+        lines.append(f"ebjdat eval  {r['checkpoint']}  ({r.get('variant')} on {r.get('dataset')}, step {r.get('step')})")
+    lines.append(f"{r['n']} test points, {r.get('device', '')} {r['precision']}, protocol {r['protocol']}")
+    std = r["protocol"] in ("standard", "both")
+    ref = r.get("reference_protocol")
+    cols = []
+    if std:
+        aa = r.get("autoattack")
+        cols.append(("standard", {
+            "attack space": "[0, 1] pixels",
+            "eps (pixels)": f"{fmt_eps(r['eps'])} ({r['norm']})",
+            "clean": _pct(r["clean_acc"]),
+            "PGD": _pct(r.get("pgd_acc")) + f" (PGD-{r['steps']}" +
+                   (f", {r['restarts']} restarts)" if r["restarts"] > 1 else ")"),
+            "AutoAttack": _pct(r.get("autoattack_acc")) + (
+                f" ({aa['version']}, {aa['steps']} steps, {aa['n_queries']} queries)" if aa else " (not run: --autoattack)"),
+            "random noise": _pct(r.get("noise_acc"))}))
+    if ref:
+        cols.append(("reference (published)", {
+            "attack space": "[-1, 1] model input",
+            "eps (pixels)": f"{fmt_eps(ref['eps_pixels'])} (8/255 in [-1, 1])",
+            "clean": _pct(ref["clean_acc"]),
+            "PGD": _pct(ref["pgd_acc"]) + f" (PGD-{ref['steps']})",
+            "AutoAttack": _pct(ref.get("autoattack_acc")) + (" (APGD-CE, 20 steps, 1 restart)"
+                                                            if ref.get("autoattack_acc") is not None else " (torchattacks missing)"),
+            "random noise": _pct(ref.get("noise_acc"))}))
+    labels = []
+    for _, rows in cols:
+        labels += [k for k in rows if k not in labels]
+    table = [[""] + [name for name, _ in cols]]
+    for k in labels:
+        cells = [rows.get(k) for _, rows in cols]
+        if any(c is not None for c in cells):
+            table.append([k] + [c if c is not None else "" for c in cells])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines.append("")
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines.append("")
+    if r.get("pgd_curve"):
+        lines.append(f"PGD-{r['steps']} curve ({r['norm']}, pixels): " +
+                     " | ".join(f"{fmt_eps(p['eps']).split(' =')[0]}: {_pct(p['acc'])}" for p in r["pgd_curve"]))
+    if "worst_case_acc" in r and r.get("autoattack_acc") is not None:
+        lines.append(f"worst case over PGD and AutoAttack: {_pct(r['worst_case_acc'])}")
+    if "energy_clean_mean" in r:
+        parts = [f"clean {r['energy_clean_mean']:.4g}"]
+        if "energy_adv_mean" in r:
+            parts.append(f"adversarial {r['energy_adv_mean']:.4g}")
+        if "energy_gen_mean" in r:
+            parts.append(f"generated {r['energy_gen_mean']:.4g}")
+        lines.append("energy E(x) = -logsumexp logits (mean): " + ", ".join(parts))
+        gaps = [f"{name} {r[key]:+.4g}" for name, key in (("adversarial - clean", "energy_gap_adv"),
+                                                          ("generated - clean", "energy_gap_gen")) if key in r]
+        if gaps:
+            lines.append("  gaps: " + ", ".join(gaps) + f"  (generated from {r.get('energy_generated_from', '?')})")
+    if "fid" in r:
+        lines.append(f"FID {r['fid']:.3f}, IS {r['is']:.3f} +- {r['is_std']:.3f} "
+                     f"({r['fid_n_generated']} generated vs {r['fid_n_real']} test images)")
+    elif "fid_note" in r:
+        lines.append(r["fid_note"])
+    if r["sanity"]:
+        lines.append("WARNING: sanity checks failed; do not trust these robustness numbers:")
+        lines += [f"  - {s}" for s in r["sanity"]]
+    else:
+        lines.append(f"sanity: all {len(r['sanity_checks'])} checks passed ({', '.join(r['sanity_checks'])})")
+    if r.get("files"):
+        lines.append("files: " + ", ".join(r["files"]))
+    return "\n".join(lines)
+
+
+def _eval(args) -> int:
+    from . import autoattack as aa
+    from .checkpoint import evaluate_checkpoint
+    if args.autoattack and not aa.available():
+        print(f"ebjdat eval: {aa.MISSING}", file=sys.stderr)
+        return 2
+    try:
+        res = evaluate_checkpoint(
+            args.checkpoint, n=args.n, eps=args.eps, norm=args.norm, steps=args.steps, alpha=args.alpha,
+            restarts=args.restarts, autoattack=args.autoattack, autoattack_steps=args.aa_steps,
+            autoattack_queries=args.aa_queries, protocol=args.protocol, batch_size=args.batch_size,
+            device=args.device, precision=args.precision, samples=args.samples, out=args.out,
+            inception_weights=args.inception_weights, data_root=args.data_root,
+            sample_steps=args.sample_steps, seed=args.seed, progress=True)
+    except (FileNotFoundError, IsADirectoryError, ValueError, ImportError) as e:
+        print(f"ebjdat eval: {e}", file=sys.stderr)
+        return 2
+    print(format_report(res))
+    if args.json:
+        from pathlib import Path
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register ``ebjdat eval`` on an argparse subparsers object."""
+    p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy, PGD, AutoAttack, energies, samples, FID",
+                       description="Evaluate a training checkpoint. eps are in [0, 1] pixel units (8/255 "
+                       "allowed); the model is attacked through its own normalisation. --protocol "
+                       "reference reproduces the published setting (eps 8/255 on the [-1, 1] input, "
+                       "APGD-20) beside the standard one.")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a run folder (its newest checkpoint)")
+    p.add_argument("--eps", nargs="+", type=parse_eps, help="radii in pixel units; the first is the headline, "
+                   "all form the PGD curve (default 8/255 linf, 0.5 l2)")
+    p.add_argument("--norm", choices=("linf", "l2"), default="linf")
+    p.add_argument("--steps", type=int, default=20, help="PGD steps (default 20)")
+    p.add_argument("--alpha", type=parse_eps, help="PGD step size (default eps * max(1/4, 2.5/steps))")
+    p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
+    p.add_argument("--autoattack", action="store_true", help="also run AutoAttack standard (torchattacks)")
+    p.add_argument("--aa-steps", type=int, default=100, help="AutoAttack iterations (default 100, the standard)")
+    p.add_argument("--aa-queries", type=int, default=5000, help="Square queries (default 5000, the standard)")
+    p.add_argument("--protocol", choices=("standard", "reference", "both"), default="both",
+                   help="standard (pixel eps), reference (the published setting) or both (default)")
+    p.add_argument("--n", type=int, default=1000, help="test points (default 1000)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto (default) | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="model precision in attacks")
+    p.add_argument("--samples", action=argparse.BooleanOptionalAction, default=True, help="write sample grids")
+    p.add_argument("--sample-steps", type=int, default=100, help="SGLD steps of fresh chains (default 100)")
+    p.add_argument("--out", help="folder for the PNGs (default <run>/eval_step_N)")
+    p.add_argument("--inception-weights", metavar="PATH", help="Inception weights file for FID / IS (weights-inception-2015-12-05-6726825d.pth)")
+    p.add_argument("--json", metavar="FILE", help="write every number to FILE")
+    p.add_argument("--data-root", help="the dataset folder, when not where the run had it")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_eval)

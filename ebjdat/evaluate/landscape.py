@@ -1,0 +1,119 @@
+"""The energy landscape (EB-JDAT's central analysis) and SGLD sample grids.
+
+Energies are marginal, ``E(x) = -logsumexp_k logits(x)_k``: lower is more probable. The
+paper's claim is that EB-JDAT pulls adversarial points' energies towards clean ones,
+``energy_gap_adv = mean E(x_adv) - mean E(x)``, while generated samples sit near the
+data, ``energy_gap_gen = mean E(x_gen) - mean E(x)``.
+
+Generation reruns the training run's own sampler (SGLD, or PYLD for JEM++) with its
+settings (steps, step size, noise, clip, clamp, train/eval mode). Samplers that run in
+train mode update BatchNorm statistics, so they run on a copy of the model: evaluation
+never changes the model it evaluates.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .. import ops, plots
+from ..energy import ClassifierEnergy, logits_of, marginal
+from ..sampling import PYLD, SGLD
+from .robustness import batches
+from .wrapper import autocast_for, kept_modes
+
+
+@torch.no_grad()
+def marginal_energies(model: nn.Module, x: Tensor, *, batch_size: int = 256, precision: str = "fp32") -> Tensor:
+    """(N,) float32 CPU energies ``-logsumexp(logits(x))`` of x (N, ...) in [-1, 1]; the
+    model's mode is the caller's (evaluation: eval mode)."""
+    out = []
+    for s in batches(len(x), batch_size):
+        with autocast_for(x.device, precision):
+            out.append(marginal(logits_of(model, x[s]).float()).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def build_sampler(model: nn.Module, cfg, *, n_steps: int | None = None, seed: int = 0) -> SGLD:
+    """The run's sampler over ``model``'s marginal energy (cfg: a TrainConfig), without a
+    buffer, on a PhiloxGenerator seeded with ``seed``; ``n_steps`` overrides sgld_steps."""
+    dev = next(model.parameters()).device
+    kw = dict(n_steps=cfg.sgld_steps if n_steps is None else n_steps, step_size=cfg.sgld_step_size,
+              noise_std=cfg.sgld_noise, grad_clip=cfg.sgld_clip,
+              clamp=(-1.0, 1.0) if cfg.sgld_clamp else None, generator=ops.PhiloxGenerator(seed, device=dev))
+    energy = ClassifierEnergy(model)
+    return PYLD(energy, n_inner=cfg.sgld_inner, **kw) if cfg.sgld_inner > 1 else SGLD(energy, **kw)
+
+
+def generate(model: nn.Module, cfg, x_init: Tensor, *, y: Tensor | None = None, n_steps: int | None = None,
+             batch_size: int = 256, seed: int = 0) -> Tensor:
+    """(N, ...) samples: the run's sampler from x_init (N, ...) in [-1, 1] (x_init is not
+    changed), class-conditional ``E(x, y) = -logits[y]`` when y (N,) is given.
+
+    Runs on a deep copy of the model in the run's sampling mode (train mode for JEM++ /
+    SADA-JEM, eval for JEM) so that BatchNorm statistics of ``model`` stay as they are.
+    """
+    twin = copy.deepcopy(model).train(bool(cfg.sampler_train_mode))
+    sampler = build_sampler(twin, cfg, n_steps=n_steps, seed=seed)
+    out = []
+    for s in batches(len(x_init), batch_size):
+        out.append(sampler.sample(x_init=x_init[s], y=None if y is None else y[s]).detach())
+    return torch.cat(out)
+
+
+def energy_landscape(model: nn.Module, x_clean: Tensor, x_adv: Tensor | None, x_gen: Tensor | None, *,
+                     batch_size: int = 256, precision: str = "fp32", png=None, title: str = "") -> dict:
+    """Means of E over clean, adversarial and generated points (each (N_i, ...) in
+    [-1, 1], eval mode) and the two gaps; writes a histogram PNG when ``png`` is a path.
+
+    Returns {"energy_clean_mean", "energy_adv_mean", "energy_gen_mean", "energy_gap_adv",
+    "energy_gap_gen"} (entries of a missing set are left out)."""
+    with kept_modes(model):
+        model.eval()
+        series = {"clean": marginal_energies(model, x_clean, batch_size=batch_size, precision=precision)}
+        if x_adv is not None:
+            series["adversarial"] = marginal_energies(model, x_adv, batch_size=batch_size, precision=precision)
+        if x_gen is not None:
+            series["generated"] = marginal_energies(model, x_gen, batch_size=batch_size, precision=precision)
+    means = {k: float(v.double().mean()) for k, v in series.items()}
+    out = {"energy_clean_mean": means["clean"]}
+    if "adversarial" in means:
+        out["energy_adv_mean"] = means["adversarial"]
+        out["energy_gap_adv"] = means["adversarial"] - means["clean"]
+    if "generated" in means:
+        out["energy_gen_mean"] = means["generated"]
+        out["energy_gap_gen"] = means["generated"] - means["clean"]
+    if png is not None:
+        plots.save_histograms(png, series, title=title or "E(x) = -logsumexp logits")
+    return out
+
+
+def sample_grids(model: nn.Module, cfg, out_dir, *, n_classes: int, shape: tuple, buffer: Tensor | None = None,
+                 n: int = 64, per_class: int = 8, fresh_steps: int = 100, batch_size: int = 256,
+                 seed: int = 0) -> list[Path]:
+    """SGLD sample grids as PNGs in out_dir; returns their paths.
+
+    samples_fresh.png: n chains from uniform noise U(-1, 1)^shape, ``fresh_steps`` steps.
+    samples_fresh_conditional.png: ``per_class`` fresh chains per class of ``E(x, y)``,
+    one row per class. With a ``buffer`` (M, *shape) of the run's replay buffer, also
+    samples_buffer.png / samples_buffer_conditional.png: random buffer rows, continued
+    for the run's sgld_steps.
+    """
+    dev = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    out_dir = Path(out_dir)
+    y = torch.arange(n_classes).repeat_interleave(per_class).to(dev)
+    starts = {"fresh": lambda m: (torch.rand((m, *shape), generator=g) * 2 - 1).to(dev)}
+    if buffer is not None and len(buffer):
+        starts["buffer"] = lambda m: buffer[torch.randint(0, len(buffer), (m,), generator=g)].to(dev)
+    paths = []
+    for name, start in starts.items():
+        steps = fresh_steps if name == "fresh" else None
+        kw = dict(n_steps=steps, batch_size=batch_size, seed=seed)
+        x = generate(model, cfg, start(n), **kw)
+        paths.append(plots.save_grid(out_dir / f"samples_{name}.png", x.float().cpu()))
+        xc = generate(model, cfg, start(len(y)), y=y, **kw)
+        paths.append(plots.save_grid(out_dir / f"samples_{name}_conditional.png", xc.float().cpu(), nrow=per_class))
+    return paths
