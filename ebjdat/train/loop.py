@@ -135,9 +135,12 @@ def evaluate(trainer, n_energy: int = 256) -> dict:
 def _pictures(trainer, out: Path, x, y, attack) -> None:
     """samples.png (SGLD samples from the buffer) and energy.png (energy histograms)."""
     model = trainer.model
+    saved = [b.clone() for b in model.buffers()]   # train-mode sampling moves BatchNorm stats
     with torch.enable_grad():
         x_adv = attack(x, y)
         x_gen = trainer.sample_q()
+    for b, s in zip(model.buffers(), saved):
+        b.copy_(s)
     model.eval()
     plots.save_grid(out / "samples.png", x_gen[:64].float().cpu())
     energies = {name: marginal(logits_of(model, v)).float().cpu()
