@@ -8,43 +8,23 @@ mode, and on a GPU fast mode with each optimisation switched on in turn.
   second and projected hours for the paper's 100 epochs of CIFAR-10 (50,000 images).
   Targets: fast >= 25x reference, <= 2 hours projected on one H100.
 """
-import statistics
-import time
-
 import pytest
 import torch
 
+from ebjdat.bench import formulas, timing
 from ebjdat.train import TrainConfig, Trainer
 
 from .conftest import HAS_GPU
 
-CIFAR_TRAIN, EPOCHS = 50_000, 100
-
 
 def _iter_seconds_cpu(trainer, n=8, warmup=2) -> float:
-    for _ in range(warmup):
-        trainer.train_step()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        trainer.train_step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """perf_counter median (CPU work is synchronous): timing.median_us on the CPU."""
+    return timing.median_us(trainer.train_step, "cpu", warmup=warmup, reps=n) / 1e6
 
 
 def _iter_seconds_gpu(trainer, n=10, warmup=3) -> float:
-    for _ in range(warmup):
-        trainer.train_step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(n):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        trainer.train_step()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
+    """CUDA-event median of one iteration (timing.median_us without do_bench's L2 flush)."""
+    return timing.median_us(trainer.train_step, "cuda", warmup=warmup, reps=n, do_bench=False) / 1e6
 
 
 def test_bench_step_cpu(benchmark, record):
@@ -57,6 +37,17 @@ def test_bench_step_cpu(benchmark, record):
     record(case="train_step/sadajem/digits/cpu", **row)
     benchmark.extra_info.update(row)
     benchmark.pedantic(t.train_step, rounds=3)
+
+
+def test_bench_step_baselines_cpu(benchmark, record):
+    """ebjdat bench's step suite at --quick sizes: the reference baseline (REFERENCE.md's
+    loop), the full-batch eager baseline and the trainer's two modes, on the CPU."""
+    from ebjdat.bench import suite_step
+    rows = suite_step.run("cpu", True, timing.ceilings("cpu"))
+    for r in rows:
+        record(**r)
+    benchmark.extra_info.update({r["ours"]: r["s_per_iter"] for r in rows})
+    benchmark.pedantic(lambda: None, rounds=1)
 
 
 GPU_STAGES = [  # (name, mode, overrides): each stage adds one optimisation to the last
@@ -77,7 +68,7 @@ def test_bench_step_gpu(benchmark, record):
         t = Trainer(TrainConfig.preset("sadajem", mode=mode, **base, **over))
         s = _iter_seconds_gpu(t, n=3 if mode == "reference" else 10)
         ips = t.cfg.label_batch_size / s
-        hours = EPOCHS * CIFAR_TRAIN / t.cfg.label_batch_size * s / 3600
+        hours = formulas.projected_hours(s, t.cfg.label_batch_size)
         results[name] = s
         record(case="train_step/sadajem/wrn28-10/cifar-shape", stage=name, s_per_iter=s,
                labelled_images_per_s=ips, projected_hours_100_epochs=hours,

@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     from .evaluate.cli import add_parser as add_eval
     add_eval(sub)
     _sample_parser(sub)
+    from .bench.cli import add_parser as add_bench
+    add_bench(sub)
     from .demo import add_parser as add_demo
     add_demo(sub)
     p = sub.add_parser("info", help="list the backends this machine can run")

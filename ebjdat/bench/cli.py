@@ -1,0 +1,129 @@
+"""``ebjdat bench [ops|loops|attack|step|all] [--device D] [--quick] [--json F] [--profile DIR]``.
+
+Runs the suites (suite_ops, suite_loops, suite_step), measures the ceilings first in the
+same run (timing.ceilings), prints one table and, with --json, writes
+``{"environment", "device", "quick", "ceilings", "wall_s", "rows"}``. --profile DIR
+writes a Chrome trace per training-iteration case (step suite) with ranges around the
+sampler, attack and optimizer phases (record_function; NVTX too on a GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SUITES = ("ops", "loops", "attack", "step")
+
+
+def _device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda given but no CUDA GPU is available")
+    return dev
+
+
+def run_bench(suite: str = "all", device: str | None = None, quick: bool = False,
+              json_path=None, profile=None, out=None) -> dict:
+    """Run ``suite`` ("all" or one of SUITES); print the table to ``out``; return the result."""
+    from . import suite_loops, suite_ops, suite_step, timing
+    out = out or sys.stdout
+    if suite != "all" and suite not in SUITES:
+        raise ValueError(f"suite must be 'all' or one of {SUITES}, got {suite!r}")
+    dev = _device(device)
+    t0 = time.perf_counter()
+    ceil = timing.ceilings(dev)
+    runners = {"ops": lambda: suite_ops.run(dev, quick, ceil),
+               "loops": lambda: suite_loops.run_loops(dev, quick, ceil),
+               "attack": lambda: suite_loops.run_attack(dev, quick, ceil),
+               "step": lambda: suite_step.run(dev, quick, ceil, profile)}
+    rows = []
+    for name in (SUITES if suite == "all" else (suite,)):
+        rows += runners[name]()
+    result = {"environment": timing.environment(), "device": str(dev), "quick": quick,
+              "suite": suite, "ceilings": ceil, "wall_s": time.perf_counter() - t0, "rows": rows}
+    print(format_table(result), file=out)
+    if json_path:
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+        print(f"wrote {path}", file=out)
+    return result
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table_lines(rows: list[dict]) -> list[list[str]]:
+    """Header + one line per timed row: the columns of the table and the report."""
+    head = ["suite", "case", "baseline", "ours", "baseline ms", "ours ms", "speed-up",
+            "vs compile", "GB/s or TFLOP/s", "% of ceiling", "proj. h (100 ep)"]
+    lines = [head]
+    for r in rows:
+        if "ours_us" not in r:
+            continue
+        rate = (f"{r['GBps']:.1f} GB/s" if r.get("GBps") is not None
+                else f"{r['model_TFLOPs']:.3g} TFLOP/s" if r.get("model_TFLOPs") is not None else "-")
+        pct = "-" if r.get("pct_ceiling") is None else f"{r['pct_ceiling']:.1f}% {r.get('ceiling', '')}"
+        lines.append([r["suite"], r["case"], r.get("baseline", "-"), r["ours"],
+                      _fmt(r.get("baseline_us") and r["baseline_us"] / 1e3, ".3f"),
+                      _fmt(r["ours_us"] / 1e3, ".3f"), _fmt(r.get("speedup"), ".2f") + "x",
+                      _fmt(r.get("speedup_vs_compile"), ".2f") + ("x" if r.get("speedup_vs_compile") else ""),
+                      rate, pct, _fmt(r.get("projected_hours"), ".2f")])
+    return lines
+
+
+def format_table(result: dict) -> str:
+    env, ceil = result["environment"], result["ceilings"]
+    lines = table_lines(result["rows"])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = [f"ebjdat bench on {result['device']} ({env.get('gpu') or env.get('cpu')}; torch "
+            f"{env['torch']}, triton {env.get('triton')}, commit {env['commit'][:8]}); ceilings: "
+            f"copy {ceil['copy_GBps']:.1f} GB/s, {ceil['matmul_dtype']} matmul "
+            f"{ceil['matmul_TFLOPs']:.3g} TFLOP/s; {result['wall_s']:.1f} s"
+            + (" (--quick)" if result["quick"] else "")]
+    for i, line in enumerate(lines):
+        text.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        if i == 0:
+            text.append("  ".join("-" * w for w in widths))
+    skipped = [r for r in result["rows"] if "skipped" in r]
+    text += [f"skipped: {r['case']} {r['ours']}: {r['skipped']}" for r in skipped]
+    return "\n".join(text)
+
+
+def _bench(args) -> int:
+    try:
+        run_bench(args.suite, args.device, args.quick, args.json, args.profile)
+    except ValueError as e:
+        print(f"ebjdat bench: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register ``bench`` on an argparse subparsers object (as ebjdat/demo.py does)."""
+    p = sub.add_parser("bench", help="benchmark ops, loops, attack and training step against baselines",
+                       description=__doc__.split("\n\n")[1])
+    p.add_argument("suite", nargs="?", default="all", choices=(*SUITES, "all"))
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when present)")
+    p.add_argument("--quick", action="store_true", help="small sizes: digits model, tiny tensors")
+    p.add_argument("--json", metavar="F", help="write the environment and rows to this JSON file")
+    p.add_argument("--profile", metavar="DIR", help="write Chrome traces of the training-step cases here")
+    p.set_defaults(fn=_bench)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="ebjdat")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The sampler and attack loops.
+
+loops: K SGLD steps (SADA-JEM settings: clip 1, clamp [-1, 1]) on a batch, the model in
+train mode. Baseline: a plain autograd loop with the update in torch ops; ours: ebjdat's
+SGLD eager and, on a GPU, replayed as one CUDA graph. Model FLOP utilisation counts
+K * B forward + input-gradient passes (formulas.model_flops).
+
+attack: PGD-10 linf in eval mode. (a) cross-entropy objective, no random start:
+torchattacks' PGD (when installed) against ebjdat's PGD (eager; on a GPU also a CUDA
+graph). (b) the EB-JDAT objective: the reference baseline's micro-batched attack
+(baseline.ReferenceLoop.attack, micro-batches of 2, clean logits recomputed, two
+forwards per step) against the full-batch eager attack and ebjdat's PGD.
+
+Sizes: WRN-28-10 on 32x32 (batch 64 for SGLD, 256 for PGD) on a GPU; --quick: the digits
+SmallCNN on 8x8 inputs, batch 32. Times: CUDA-event medians on a GPU, perf_counter
+medians on the CPU.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+import ebjdat
+from ebjdat.energy import ClassifierEnergy
+from ebjdat.models import SmallCNN, WideResNet
+
+from . import formulas, timing
+from .baseline import EagerLoop, ReferenceLoop
+
+
+def model_and_shape(device, quick: bool):
+    torch.manual_seed(0)
+    if quick:
+        return SmallCNN(1, 10).to(device), (1, 8, 8), "small_cnn/8x8"
+    return WideResNet(28, 10).to(device), (3, 32, 32), "wrn28-10/32x32"
+
+
+def _time(fn, device, quick, slow=False):
+    return timing.median_us(fn, device, warmup=1 if quick or slow else 3,
+                            reps=3 if quick else 2 if slow else 10, do_bench=False)
+
+
+def _row(suite, case, base_name, ours_name, base_us, ours_us, flops=None, ceil=None, **extra):
+    row = {"suite": suite, "case": case, "baseline": base_name, "ours": ours_name,
+           "baseline_us": base_us, "ours_us": ours_us, "speedup": base_us / ours_us, **extra}
+    if flops and ceil:
+        rate = flops / (ours_us * 1e-6)
+        row.update(model_TFLOPs=rate / 1e12, mfu_pct=100 * rate / (ceil["matmul_TFLOPs"] * 1e12),
+                   ceiling=f"{ceil['matmul_dtype']} matmul")
+        row["pct_ceiling"] = row["mfu_pct"]
+    return row
+
+
+def run_loops(device, quick: bool, ceil: dict) -> list[dict]:
+    dev = torch.device(device)
+    model, shape, name = model_and_shape(dev, quick)
+    model.train()
+    b, k = (32, 10) if quick else (64, 10)
+    x0 = torch.rand(b, *shape, device=dev) * 2 - 1
+    flops = k * b * formulas.model_flops(model, shape, device=dev)["fwd_xgrad"]
+
+    def plain():
+        x = x0.clone()
+        for _ in range(k):
+            xi = x.detach().requires_grad_(True)
+            g = torch.autograd.grad(model(xi).logsumexp(1).sum(), xi)[0]
+            x = (x + 1.0 * g.clamp(-1, 1)).clamp(-1, 1)
+        return x
+
+    kw = {"n_steps": k, "step_size": 1.0, "grad_clip": 1.0, "clamp": (-1.0, 1.0)}
+    energy = ClassifierEnergy(model)
+    base_us = _time(plain, dev, quick)
+    case = f"sgld{k}/{name}/b{b}"
+    eager = ebjdat.SGLD(energy, **kw)
+    rows = [_row("loops", case, "plain torch loop", "ebjdat SGLD eager", base_us,
+                 _time(lambda: eager.sample(x_init=x0), dev, quick), flops, ceil)]
+    if dev.type == "cuda":
+        graphed = ebjdat.SGLD(energy, cuda_graph=True, **kw)
+        rows.append(_row("loops", case, "plain torch loop", "ebjdat SGLD cuda graph", base_us,
+                         _time(lambda: graphed.sample(x_init=x0), dev, quick), flops, ceil))
+    return rows
+
+
+def run_attack(device, quick: bool, ceil: dict, cfg=None) -> list[dict]:
+    dev = torch.device(device)
+    model, shape, name = model_and_shape(dev, quick)
+    model.eval()
+    b, steps = (32, 10) if quick else (256, 10)
+    x = torch.rand(b, *shape, device=dev)
+    y = torch.randint(0, 10, (b,), device=dev)
+    per = formulas.model_flops(model, shape, device=dev)
+    flops = b * (per["fwd"] + steps * per["fwd_xgrad"])
+    kw = {"eps": 8 / 255, "alpha": 2 / 255, "steps": steps}
+    rows, case = [], f"pgd{steps}-ce/{name}/b{b}"
+    ours = ebjdat.PGD(model, random_start=False, **kw)
+    ours_us = _time(lambda: ours(x, y), dev, quick)
+    try:
+        import torchattacks
+        ta = torchattacks.PGD(model, random_start=False, **kw)
+        base, base_us = "torchattacks PGD", _time(lambda: ta(x, y), dev, quick)
+        diff = (ours(x, y) - ta(x, y)).abs().max().item()
+    except ImportError:
+        base, base_us, diff = "ebjdat PGD eager (torchattacks missing)", ours_us, None
+    rows.append(_row("attack", case, base, "ebjdat PGD eager", base_us, ours_us, flops, ceil,
+                     max_abs_diff_vs_torchattacks=diff))
+    if dev.type == "cuda":
+        graphed = ebjdat.PGD(model, random_start=False, cuda_graph=True, **kw)
+        rows.append(_row("attack", case, base, "ebjdat PGD cuda graph", base_us,
+                         _time(lambda: graphed(x, y), dev, quick), flops, ceil))
+    # (b) the EB-JDAT objective, as the training loop runs it ([-1, 1] inputs, no projection)
+    from ebjdat.train import TrainConfig
+    cfg = cfg or TrainConfig.preset("sadajem", dataset="digits", device=str(dev), buffer_size=64,
+                                    batch_size=8, pgd_steps=steps, init="uniform")
+    xs = x * 2 - 1
+    ref = ReferenceLoop(cfg, copy.deepcopy(model), xs, y, 10, dev)
+    eag = EagerLoop(cfg, copy.deepcopy(model), xs, y, 10, dev)
+    pgd = ebjdat.PGD(model, eps=None, start_eps=cfg.pgd_eps, alpha=cfg.pgd_alpha, steps=steps,
+                     clamp=(-1.0, 1.0), loss="ebjdat", perceptual_weight=1 / cfg.adv_micro_batch,
+                     generator=ebjdat.ops.PhiloxGenerator(0, device=dev))
+    case = f"pgd{steps}-ebjdat/{name}/b{b}"
+    ref_us = _time(lambda: ref.attack(xs, y), dev, quick, slow=True)
+    rows.append(_row("attack", case, "reference (micro-batch 2)", "full-batch eager", ref_us,
+                     _time(lambda: eag.attack(xs, y), dev, quick), flops, ceil))
+    rows.append(_row("attack", case, "reference (micro-batch 2)", "ebjdat PGD eager", ref_us,
+                     _time(lambda: pgd(xs, y), dev, quick), flops, ceil))
+    return rows

@@ -1,0 +1,111 @@
+"""The ops suite: each fused op and backend against eager torch and torch.compile of the
+same math.
+
+Measured: one call of each implementation on the same tensors (CIFAR batch 64x3x32x32
+and 256 MiB; --quick: 8x3x32x32 only; fp32 and on a GPU bf16). GPU times are device times of
+calls replayed inside a CUDA graph (``timing.graph_us``; the eager call time with its
+host overhead is kept as ``call_us``); CPU times are perf_counter medians. Bytes are the
+compulsory traffic of ``formulas.op_bytes``; GB/s is stated as % of the copy bandwidth
+measured in the same run. torch.compile's first call (the build) is excluded: each
+implementation is called once before it is timed.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .. import ops
+from . import formulas, timing
+
+S, STD, C, LO, HI, EPS, ALPHA = 1.0, 0.01, 1.0, -1.0, 1.0, 8 / 255, 2 / 255
+
+
+def plain_sgld(x, g, xo=None):
+    """What a careful user writes in torch: JEM-style noise plus SADA-style clip/clamp."""
+    x.add_(g.clamp(-C, C), alpha=S).add_(torch.randn_like(x), alpha=STD).clamp_(LO, HI)
+
+
+def plain_pgd_linf(x, g, xo):
+    x.add_(g.sign(), alpha=ALPHA)
+    x.copy_((xo + (x - xo).clamp(-EPS, EPS)).clamp(0, 1))
+
+
+def plain_pgd_l2(x, g, xo):
+    b = x.shape[0]
+    gn = g.reshape(b, -1).norm(dim=1).add(1e-10).view(b, *[1] * (x.dim() - 1))
+    x.add_(g / gn, alpha=ALPHA)
+    d = x - xo
+    dn = d.reshape(b, -1).norm(dim=1).view(b, *[1] * (x.dim() - 1))
+    x.copy_((xo + d * (EPS / dn).clamp(max=1)).clamp(0, 1))
+
+
+def plain_pgd_init(x, g, xo):
+    x.copy_((xo + torch.empty_like(xo).uniform_(-EPS, EPS)).clamp(0, 1))
+
+
+OPS = {  # name: (plain torch math, the ebjdat call)
+    "sgld_step": (plain_sgld, lambda x, g, xo, gen: ops.sgld_step_(
+        x, g, step_size=S, noise_std=STD, grad_clip=C, clamp=(LO, HI), generator=gen)),
+    "pgd_step_linf": (plain_pgd_linf, lambda x, g, xo, gen: ops.pgd_step_(x, g, xo, alpha=ALPHA, eps=EPS)),
+    "pgd_step_l2": (plain_pgd_l2, lambda x, g, xo, gen: ops.pgd_step_(
+        x, g, xo, alpha=ALPHA, eps=EPS, norm="l2")),
+    "pgd_init_linf": (plain_pgd_init, lambda x, g, xo, gen: ops.pgd_init_(x, xo, eps=EPS, generator=gen)),
+}
+
+
+def sizes(quick: bool) -> dict:
+    return {"b8x3x32x32": (8, 3, 32, 32)} if quick else {"cifar": (64, 3, 32, 32), "256MiB": None}
+
+
+def tensors(shape, dtype, device):
+    """x, grad, x_orig: shape, or 256 MiB of x when shape is None."""
+    shape = shape or ((256 << 20) // (torch.finfo(dtype).bits // 8) // 1024, 1024)
+    x = torch.rand(shape, device=device, dtype=dtype)
+    return x, torch.randn_like(x), torch.rand_like(x)
+
+
+def time_impl(fn, device, quick: bool = False) -> dict:
+    """{"us"}: graph-replay device time on a GPU (plus the eager "call_us"), else CPU median."""
+    if torch.device(device).type == "cuda":
+        return {"us": timing.graph_us(fn), "call_us": timing.median_us(fn, device)}
+    return {"us": timing.median_us(fn, device, warmup=1 if quick else 3, reps=5 if quick else 20)}
+
+
+def run(device, quick: bool, ceil: dict) -> list[dict]:
+    dev = torch.device(device)
+    gpu = dev.type == "cuda"
+    dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if gpu else {})}
+    rows = []
+    for op, (plain, ours) in OPS.items():
+        for size, shape in sizes(quick).items():
+            for dname, dtype in dtypes.items():
+                x, g, xo = tensors(shape, dtype, dev)
+                nbytes = formulas.op_bytes(op, x)
+                base = time_impl(functools.partial(plain, x, g, xo), dev, quick)
+                try:
+                    comp = time_impl(functools.partial(torch.compile(plain), x, g, xo), dev, quick)
+                except RuntimeError as e:   # no compiler toolchain: the row says so
+                    comp = {"us": None, "error": f"{type(e).__name__}: {str(e)[:80]}"}
+                gen = ops.PhiloxGenerator(0, device=dev)
+                # GPU: the device backends (the torch one's host-side Philox is not capturable);
+                # CPU: not triton, which runs there only in its interpreter (not a timing)
+                for backend in [b for b in ops.available_backends() if b != ("torch" if gpu else "triton")]:
+                    try:
+                        with ops.use_backend(backend):
+                            ours(x, g, xo, gen)
+                            t = time_impl(functools.partial(ours, x, g, xo, gen), dev, quick)
+                    except (RuntimeError, NotImplementedError, ValueError, TypeError) as e:  # no path here
+                        rows.append({"suite": "ops", "case": f"{op}/{dname}/{size}", "ours": f"ebjdat[{backend}]",
+                                     "skipped": f"{type(e).__name__}: {str(e)[:80]}"})
+                        continue
+                    gbs = nbytes / (t["us"] * 1e3)
+                    rows.append({"suite": "ops", "case": f"{op}/{dname}/{size}", "baseline": "eager torch",
+                                 "ours": f"ebjdat[{backend}]", "baseline_us": base["us"], "ours_us": t["us"],
+                                 "compile_us": comp["us"], "speedup": base["us"] / t["us"],
+                                 "speedup_vs_compile": comp["us"] and comp["us"] / t["us"],
+                                 "compile_error": comp.get("error"), "bytes": nbytes,
+                                 "GBps": gbs, "pct_ceiling": 100 * gbs / ceil["copy_GBps"],
+                                 "ceiling": "copy GB/s", "call_us": t.get("call_us"),
+                                 "eager_GBps": nbytes / (base["us"] * 1e3)})
+    return rows

@@ -1,0 +1,105 @@
+"""The training-iteration suite: one EB-JDAT iteration (SADA-JEM preset) per method.
+
+Cases, each timed on the same fixed batches and stated against the reference baseline:
+``reference baseline`` (baseline.ReferenceLoop, REFERENCE.md's loop re-implemented),
+``full-batch eager fp32`` (baseline.EagerLoop), ``trainer reference mode`` and
+``trainer fast`` (fp32, eager); on a GPU then each optimisation switched on in turn:
+``+bf16``, ``+compile``, ``+cuda_graph``.
+
+Per case: seconds per iteration (CUDA-event medians on a GPU, perf_counter medians on
+the CPU, after warm-up iterations), labelled images per second, model FLOP utilisation
+(``formulas.iteration_flops``, the useful FLOPs of an iteration, over the time, as a %
+of the matmul rate measured in this run), and the projected hours of the paper's
+100-epoch CIFAR-10 schedule (only at CIFAR sizes, not in --quick).
+
+Sizes: WRN-28-10 on 32x32 synthetic CIFAR-shaped data, batches 64 + 128, 10 SGLD steps,
+5 attack steps, SAM. --quick: the digits SmallCNN (8x8), batches 16 + 16, a 200-row
+buffer, 5 SGLD and 5 attack steps.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+from pathlib import Path
+
+import torch
+
+from . import formulas, profiling, timing
+from .baseline import EagerLoop, ReferenceLoop
+
+QUICK = {"dataset": "digits", "batch_size": 16, "label_batch_size": 16, "buffer_size": 200,
+             "sgld_steps": 5, "pgd_steps": 5}
+FULL = {"dataset": "synthetic", "image_size": 32, "model": "wrn", "depth": 28, "width": 10}
+GPU_STAGES = [  # (name, overrides): each adds one optimisation to the last
+    ("trainer fast fp32", {"precision": "fp32", "compile": False, "cuda_graph": False}),
+    ("+bf16", {"precision": "bf16", "compile": False, "cuda_graph": False}),
+    ("+compile", {"precision": "bf16", "compile": True, "cuda_graph": False}),
+    ("+cuda_graph", {"precision": "bf16", "compile": True, "cuda_graph": True}),
+]
+
+
+def _cfg(device, quick, mode="reference", **over):
+    from ebjdat.train import TrainConfig
+    sizes = QUICK if quick else FULL
+    return TrainConfig.preset("sadajem", mode=mode, device=str(device), steps=10_000,
+                              **{**sizes, **over})
+
+
+def _seconds(fn, device, quick, slow=False):
+    warm, reps = (1, 2) if (quick or slow) else (3, 10)
+    return timing.median_us(fn, device, warmup=warm, reps=reps, do_bench=False) / 1e6
+
+
+def run(device, quick: bool, ceil: dict, profile_dir=None) -> list[dict]:
+    from ebjdat.train import Trainer
+    dev = torch.device(device)
+    gpu = dev.type == "cuda"
+    ref_trainer = Trainer(_cfg(dev, quick))
+    ds, cfg = ref_trainer.train_set, ref_trainer.cfg
+    x_lab, y_lab = next(ref_trainer.lab_loader)
+    x_pd, _ = next(ref_trainer.pd_loader)
+    shape = tuple(ds.x.shape[1:])
+    flops = formulas.iteration_flops(formulas.model_flops(ref_trainer.model, shape, device=dev), cfg)
+    model0 = copy.deepcopy(ref_trainer.model)
+
+    def baseline(cls):
+        init = ref_trainer.buffer.init   # reuse the fitted class Gaussians (construction is not timed)
+        gauss = (init.mean, init.chol) if cfg.init == "class_gaussian" else None
+        return cls(cfg, copy.deepcopy(model0), ds.x, ds.y, ds.n_classes, dev, ref_trainer.steps_per_epoch,
+                   gaussian=gauss)
+
+    cases = [("reference baseline", lambda: baseline(ReferenceLoop)),
+             ("full-batch eager fp32", lambda: baseline(EagerLoop)),
+             ("trainer reference mode", lambda: ref_trainer)]
+    if gpu:
+        cases += [(name, lambda o=o: Trainer(_cfg(dev, quick, "fast", **o))) for name, o in GPU_STAGES]
+    else:
+        cases.append(("trainer fast fp32", lambda: Trainer(_cfg(dev, quick, "fast"))))
+    rows, ref_s = [], None
+    for name, make in cases:
+        obj = make()
+        if isinstance(obj, (ReferenceLoop, EagerLoop)):
+            fn = lambda o=obj: o.step(x_lab, y_lab, x_pd)
+        else:
+            profiling.instrument(obj)
+            fn = lambda o=obj: o.train_step(x_lab, y_lab, x_pd)
+        s = _seconds(fn, dev, quick, slow="reference" in name)
+        ref_s = ref_s or s
+        if profile_dir is not None:
+            slug = name.replace(" ", "_").replace("+", "plus_")
+            profiling.trace(Path(profile_dir) / f"step-{slug}.json", dev, fn, n=1)
+        rate = flops / s
+        rows.append({"suite": "step", "case": f"sadajem/{'digits' if quick else 'wrn28-10 cifar-shape'}"
+                     f"/b{cfg.batch_size}+{cfg.label_batch_size}", "baseline": "reference baseline",
+                     "ours": name, "baseline_us": ref_s * 1e6, "ours_us": s * 1e6, "speedup": ref_s / s,
+                     "s_per_iter": s, "images_per_s": cfg.label_batch_size / s,
+                     "iteration_TFLOP": flops / 1e12, "model_TFLOPs": rate / 1e12,
+                     "mfu_pct": 100 * rate / (ceil["matmul_TFLOPs"] * 1e12),
+                     "pct_ceiling": 100 * rate / (ceil["matmul_TFLOPs"] * 1e12),
+                     "ceiling": f"{ceil['matmul_dtype']} matmul",
+                     "projected_hours": None if quick else formulas.projected_hours(s, cfg.label_batch_size)})
+        del obj, fn  # fn holds the case too: free its model and optimiser before the next
+        gc.collect()
+        if gpu:
+            torch.cuda.empty_cache()
+    return rows

@@ -1,0 +1,148 @@
+"""Timers, ceilings and the environment for ``ebjdat bench`` and the pytest suites.
+
+What is measured and how:
+
+* ``median_us(fn, device)``: the median time of one call of ``fn`` in microseconds.
+  On a CUDA device through ``triton.testing.do_bench`` (CUDA events around each call,
+  L2 flushed between calls), falling back to CUDA-event pairs when triton is missing;
+  on the CPU with ``time.perf_counter`` around each call, which is honest there because
+  CPU work is synchronous. A host timer is never put around asynchronous GPU work.
+* ``graph_us(fn)``: device time only, host overhead excluded: ``calls`` calls of fn
+  captured in one CUDA graph, the replay timed by ``median_us``, divided by ``calls``.
+* ``ceilings(device)``: the two ceilings the figures are stated against, measured in the
+  same run: copy bandwidth (GB/s; bytes read + written of a large fp32 copy) and dense
+  matmul rate (bf16 TFLOP/s on a GPU, fp32 on the CPU; 2 m^3 FLOPs per m x m product).
+* ``environment()``: GPU, driver, CUDA, torch, triton, commit, host and date.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+HAS_GPU = torch.cuda.is_available()
+
+
+def _cmd(*args) -> str:
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=20, check=False,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def environment() -> dict:
+    """Where a figure was measured: recorded beside every result."""
+    env = {"torch": torch.__version__, "cuda": torch.version.cuda,
+           "commit": _cmd("git", "rev-parse", "HEAD") or "unknown",
+           "dirty": bool(_cmd("git", "status", "--porcelain", "--untracked-files=no")),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+           "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count()}
+    try:
+        import triton
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    env["gpu"] = torch.cuda.get_device_name() if HAS_GPU else None
+    env["driver"] = (_cmd("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader")
+                     or None) if HAS_GPU else None
+    return env
+
+
+def synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _cpu_median_us(fn, warmup: int, reps: int, min_s: float) -> float:
+    for _ in range(warmup):
+        fn()
+    times, t_end = [], time.perf_counter() + min_s
+    while len(times) < reps or (time.perf_counter() < t_end and len(times) < 50 * reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e6 * statistics.median(times)
+
+
+def _event_median_us(fn, warmup: int, reps: int) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+             for _ in range(reps)]
+    for start, end in pairs:
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return 1e3 * statistics.median(s.elapsed_time(e) for s, e in pairs)
+
+
+def median_us(fn, device="cuda", *, warmup: int = 3, reps: int = 10, min_s: float = 0.0,
+              do_bench: bool = True) -> float:
+    """Median time of one call of fn in microseconds (see the module docstring).
+
+    do_bench=False on a GPU times with plain CUDA-event pairs (no L2 flush, few reps):
+    for long calls such as a training iteration.
+    """
+    if torch.device(device).type != "cuda":
+        return _cpu_median_us(fn, warmup, reps, min_s)
+    if do_bench:
+        try:
+            from triton.testing import do_bench as _do_bench
+            return 1e3 * _do_bench(fn, warmup=25, rep=200, return_mode="median")
+        except ImportError:
+            pass
+    return _event_median_us(fn, warmup, reps)
+
+
+def graph_us(fn, calls: int = 20) -> float:
+    """Device time of one call of fn inside a replayed CUDA graph (GPU only)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up off the capture: compiles, lazy module loads
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return median_us(graph.replay, "cuda") / calls
+
+
+def copy_bandwidth_GBps(device="cuda", n: int | None = None) -> float:
+    """GB/s of a copy of n fp32 (4 bytes read + 4 written per element)."""
+    dev = torch.device(device)
+    n = n or ((1 << 28) if dev.type == "cuda" else (1 << 24))
+    src = torch.empty(n, dtype=torch.float32, device=dev).uniform_()
+    dst = torch.empty_like(src)
+    return 2 * 4 * n / (median_us(lambda: dst.copy_(src), dev, reps=10) * 1e3)
+
+
+def matmul_rate(device="cuda", m: int | None = None) -> float:
+    """Dense matmul FLOP/s (2 m^3 per product): bf16 on a GPU, fp32 on the CPU."""
+    dev = torch.device(device)
+    gpu = dev.type == "cuda"
+    m = m or (8192 if gpu else 1024)
+    dtype = torch.bfloat16 if gpu else torch.float32
+    a = torch.randn(m, m, device=dev, dtype=dtype)
+    b = torch.randn(m, m, device=dev, dtype=dtype)
+    return 2 * m ** 3 / (median_us(lambda: a @ b, dev, reps=5) * 1e-6)
+
+
+def ceilings(device="cuda") -> dict:
+    """{"copy_GBps", "matmul_TFLOPs", "matmul_dtype"} measured now on ``device``."""
+    gpu = torch.device(device).type == "cuda"
+    return {"copy_GBps": copy_bandwidth_GBps(device),
+            "matmul_TFLOPs": matmul_rate(device) / 1e12,
+            "matmul_dtype": "bf16" if gpu else "fp32"}

@@ -1,0 +1,121 @@
+"""The benchmark harness (ebjdat/bench/) on the CPU: the baselines compute the trainer's
+reference-mode losses, the formulas are right, the command writes results with their
+environment, and the report turns results into a table and a plot."""
+import copy
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from ebjdat import ops
+from ebjdat.bench import cli, formulas, report, timing
+from ebjdat.bench.baseline import EagerLoop, ReferenceLoop
+from ebjdat.train import TrainConfig, Trainer
+
+TINY = {"mode": "reference", "device": "cpu", "steps": 1000, "batch_size": 8, "label_batch_size": 8,
+            "buffer_size": 40, "sgld_steps": 2, "pgd_steps": 2}
+
+
+def _pair(cls, norm):
+    """A reference-mode Trainer and a baseline holding the same model, buffer and streams."""
+    t = Trainer(TrainConfig.preset("sadajem", norm=norm, **TINY))
+    ds = t.train_set
+    b = cls(t.cfg, copy.deepcopy(t.model), ds.x, ds.y, ds.n_classes, "cpu", t.steps_per_epoch)
+    b.buffer = t.buffer.data.clone()
+    b.gen_buf.set_state(t.buffer.generator.get_state())
+    b.gen_init.set_state(t.buffer.init.generator.get_state())
+    b.mu, b.chol = t.buffer.init.mean.clone(), t.buffer.init.chol.clone()
+    philox = ops.PhiloxGenerator(0, device="cpu")
+    philox.set_state(t.philox.get_state())
+
+    def start(x):  # the trainer's attack start stream (plain U(-eps, eps) otherwise)
+        xa = torch.empty_like(x)
+        ops.pgd_init_(xa, x, eps=t.cfg.pgd_eps, clamp=(-1.0, 1.0), generator=philox)
+        return xa
+    b.random_start = start
+    return t, b
+
+
+@pytest.mark.parametrize("cls", [ReferenceLoop, EagerLoop])
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_baseline_losses_equal_reference_mode(cls, norm):
+    t, b = _pair(cls, norm)
+    # the second step checks the first's update (SAM, buffer write-back). With BatchNorm the
+    # eager loop's single forwards update the running statistics less often than the
+    # published loop's duplicated ones, so from the second step its attack differs: first step only
+    n_steps = 1 if (cls is EagerLoop and norm == "batch") else 2
+    for _ in range(n_steps):
+        x_lab, y_lab = next(t.lab_loader)
+        x_pd, _ = next(t.pd_loader)
+        ours, base = t.train_step(x_lab, y_lab, x_pd), b.step(x_lab, y_lab, x_pd)
+        for k in ("loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv"):
+            assert float(base[k]) == pytest.approx(float(ours[k]), rel=1e-4, abs=1e-6), k
+    for p, q in zip(t.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+def test_op_bytes_and_flops():
+    x = torch.zeros(4, 3, 8, 8)
+    assert formulas.op_bytes("sgld_step", x) == 3 * 768 * 4           # read x, grad; write x
+    assert formulas.op_bytes("pgd_step_linf", x.bfloat16()) == 4 * 768 * 2
+    assert formulas.op_bytes("pgd_init_linf", x) == 2 * 768 * 4
+    per = formulas.model_flops(torch.nn.Linear(10, 5), (10,))
+    assert per == {"fwd": 100, "fwd_xgrad": 200, "fwd_train": 200}     # 2*10*5 per matmul
+    cfg = TrainConfig.preset("sadajem", dataset="digits", sgld_steps=3, pgd_steps=2,
+                             batch_size=4, label_batch_size=6)
+    assert formulas.iteration_flops({"fwd": 1, "fwd_xgrad": 2, "fwd_train": 3}, cfg) == \
+        3 * 4 * 2 + 6 * 1 + 2 * 6 * 2 + 2 * (2 * 4 + 2 * 6) * 3
+    assert formulas.projected_hours(1.0, 128) == pytest.approx(100 * 50_000 / 128 / 3600)
+
+
+def test_cpu_timer_and_ceilings():
+    assert timing.median_us(lambda: sum(range(1000)), "cpu", reps=5) > 0
+    c = timing.ceilings("cpu")
+    assert c["copy_GBps"] > 0 and c["matmul_TFLOPs"] > 0 and c["matmul_dtype"] == "fp32"
+
+
+def test_bench_ops_quick_writes_rows_with_environment(tmp_path, capsys):
+    out = tmp_path / "ops.json"
+    assert cli.main(["bench", "ops", "--device", "cpu", "--quick", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert {"torch", "triton", "commit", "date", "gpu", "driver", "cuda"} <= set(data["environment"])
+    timed = [r for r in data["rows"] if "ours_us" in r]
+    assert {r["case"].split("/")[0] for r in timed} == set(formulas.OP_TENSORS)
+    for r in timed:
+        assert r["ours_us"] > 0 and r["baseline_us"] > 0 and r["compile_us"] > 0 and r["GBps"] > 0
+    assert "speed-up" in capsys.readouterr().out
+
+
+def test_bench_step_quick_profile(tmp_path):
+    result = cli.run_bench("step", "cpu", quick=True, profile=tmp_path)
+    names = [r["ours"] for r in result["rows"]]
+    assert names[:3] == ["reference baseline", "full-batch eager fp32", "trainer reference mode"]
+    assert all(r["s_per_iter"] > 0 and r["mfu_pct"] > 0 for r in result["rows"])
+    trace = (tmp_path / "step-trainer_fast_fp32.json").read_text()
+    assert all(f"ebjdat.{p}" in trace for p in ("sampler", "attack", "optimizer"))
+
+
+def test_report_markdown_and_plot(tmp_path):
+    env = {"torch": "2.x", "triton": "3.x", "commit": "abcdef1234", "date": "2026-01-01",
+           "gpu": "NVIDIA H100", "driver": "550", "cuda": "12.4"}
+    rows = [{"suite": "ops", "case": "sgld_step/fp32/cifar", "baseline": "eager torch", "ours": "ebjdat[triton]",
+             "baseline_us": 40.0, "ours_us": 4.0, "speedup": 10.0, "speedup_vs_compile": 2.0,
+             "GBps": 2000.0, "pct_ceiling": 80.0, "ceiling": "copy GB/s"},
+            {"suite": "step", "case": "sadajem", "baseline": "reference baseline", "ours": "+cuda_graph",
+             "baseline_us": 2e6, "ours_us": 5e4, "speedup": 40.0, "model_TFLOPs": 300.0, "mfu_pct": 30.0,
+             "pct_ceiling": 30.0, "ceiling": "bf16 matmul", "projected_hours": 1.5},
+            {"suite": "ops", "case": "x", "ours": "ebjdat[cuda]", "skipped": "no path"}]
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps({"environment": env, "device": "cuda", "quick": False, "rows": rows,
+                               "ceilings": {"copy_GBps": 2500.0, "matmul_TFLOPs": 700.0, "matmul_dtype": "bf16"}}))
+    md, png = tmp_path / "t.md", tmp_path / "s.png"
+    assert report.main([str(src), "--markdown", str(md), "--plot", str(png)]) == 0
+    text = md.read_text()
+    assert "NVIDIA H100" in text and "`abcdef12`" in text and "| 10.00x |" in text and "| 1.50 |" in text
+    assert text.count("\n| ") == 3          # header + two timed rows (the skipped one is not timed)
+    with Image.open(png) as im:
+        assert im.size[0] == 1000 and im.size[1] > 80
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert report.main([str(bad)]) == 2
