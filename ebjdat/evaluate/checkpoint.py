@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..data import load_dataset
-from ..train.checkpoint import latest_checkpoint, load_checkpoint
+from ..train.checkpoint import load_checkpoint, resolve_checkpoint
 from ..train.config import TrainConfig
 from ..train.trainer import build_model, resolve_device
 from .core import NORMS, PROTOCOLS, eps_list, evaluate
@@ -20,24 +20,11 @@ from .landscape import energy_landscape, generate, sample_grids
 from .wrapper import PRECISIONS
 
 
-def resolve(path) -> Path:
-    """A checkpoint file, or the newest one of a run folder (or its checkpoints/)."""
-    p = Path(path)
-    if p.is_dir():
-        found = latest_checkpoint(p / "checkpoints") or latest_checkpoint(p)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint (step_N.pt) in {p} or {p / 'checkpoints'}")
-        return found
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    return p
-
-
 def load_for_eval(path, *, device="cpu", data_root=None) -> dict:
     """{"path", "step", "config" (TrainConfig), "model" (eval mode, on device), "buffer"
     ((M, C, H, W) replay-buffer samples in [-1, 1], or None), "test_set"}. ``data_root``
     replaces the run's data folder (the run may have trained on another machine)."""
-    p = resolve(path)
+    p = resolve_checkpoint(path)
     sd = load_checkpoint(p)
     missing = [k for k in ("config", "model") if k not in sd]
     if missing:

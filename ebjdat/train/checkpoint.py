@@ -192,3 +192,17 @@ def prune(folder, keep: int = 3, *, temp_files: bool = True) -> list[Path]:
         except FileNotFoundError:  # removed meanwhile: what we wanted
             pass
     return doomed
+
+
+def resolve_checkpoint(path) -> Path:
+    """A checkpoint file, or the newest one of a run folder (or of its checkpoints/)."""
+    p = Path(path)
+    if p.is_dir():
+        found = latest_checkpoint(p / "checkpoints") or latest_checkpoint(p)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint (step_N.pt) in {p} or {p / 'checkpoints'}: "
+                                    "nothing to load")
+        return found
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    return p

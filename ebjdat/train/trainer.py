@@ -25,7 +25,7 @@ from ..energy import ClassifierEnergy, logits_of
 from ..models import SmallCNN, WideResNet
 from ..sampling import PYLD, SGLD, ClassGaussianInit, ReplayBuffer
 from . import distributed as dist
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import TrainConfig
 from .objectives import learning_rate, objective
 from .reference import reference_attack
@@ -202,7 +202,7 @@ class Trainer:
             loss, terms = self._update(x_unlab, x_q, x_lab, y_lab, x_adv)
         self._worst = torch.maximum(self._worst, loss.detach().abs().nan_to_num(math.inf))
         self.step += 1
-        self.last_samples, self.last_batch = x_q, (x_lab, y_lab, x_adv)
+        self.last_samples = x_q   # pictured if the run diverges
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "lr": lr}
 
     def _update(self, x_pd, x_q, x_lab, y_lab, x_adv) -> tuple[Tensor, dict]:
@@ -281,13 +281,7 @@ class Trainer:
         """The Trainer of a checkpoint file, or of the newest checkpoint in a run folder
         (or its checkpoints/ folder), continuing exactly where it left off. ``overrides``
         replace config fields (e.g. steps to train longer, device)."""
-        p = Path(path)
-        if p.is_dir():
-            found = latest_checkpoint(p / "checkpoints") or latest_checkpoint(p)
-            if found is None:
-                raise FileNotFoundError(f"no checkpoint in {p} or {p / 'checkpoints'}: nothing to resume")
-            p = found
-        sd = load_checkpoint(p)
+        sd = load_checkpoint(resolve_checkpoint(path))
         trainer = cls(TrainConfig(**sd["config"]).with_overrides(**overrides))
         trainer.load_state_dict(sd)
         return trainer
