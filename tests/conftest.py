@@ -1,10 +1,17 @@
-"""Shared fixtures. Without a GPU the Triton kernels run in Triton's interpreter, so
-TRITON_INTERPRET is set here, before anything imports triton."""
+"""Shared fixtures and the split between this process and the interpreter process.
+
+Without a GPU the Triton kernels run in Triton's interpreter, so TRITON_INTERPRET is set
+here, before anything imports triton. With a GPU they compile for it, and the tests that
+need the interpreter run in a child process (selection.py says how).
+"""
 import os
 
 import torch
 
-if not torch.cuda.is_available():
+from . import selection
+
+HAS_GPU = torch.cuda.is_available()
+if not selection.gpu_machine(HAS_GPU):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
@@ -12,8 +19,9 @@ import pytest  # noqa: E402
 from ebjdat import ops  # noqa: E402
 
 BACKENDS = ("torch", "triton", "cuda")
-HAS_GPU = torch.cuda.is_available()
-gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
+GPU_REASON = "needs a CUDA GPU"   # .ci/run accepts skips for this reason only
+gpu = pytest.mark.gpu             # a test that needs a CUDA GPU (skipped without one)
+CHILD_ITEMS = pytest.StashKey[list]()
 
 
 def require_backend(name: str) -> None:
@@ -27,3 +35,28 @@ def backend(request):
     require_backend(request.param)
     with ops.use_backend(request.param):
         yield request.param
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
+    config.addinivalue_line("markers", "interpreter: runs the triton backend on CPU tensors "
+                            "(Triton's interpreter; a child process on GPU machines)")
+
+
+def pytest_itemcollected(item):
+    callspec = getattr(item, "callspec", None)
+    if (callspec is not None and callspec.params.get("backend") == "triton"
+            and item.get_closest_marker("gpu") is None):
+        item.add_marker("interpreter")
+    if item.get_closest_marker("gpu") is not None and not HAS_GPU:
+        item.add_marker(pytest.mark.skip(reason=GPU_REASON))
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k: only the selected tests move
+def pytest_collection_modifyitems(config, items):
+    here, child, drop = selection.plan(items, gpu_machine=selection.gpu_machine(HAS_GPU),
+                                       interpreting=selection.interpreting())
+    config.stash[CHILD_ITEMS] = [i.nodeid for i in child]
+    if child or drop:
+        config.hook.pytest_deselected(items=child + drop)
+    items[:] = here

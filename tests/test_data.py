@@ -11,7 +11,9 @@ import torch.nn.functional as F
 
 from ebjdat.data import DATASETS, Dataset, Loader, load_dataset
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from .conftest import gpu
+
+DEVICES = ["cpu", pytest.param("cuda", marks=gpu)]
 
 
 # ---- digits ------------------------------------------------------------------------------

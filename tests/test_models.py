@@ -1,7 +1,5 @@
 """ebjdat.models: SmallCNN and WideResNet shapes, BatchNorm settings, and SmallCNN learning
 the embedded digits."""
-import time
-
 import pytest
 import torch
 from torch import nn
@@ -55,7 +53,6 @@ def test_wideresnet_rejects_bad_depth(depth):
 
 def test_small_cnn_learns_digits():
     torch.manual_seed(0)
-    start = time.perf_counter()
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     loader = Loader(train, 64, generator=torch.Generator().manual_seed(0))
     model = SmallCNN()
@@ -71,4 +68,3 @@ def test_small_cnn_learns_digits():
     with torch.no_grad():
         acc = (model(test.x).argmax(1) == test.y).float().mean().item()
     assert acc >= 0.9, f"test accuracy {acc:.3f} after 200 steps"
-    assert time.perf_counter() - start < 30  # budget ~10 s on 2 cores; loose for slow CI

@@ -24,10 +24,10 @@ def _samples(backend):
     ]
 
 
-@pytest.mark.parametrize("name", BACKENDS)
-def test_opcheck(name):
-    require_backend(name)
-    for op, args in _samples(name):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck(backend):
+    require_backend(backend)
+    for op, args in _samples(backend):
         torch.library.opcheck(op, args)
 
 
@@ -59,32 +59,32 @@ def _loop(x, g, xo, gen):
     return x, xo
 
 
-@pytest.mark.parametrize("name", BACKENDS)
-def test_compile_without_graph_break(name):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compile_without_graph_break(backend):
     """fullgraph=True fails on any graph break; the compiled loop equals the eager one."""
-    require_backend(name)
+    require_backend(backend)
     torch._dynamo.reset()
     def args():
         g = torch.Generator().manual_seed(0)
         return (torch.rand(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g),
                 torch.zeros(2, 3, 4, 4), ops.PhiloxGenerator(5))
 
-    with ops.use_backend(name):
+    with ops.use_backend(backend):
         eager = _loop(*args())
         compiled = torch.compile(_loop, fullgraph=True, backend="aot_eager")(*args())
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", BACKENDS)
-def test_mixed_layouts(name):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_layouts(backend):
     """x contiguous or channels_last while grad / x_orig have other strides: the same result
     as all-contiguous tensors, x keeps its own strides."""
-    require_backend(name)
+    require_backend(backend)
     g0 = torch.Generator().manual_seed(0)
     x0, g, xo = (torch.rand(3, 4, 5, 6, generator=g0) for _ in range(3))
     ref = x0.clone()
-    with ops.use_backend(name):
+    with ops.use_backend(backend):
         ops.pgd_step_(ref, g, xo, alpha=0.1, eps=0.2)
         ops.sgld_step_(ref, g, step_size=0.1, noise_std=0.1, generator=ops.PhiloxGenerator(1))
         g_cl = g.contiguous(memory_format=torch.channels_last)

@@ -130,13 +130,13 @@ def test_default_generator_follows_torch_manual_seed():
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["triton", "cuda"])
-def test_noise_identical_across_backends(name):
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_noise_identical_across_backends(backend):
     """Same integer stream; normals within NOISE_ATOL (log/cos differ by an ulp or two).
     A seed >= 2**63 and an offset >= 2**32 exercise every key and counter word."""
-    require_backend(name)
+    require_backend(backend)
     n, seed, offset = 3000, 2**63 + 12345, 2**32 - 1000
     ref, g_ref = draw(n, seed, offset, "torch")
-    got, g_got = draw(n, seed, offset, name)
+    got, g_got = draw(n, seed, offset, backend)
     assert (got - ref).abs().max() <= philox.NOISE_ATOL
     assert g_got.offset == g_ref.offset == offset + n
