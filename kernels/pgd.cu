@@ -1,8 +1,9 @@
 // pgd_step and pgd_init kernels.
 //  * linf: elementwise, chunks of kElemsPerThread<XT> consecutive elements per thread
 //    (16-byte accesses when aligned), grid-striding (like sgld.cu).
-//  * l2: one block of l2_threads(D) threads per sample of D consecutive elements
-//    (grid-striding over samples): sum pass(es) reduced by block_sum, then the write
+//  * l2: one block of l2_threads(D) threads per sample of D consecutive elements (the
+//    step: exactly one block per sample; the random start grid-strides over samples, which
+//    keeps its generator atomics few): sum pass(es) reduced by block_sum, then the write
 //    pass. No scratch memory: values are recomputed in each pass.
 // Element math and per-thread partial sums come from kernels/pgd.cuh, shared with the
 // host loops in csrc/pgd.cpp.
@@ -36,19 +37,18 @@ pgd_step_linf_kernel(XT* __restrict__ x, const GT* __restrict__ g, const XT* __r
 template <class XT, class GT>
 __global__ void __launch_bounds__(kThreads)
 pgd_step_l2_kernel(XT* __restrict__ x, const GT* __restrict__ g, const XT* __restrict__ xo,
-                   int64_t batch, int64_t D, PgdParams<compute_t<XT>> p) {
+                   int64_t D, PgdParams<compute_t<XT>> p) {
   using C = compute_t<XT>;
   const int tid = threadIdx.x, T = blockDim.x;
-  for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
-    XT* xb = x + b * D;
-    const GT* gb = g + b * D;
-    const XT* ob = xo + b * D;
-    const C gn = sqrt_rn(block_sum(l2_grad_sq_partial<C>(gb, D, tid, T))) + l2_eps_floor<C>();
-    C f = C(1);
-    if (p.has_eps)
-      f = l2_factor(sqrt_rn(block_sum(l2_diff_sq_partial<C>(xb, gb, ob, D, tid, T, gn, p))), p);
-    for (int64_t i = tid; i < D; i += T) xb[i] = l2_step_element<XT, GT>(xb[i], gb[i], ob[i], gn, f, p);
-  }
+  const int64_t b = blockIdx.x;   // one block per sample: nothing else stays live across the
+  XT* xb = x + b * D;             // slow-path calls of double division and sqrt
+  const GT* gb = g + b * D;
+  const XT* ob = xo + b * D;
+  const C gn = sqrt_rn(block_sum(l2_grad_sq_partial<C>(gb, D, tid, T))) + l2_eps_floor<C>();
+  C f = C(1);
+  if (p.has_eps)
+    f = l2_factor(sqrt_rn(block_sum(l2_diff_sq_partial<C>(xb, gb, ob, D, tid, T, gn, p))), p);
+  for (int64_t i = tid; i < D; i += T) xb[i] = l2_step_element<XT, GT>(xb[i], gb[i], ob[i], gn, f, p);
 }
 
 template <class XT>
@@ -104,9 +104,9 @@ const char* pgd_step_launch(XT* x, const GT* g, const XT* xo, int64_t n, int64_t
   if (guard.err != cudaSuccess) return cudaGetErrorString(guard.err);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (l2) {
+    if (batch > 0x7fffffff) return "pgd_step_ l2: more than 2**31 - 1 samples";
     const int64_t D = n / batch;
-    const unsigned blocks = grid_for(batch * kThreads, device);
-    pgd_step_l2_kernel<XT, GT><<<blocks, l2_threads(D), 0, s>>>(x, g, xo, batch, D, p);
+    pgd_step_l2_kernel<XT, GT><<<(unsigned)batch, l2_threads(D), 0, s>>>(x, g, xo, D, p);
   } else {
     constexpr int N = kElemsPerThread<XT>;
     const bool aligned = aligned16(x) && aligned16(g) && aligned16(xo);

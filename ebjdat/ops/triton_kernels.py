@@ -344,9 +344,12 @@ def _device(x: torch.Tensor):
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
-def _l2_block(d: int):
-    """(BLOCK, num_warps) of the per-sample kernels: the sample in at most 2048-chunks."""
-    block = min(2048, max(128, triton.next_power_of_2(d)))
+def _l2_block(d: int, dtype: torch.dtype):
+    """(BLOCK, num_warps) of the per-sample kernels: the sample in chunks of at most 2048
+    elements, up to 8 per thread (fp64: 512, 4 per thread: 8 fp64 values per thread spill
+    registers in the l2 random start, as the sm_90 compile report showed)."""
+    cap = 512 if dtype == torch.float64 else 2048
+    block = min(cap, max(128, triton.next_power_of_2(d)))
     return block, (4 if block <= 1024 else 8)
 
 
@@ -376,7 +379,7 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
                 num_warps=_WARPS, enable_fp_fusion=False)
         else:
             b = x.shape[0]
-            block, warps = _l2_block(n // b)
+            block, warps = _l2_block(n // b, x.dtype)
             _pgd_l2_kernel[(b,)](
                 x, grad, x_orig, n // b, float(alpha), e, float(lo), float(hi),
                 CDT=_cdt(x), HAS_EPS=has_eps, BIG=_big(n, block), BLOCK=block,
@@ -396,7 +399,7 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
                 num_warps=_WARPS, enable_fp_fusion=False)
         else:
             d = n // x.shape[0]
-            block, warps = _l2_block(d)
+            block, warps = _l2_block(d, x.dtype)
             _init_l2_kernel[(x.shape[0],)](
                 x, x_orig, state, n, c, hw, d, float(eps), float(lo), float(hi),
                 CDT=_cdt(x), CHANNELS_LAST=cl, BIG=_big(n, block), BLOCK=block,
