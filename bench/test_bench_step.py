@@ -3,15 +3,15 @@ mode, and on a GPU fast mode with each optimisation switched on in turn.
 
 * CPU (runs anywhere): SADA-JEM on digits, the default run's sizes; target fast >= 2.5x
   reference. Host timer medians: CPU work is synchronous.
-* GPU: WRN-28-10 on CIFAR-shaped synthetic data, SADA-JEM preset (batch 64 + 128, 10 SGLD
-  steps, 5 attack steps, SAM); CUDA-event medians per iteration; labelled images per
-  second and projected hours for the paper's 100 epochs of CIFAR-10 (50,000 images).
+* GPU: ebjdat bench's step suite (ebjdat/bench/suite_step.py): WRN-28-10 on CIFAR-shaped
+  synthetic data, SADA-JEM preset (batch 64 + 128, 10 SGLD steps, 5 attack steps, SAM);
+  CUDA-event medians per iteration; labelled images per second and projected hours for
+  the paper's 100 epochs of CIFAR-10 (50,000 images).
   Targets: fast >= 25x reference, <= 2 hours projected on one H100.
 """
 import pytest
-import torch
 
-from ebjdat.bench import formulas, timing
+from ebjdat.bench import timing
 from ebjdat.train import TrainConfig, Trainer
 
 from .conftest import HAS_GPU
@@ -20,11 +20,6 @@ from .conftest import HAS_GPU
 def _iter_seconds_cpu(trainer, n=8, warmup=2) -> float:
     """perf_counter median (CPU work is synchronous): timing.median_us on the CPU."""
     return timing.median_us(trainer.train_step, "cpu", warmup=warmup, reps=n) / 1e6
-
-
-def _iter_seconds_gpu(trainer, n=10, warmup=3) -> float:
-    """CUDA-event median of one iteration (timing.median_us without do_bench's L2 flush)."""
-    return timing.median_us(trainer.train_step, "cuda", warmup=warmup, reps=n, do_bench=False) / 1e6
 
 
 def test_bench_step_cpu(benchmark, record):
@@ -50,30 +45,14 @@ def test_bench_step_baselines_cpu(benchmark, record):
     benchmark.pedantic(lambda: None, rounds=1)
 
 
-GPU_STAGES = [  # (name, mode, overrides): each stage adds one optimisation to the last
-    ("reference", "reference", dict(precision="fp32", compile=False, cuda_graph=False)),
-    ("fast_fp32", "fast", dict(precision="fp32", compile=False, cuda_graph=False)),
-    ("+bf16", "fast", dict(precision="bf16", compile=False, cuda_graph=False)),
-    ("+compile", "fast", dict(precision="bf16", compile=True, cuda_graph=False)),
-    ("+cuda_graph", "fast", dict(precision="bf16", compile=True, cuda_graph=True)),
-]
-
-
 @pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
-def test_bench_step_gpu(benchmark, record):
-    base = dict(dataset="synthetic", image_size=32, model="wrn", depth=28, width=10, steps=10_000,
-                device="cuda")
-    results = {}
-    for name, mode, over in GPU_STAGES:
-        t = Trainer(TrainConfig.preset("sadajem", mode=mode, **base, **over))
-        s = _iter_seconds_gpu(t, n=3 if mode == "reference" else 10)
-        ips = t.cfg.label_batch_size / s
-        hours = formulas.projected_hours(s, t.cfg.label_batch_size)
-        results[name] = s
-        record(case="train_step/sadajem/wrn28-10/cifar-shape", stage=name, s_per_iter=s,
-               labelled_images_per_s=ips, projected_hours_100_epochs=hours,
-               speedup_vs_reference=results["reference"] / s)
-        del t
-        torch.cuda.empty_cache()
-    benchmark.extra_info.update({f"{k}_s_per_iter": v for k, v in results.items()})
+def test_bench_step_gpu(benchmark, ceilings, record):
+    """ebjdat bench's step suite on the GPU (suite_step.GPU_STAGES: fast fp32, +bf16,
+    +channels_last, +cuda_graph, +compile) against the published-loop baseline."""
+    from ebjdat.bench import suite_step
+    ceil = {"matmul_TFLOPs": ceilings["bf16_matmul_TFLOPs"], "matmul_dtype": "bf16"}
+    rows = suite_step.run("cuda", False, ceil)
+    for r in rows:
+        record(**r)
+    benchmark.extra_info.update({r["ours"]: r.get("s_per_iter") for r in rows})
     benchmark.pedantic(lambda: None, rounds=1)

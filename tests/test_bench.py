@@ -90,7 +90,8 @@ def test_bench_ops_quick_writes_rows_with_environment(tmp_path, capsys):
 def test_bench_step_quick_profile(tmp_path):
     result = cli.run_bench("step", "cpu", quick=True, profile=tmp_path)
     names = [r["ours"] for r in result["rows"]]
-    assert names[:3] == ["reference baseline", "full-batch eager fp32", "trainer reference mode"]
+    assert names == ["reference baseline", "full-batch eager fp32", "trainer reference mode",
+                     "trainer fast fp32"]
     assert all(r["s_per_iter"] > 0 and r["mfu_pct"] > 0 for r in result["rows"])
     trace = (tmp_path / "step-trainer_fast_fp32.json").read_text()
     assert all(f"ebjdat.{p}" in trace for p in ("sampler", "attack", "optimizer"))
@@ -119,3 +120,52 @@ def test_report_markdown_and_plot(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert report.main([str(bad)]) == 2
+
+
+def test_bench_overhead_per_step_by_difference():
+    """The per-step sampler cost: (t(2K) - t(K)) / K with its spread, eager on the CPU."""
+    rows = cli.run_bench(["overhead"], "cpu", quick=True)["rows"]
+    assert [r["ours"] for r in rows] == ["ebjdat SGLD eager"]
+    r = rows[0]
+    assert r["per_step_us"] == r["ours_us"] and r["steps_difference"] == 5
+    assert r["noise_us"] >= 0 and r["baseline_noise_us"] >= 0 and r["baseline_us"] > 0
+
+
+def test_bench_suites_json_checked_first(tmp_path):
+    out = tmp_path / "b.json"
+    out.write_text("another run's results")
+    with pytest.raises(ValueError, match="already exists"):
+        cli.run_bench("ops", "cpu", quick=True, json_path=out)
+    assert out.read_text() == "another run's results"
+    with pytest.raises(ValueError, match="suite must be"):
+        cli.run_bench(["ops", "nope"], "cpu", quick=True)
+    assert cli._suites(["step", "ops", "step"]) == ["step", "ops"]
+    assert cli._suites("all") == list(cli.SUITES)
+    assert cli.main(["bench", "ops", "--device", "cpu", "--quick", "--json", str(out)]) == 2
+
+
+def test_step_compile_case_needs_its_budget(monkeypatch):
+    from ebjdat.bench import suite_step
+    monkeypatch.setattr(suite_step.time, "perf_counter", lambda: 1000.0)
+    assert suite_step._compile_skip(False, None) == "--no-compile"
+    assert suite_step._compile_skip(True, None) is None
+    assert suite_step._compile_skip(True, 1000.0 + suite_step.COMPILE_RESERVE_S) is None
+    assert "60 s of the budget left" in suite_step._compile_skip(True, 1060.0)
+    names = [n for n, _ in suite_step.GPU_STAGES]
+    assert names == ["trainer fast fp32", "+bf16", "+channels_last", "+cuda_graph", "+compile"]
+    # each stage switches on one more optimisation than the one before
+    on = [{k for k, v in o.items() if v not in (False, "fp32")} for _, o in suite_step.GPU_STAGES]
+    assert all(len(b - a) == 1 and a < b for a, b in zip(on, on[1:]))
+
+
+def test_l2_note_and_environment_commit(monkeypatch):
+    assert timing.fits_in_l2(1 << 20, "cpu") is None           # no L2 figure on the CPU
+    monkeypatch.setattr(timing, "l2_bytes", lambda device="cuda": 60 << 20)
+    assert "fits in the 60 MiB L2" in timing.fits_in_l2(3 * 786432 * 4)
+    assert timing.fits_in_l2(256 << 20) is None
+    # a tree without .git (the device machine's copy) takes the commit from the environment
+    monkeypatch.setattr(timing, "_cmd", lambda *a: "")
+    monkeypatch.setenv("EBJDAT_COMMIT", "f" * 40)
+    monkeypatch.setenv("EBJDAT_DIRTY", "1")
+    env = timing.environment()
+    assert env["commit"] == "f" * 40 and env["dirty"] is True

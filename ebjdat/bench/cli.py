@@ -1,10 +1,13 @@
-"""``ebjdat bench [ops|loops|attack|step|all] [--device D] [--quick] [--json F] [--profile DIR]``.
+"""``ebjdat bench [SUITE ...] [--device D] [--quick] [--json F] [--profile DIR] [--budget-s S]
+[--no-compile]``, SUITE in ops, loops, overhead, attack, step, all (the default).
 
 Runs the suites (suite_ops, suite_loops, suite_step), measures the ceilings first in the
 same run (timing.ceilings), prints one table and, with --json, writes
-``{"environment", "device", "quick", "ceilings", "wall_s", "rows"}``. --profile DIR
-writes a Chrome trace per training-iteration case (step suite) with ranges around the
-sampler, attack and optimizer phases (record_function; NVTX too on a GPU).
+``{"environment", "device", "quick", "suite", "ceilings", "wall_s", "rows"}``. --profile
+DIR writes a Chrome trace per training-iteration case (step suite) with ranges around the
+sampler, attack and optimizer phases (record_function; NVTX too on a GPU). --budget-s:
+the step suite runs its torch.compile case only if that much time is left for it;
+--no-compile drops the compile cases (their rows say so).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-SUITES = ("ops", "loops", "attack", "step")
+SUITES = ("ops", "loops", "overhead", "attack", "step")
 
 
 def _device(name: str | None) -> torch.device:
@@ -28,30 +31,55 @@ def _device(name: str | None) -> torch.device:
     return dev
 
 
-def run_bench(suite: str = "all", device: str | None = None, quick: bool = False,
-              json_path=None, profile=None, out=None) -> dict:
-    """Run ``suite`` ("all" or one of SUITES); print the table to ``out``; return the result."""
+def _suites(suite) -> list[str]:
+    names = [suite] if isinstance(suite, str) else list(suite) or ["all"]
+    for name in names:
+        if name != "all" and name not in SUITES:
+            raise ValueError(f"suite must be 'all' or one of {SUITES}, got {name!r}")
+    return list(SUITES) if "all" in names else list(dict.fromkeys(names))
+
+
+def _check_json_path(json_path) -> Path | None:
+    """The --json path, checked before any work: never overwrites an existing file."""
+    if json_path is None:
+        return None
+    path = Path(json_path)
+    if path.exists():
+        raise ValueError(f"--json {path} already exists: name a new file")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"--json {path}: {path.parent} is not a folder")
+    return path
+
+
+def run_bench(suite="all", device: str | None = None, quick: bool = False,
+              json_path=None, profile=None, out=None, budget_s: float | None = None,
+              compile: bool = True) -> dict:
+    """Run ``suite`` ("all", one of SUITES or a list of them); print the table to ``out``;
+    return the result."""
     from . import suite_loops, suite_ops, suite_step, timing
     out = out or sys.stdout
-    if suite != "all" and suite not in SUITES:
-        raise ValueError(f"suite must be 'all' or one of {SUITES}, got {suite!r}")
+    names = _suites(suite)
+    path = _check_json_path(json_path)
     dev = _device(device)
     t0 = time.perf_counter()
+    deadline = None if budget_s is None else t0 + budget_s
     ceil = timing.ceilings(dev)
     runners = {"ops": lambda: suite_ops.run(dev, quick, ceil),
                "loops": lambda: suite_loops.run_loops(dev, quick, ceil),
+               "overhead": lambda: suite_loops.run_overhead(dev, quick, ceil),
                "attack": lambda: suite_loops.run_attack(dev, quick, ceil),
-               "step": lambda: suite_step.run(dev, quick, ceil, profile)}
-    rows = []
-    for name in (SUITES if suite == "all" else (suite,)):
-        rows += runners[name]()
+               "step": lambda: suite_step.run(dev, quick, ceil, profile, deadline=deadline,
+                                              compile=compile)}
     result = {"environment": timing.environment(), "device": str(dev), "quick": quick,
-              "suite": suite, "ceilings": ceil, "wall_s": time.perf_counter() - t0, "rows": rows}
+              "suite": " ".join(names), "ceilings": ceil, "rows": []}
+    for name in names:
+        result["rows"] += runners[name]()
+        result["wall_s"] = time.perf_counter() - t0
+        if path is not None:   # after each suite: a run killed later keeps the suites done
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=1))
     print(format_table(result), file=out)
-    if json_path:
-        path = Path(json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1))
+    if path is not None:
         print(f"wrote {path}", file=out)
     return result
 
@@ -72,8 +100,8 @@ def table_lines(rows: list[dict]) -> list[list[str]]:
                 else f"{r['model_TFLOPs']:.3g} TFLOP/s" if r.get("model_TFLOPs") is not None else "-")
         pct = "-" if r.get("pct_ceiling") is None else f"{r['pct_ceiling']:.1f}% {r.get('ceiling', '')}"
         lines.append([r["suite"], r["case"], r.get("baseline", "-"), r["ours"],
-                      _fmt(r.get("baseline_us") and r["baseline_us"] / 1e3, ".3f"),
-                      _fmt(r["ours_us"] / 1e3, ".3f"), _fmt(r.get("speedup"), ".2f") + "x",
+                      _fmt(r.get("baseline_us") and r["baseline_us"] / 1e3, ".4g"),
+                      _fmt(r["ours_us"] / 1e3, ".4g"), _fmt(r.get("speedup"), ".2f") + "x",
                       _fmt(r.get("speedup_vs_compile"), ".2f") + ("x" if r.get("speedup_vs_compile") else ""),
                       rate, pct, _fmt(r.get("projected_hours"), ".2f")])
     return lines
@@ -94,12 +122,15 @@ def format_table(result: dict) -> str:
             text.append("  ".join("-" * w for w in widths))
     skipped = [r for r in result["rows"] if "skipped" in r]
     text += [f"skipped: {r['case']} {r['ours']}: {r['skipped']}" for r in skipped]
+    notes = dict.fromkeys(f"note: {r['case']}: {r['note']}" for r in result["rows"] if r.get("note"))
+    text += list(notes)
     return "\n".join(text)
 
 
 def _bench(args) -> int:
     try:
-        run_bench(args.suite, args.device, args.quick, args.json, args.profile)
+        run_bench(args.suite, args.device, args.quick, args.json, args.profile,
+                  budget_s=args.budget_s, compile=args.compile)
     except ValueError as e:
         print(f"ebjdat bench: {e}", file=sys.stderr)
         return 2
@@ -110,11 +141,16 @@ def add_parser(sub) -> None:
     """Register ``bench`` on an argparse subparsers object (as ebjdat/demo.py does)."""
     p = sub.add_parser("bench", help="benchmark ops, loops, attack and training step against baselines",
                        description=__doc__.split("\n\n")[1])
-    p.add_argument("suite", nargs="?", default="all", choices=(*SUITES, "all"))
+    p.add_argument("suite", nargs="*", default=["all"], choices=(*SUITES, "all"),
+                   help="suites to run (default: all)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when present)")
     p.add_argument("--quick", action="store_true", help="small sizes: digits model, tiny tensors")
     p.add_argument("--json", metavar="F", help="write the environment and rows to this JSON file")
     p.add_argument("--profile", metavar="DIR", help="write Chrome traces of the training-step cases here")
+    p.add_argument("--budget-s", type=float, metavar="S",
+                   help="time budget: the step suite's compile case runs only if it fits")
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="skip the torch.compile cases of the step suite")
     p.set_defaults(fn=_bench)
 
 

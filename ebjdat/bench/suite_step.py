@@ -2,9 +2,13 @@
 
 Cases, each timed on the same fixed batches and stated against the reference baseline:
 ``reference baseline`` (baseline.ReferenceLoop, REFERENCE.md's loop re-implemented),
-``full-batch eager fp32`` (baseline.EagerLoop), ``trainer reference mode`` and
-``trainer fast`` (fp32, eager); on a GPU then each optimisation switched on in turn:
-``+bf16``, ``+compile``, ``+cuda_graph``.
+``full-batch eager fp32`` (baseline.EagerLoop), then the trainer. On the CPU: its
+``reference mode`` and ``fast fp32``. On a GPU (where reference mode, the same computation
+as the baseline, is not timed again) ``trainer fast fp32`` and each optimisation switched
+on in turn: ``+bf16``, ``+channels_last``, ``+cuda_graph``, then ``+compile`` when
+``compile`` is on and, given a ``deadline``, at least COMPILE_RESERVE_S seconds are left
+for it (torch.compile of WRN-28-10's several graphs takes minutes); otherwise its row
+says why it was skipped.
 
 Per case: seconds per iteration (CUDA-event medians on a GPU, perf_counter medians on
 the CPU, after warm-up iterations), labelled images per second, model FLOP utilisation
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import time
 from pathlib import Path
 
 import torch
@@ -30,12 +35,15 @@ from .baseline import EagerLoop, ReferenceLoop
 QUICK = {"dataset": "digits", "batch_size": 16, "label_batch_size": 16, "buffer_size": 200,
              "sgld_steps": 5, "pgd_steps": 5}
 FULL = {"dataset": "synthetic", "image_size": 32, "model": "wrn", "depth": 28, "width": 10}
+_OFF = {"precision": "fp32", "channels_last": False, "cuda_graph": False, "compile": False}
 GPU_STAGES = [  # (name, overrides): each adds one optimisation to the last
-    ("trainer fast fp32", {"precision": "fp32", "compile": False, "cuda_graph": False}),
-    ("+bf16", {"precision": "bf16", "compile": False, "cuda_graph": False}),
-    ("+compile", {"precision": "bf16", "compile": True, "cuda_graph": False}),
-    ("+cuda_graph", {"precision": "bf16", "compile": True, "cuda_graph": True}),
+    ("trainer fast fp32", _OFF),
+    ("+bf16", {**_OFF, "precision": "bf16"}),
+    ("+channels_last", {**_OFF, "precision": "bf16", "channels_last": True}),
+    ("+cuda_graph", {**_OFF, "precision": "bf16", "channels_last": True, "cuda_graph": True}),
+    ("+compile", {"precision": "bf16", "channels_last": True, "cuda_graph": True, "compile": True}),
 ]
+COMPILE_RESERVE_S = 240.0
 
 
 def _cfg(device, quick, mode="reference", **over):
@@ -50,7 +58,18 @@ def _seconds(fn, device, quick, slow=False):
     return timing.median_us(fn, device, warmup=warm, reps=reps, do_bench=False) / 1e6
 
 
-def run(device, quick: bool, ceil: dict, profile_dir=None) -> list[dict]:
+def _compile_skip(compile: bool, deadline: float | None) -> str | None:
+    """Why the +compile case is not run, or None to run it."""
+    if not compile:
+        return "--no-compile"
+    if deadline is not None and deadline - time.perf_counter() < COMPILE_RESERVE_S:
+        left = max(0.0, deadline - time.perf_counter())
+        return f"{left:.0f} s of the budget left, the compile case needs {COMPILE_RESERVE_S:.0f} s"
+    return None
+
+
+def run(device, quick: bool, ceil: dict, profile_dir=None, deadline: float | None = None,
+        compile: bool = True) -> list[dict]:
     from ebjdat.train import Trainer
     dev = torch.device(device)
     gpu = dev.type == "cuda"
@@ -69,14 +88,19 @@ def run(device, quick: bool, ceil: dict, profile_dir=None) -> list[dict]:
                    gaussian=gauss)
 
     cases = [("reference baseline", lambda: baseline(ReferenceLoop)),
-             ("full-batch eager fp32", lambda: baseline(EagerLoop)),
-             ("trainer reference mode", lambda: ref_trainer)]
+             ("full-batch eager fp32", lambda: baseline(EagerLoop))]
     if gpu:
         cases += [(name, lambda o=o: Trainer(_cfg(dev, quick, "fast", **o))) for name, o in GPU_STAGES]
     else:
-        cases.append(("trainer fast fp32", lambda: Trainer(_cfg(dev, quick, "fast"))))
+        cases += [("trainer reference mode", lambda: ref_trainer),
+                  ("trainer fast fp32", lambda: Trainer(_cfg(dev, quick, "fast")))]
+    case = f"sadajem/{'digits' if quick else 'wrn28-10 cifar-shape'}/b{cfg.batch_size}+{cfg.label_batch_size}"
     rows, ref_s = [], None
     for name, make in cases:
+        why = _compile_skip(compile, deadline) if name == "+compile" else None
+        if why is not None:
+            rows.append({"suite": "step", "case": case, "ours": name, "skipped": why})
+            continue
         obj = make()
         if isinstance(obj, (ReferenceLoop, EagerLoop)):
             fn = lambda o=obj: o.step(x_lab, y_lab, x_pd)
@@ -89,8 +113,7 @@ def run(device, quick: bool, ceil: dict, profile_dir=None) -> list[dict]:
             slug = name.replace(" ", "_").replace("+", "plus_")
             profiling.trace(Path(profile_dir) / f"step-{slug}.json", dev, fn, n=1)
         rate = flops / s
-        rows.append({"suite": "step", "case": f"sadajem/{'digits' if quick else 'wrn28-10 cifar-shape'}"
-                     f"/b{cfg.batch_size}+{cfg.label_batch_size}", "baseline": "reference baseline",
+        rows.append({"suite": "step", "case": case, "baseline": "reference baseline",
                      "ours": name, "baseline_us": ref_s * 1e6, "ours_us": s * 1e6, "speedup": ref_s / s,
                      "s_per_iter": s, "images_per_s": cfg.label_batch_size / s,
                      "iteration_TFLOP": flops / 1e12, "model_TFLOPs": rate / 1e12,

@@ -9,6 +9,11 @@ What is measured and how:
   CPU work is synchronous. A host timer is never put around asynchronous GPU work.
 * ``graph_us(fn)``: device time only, host overhead excluded: ``calls`` calls of fn
   captured in one CUDA graph, the replay timed by ``median_us``, divided by ``calls``.
+  The calls reuse one set of tensors: data that fits in L2 is read from L2 after the
+  first call (``fits_in_l2`` says when; suites print it beside the figure).
+* ``burst_us(fn)``: the cost of one eager call as a Python loop sees it: CUDA events
+  around a burst of back-to-back calls, no L2 flush, no sync in between, divided by the
+  number of calls. It is the larger of the host + launch cost and the device time.
 * ``ceilings(device)``: the two ceilings the figures are stated against, measured in the
   same run: copy bandwidth (GB/s; bytes read + written of a large fp32 copy) and dense
   matmul rate (bf16 TFLOP/s on a GPU, fp32 on the CPU; 2 m^3 FLOPs per m x m product).
@@ -40,9 +45,14 @@ def _cmd(*args) -> str:
 
 def environment() -> dict:
     """Where a figure was measured: recorded beside every result."""
-    env = {"torch": torch.__version__, "cuda": torch.version.cuda,
-           "commit": _cmd("git", "rev-parse", "HEAD") or "unknown",
-           "dirty": bool(_cmd("git", "status", "--porcelain", "--untracked-files=no")),
+    # a copy of the tree without .git (the device machine) names its commit in the environment
+    commit = _cmd("git", "rev-parse", "HEAD")
+    if commit:
+        dirty = bool(_cmd("git", "status", "--porcelain", "--untracked-files=no"))
+    else:
+        commit = os.environ.get("EBJDAT_COMMIT") or "unknown"
+        dirty = {"0": False, "1": True}.get(os.environ.get("EBJDAT_DIRTY", ""))
+    env = {"torch": torch.__version__, "cuda": torch.version.cuda, "commit": commit, "dirty": dirty,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
            "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count()}
@@ -118,6 +128,40 @@ def graph_us(fn, calls: int = 20) -> float:
         for _ in range(calls):
             fn()
     return median_us(graph.replay, "cuda") / calls
+
+
+def burst_us(fn, calls: int = 100, bursts: int = 5) -> float:
+    """Median over ``bursts`` of (events around ``calls`` back-to-back calls) / calls (GPU)."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(bursts):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(1e3 * start.elapsed_time(end) / calls)
+    return statistics.median(times)
+
+
+def l2_bytes(device="cuda") -> int:
+    """The GPU's L2 cache size in bytes (0 on the CPU)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return 0
+    return int(getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 0))
+
+
+def fits_in_l2(nbytes: int, device="cuda") -> str | None:
+    """A note for figures whose working set of ``nbytes`` fits in L2, else None."""
+    l2 = l2_bytes(device)
+    if l2 and nbytes <= l2:
+        return (f"working set {nbytes / 2**20:.1f} MiB fits in the {l2 / 2**20:.0f} MiB L2: "
+                "repeated calls read it from L2, so this is not an HBM bandwidth figure")
+    return None
 
 
 def copy_bandwidth_GBps(device="cuda", n: int | None = None) -> float:

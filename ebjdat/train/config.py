@@ -75,6 +75,7 @@ class TrainConfig:
     precision: str = "fp32"
     compile: bool = False
     cuda_graph: bool = True            # fast mode on a GPU: graph-captured sampler/attack
+    channels_last: bool = True         # fast mode on a GPU: NHWC model and inputs
     backend: str = "auto"
     device: str = "auto"
     seed: int = 0

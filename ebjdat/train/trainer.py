@@ -74,7 +74,7 @@ class Trainer:
                                 augment=True, noise_sigma=cfg.sigma, generator=gen(2))
 
         self.model = self._build_model().to(self.device)
-        if self.fast and self.gpu:
+        if self.fast and self.gpu and cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         dist.broadcast_model(self.model)
         self.net = torch.compile(self.model) if cfg.compile else self.model
