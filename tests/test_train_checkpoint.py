@@ -1,12 +1,16 @@
-"""Checkpoints: round trip, weights_only refusal, atomic writes under SIGKILL, prune."""
+"""Checkpoints: round trip, checksum, bad files and unsafe pickles refused with clear
+errors, atomic writes under SIGKILL, prune."""
 import collections
 import math
 import os
+import pickle
 import random
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +18,14 @@ import pytest
 import torch
 
 from ebjdat.train.checkpoint import (
+    CHECKSUM_KEY,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
     prune,
+    resolve_checkpoint,
     save_checkpoint,
+    state_digest,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class Opaque:  # a Python object weights_only loading refuses
     pass
+
+
+class Payload:
+    """Unpickling it runs exec, which writes ``marker``: what a malicious file does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('payload ran')",)
 
 
 def sample_state():
@@ -86,11 +103,45 @@ def test_overwrite_keeps_newest(tmp_path):
 def test_pickle_payload_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": {}, "obj": Opaque()}, path)  # written by someone else's torch.save
-    with pytest.raises(ValueError, match="holds Python objects that weights_only loading refuses") as ei:
+    with pytest.raises(ValueError, match="was refused as unsafe") as ei:
         load_checkpoint(path)
     msg = str(ei.value)
-    assert str(path) in msg and "Opaque" in msg and "if you trust the file" in msg
-    assert "only tensors and plain values" in msg
+    assert str(path) in msg and "GLOBAL tests.test_train_checkpoint.Opaque" in msg
+    assert "only tensors and plain values" in msg and "only if you trust its source" in msg
+    assert "corrupt" not in msg
+
+
+def _zip_with_pickle(path, data):
+    """A zip laid out like torch.save's, its data.pkl replaced by ``data``."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", data)
+        z.writestr("archive/version", "3\n")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")  # torch's note on the protocol-4 variant
+@pytest.mark.parametrize("how", ["torch.save", "pickle in a zip", "bare pickle"])
+def test_malicious_pickle_refused_and_not_run(tmp_path, how):
+    marker = tmp_path / "payload_ran"
+    state = {"step": 1, "model": {"w": torch.ones(2)}, "evil": Payload(marker)}
+    path = tmp_path / "step_00000001.pt"
+    if how == "torch.save":
+        torch.save(state, path)
+    elif how == "pickle in a zip":
+        _zip_with_pickle(path, pickle.dumps(state, protocol=4))
+    else:
+        path.write_bytes(pickle.dumps(state, protocol=2))
+    with pytest.raises(ValueError, match="was refused as unsafe") as ei:
+        load_checkpoint(path)
+    msg = str(ei.value)
+    assert str(path) in msg and "GLOBAL builtins.exec" in msg and "corrupt" not in msg
+    assert "torch.load(path, weights_only=False)" in msg
+    assert not marker.exists()  # the payload did not run
+    # the file is live: unpickled without the guard, it does run
+    if how == "torch.save":
+        torch.load(path, weights_only=False)
+    else:
+        pickle.loads(zipfile.ZipFile(path).read("archive/data.pkl") if how == "pickle in a zip" else path.read_bytes())
+    assert marker.read_text() == "payload ran"
 
 
 def test_save_refuses_what_load_would_refuse(tmp_path):
@@ -110,21 +161,190 @@ def test_missing_file(tmp_path):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
-def test_corrupt_file(tmp_path, damage):
-    path = tmp_path / "step_00000005.pt"
-    save_checkpoint(path, {"x": torch.randn(1000), "step": 5})
+def _damaged(path, damage):
+    """Overwrite the checkpoint at path with a damaged or foreign file."""
     data = path.read_bytes()
     if damage == "truncate":
-        data = data[: len(data) // 2]
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "cut end":  # torch's zip reader fails with a bare OSError (EINVAL) here
+        path.write_bytes(data[:-10])
     elif damage == "garbage":
-        data = bytes(random.Random(0).randrange(256) for _ in range(2000))
+        path.write_bytes(bytes(random.Random(0).randrange(256) for _ in range(2000)))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "text":
+        path.write_text("step: 5\n")
+    elif damage == "zip":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("notes/readme.txt", "not a checkpoint")
+    elif damage == "list":
+        torch.save([torch.ones(2), 5], path)
     else:
-        data = b""
+        raise AssertionError(damage)
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("truncate", "is a truncated or damaged zip archive"),
+    ("cut end", "is a truncated or damaged zip archive"),
+    ("garbage", "is not a torch.save file: expected a zip archive"),
+    ("text", r"is not a torch.save file: expected a zip archive \(starting with b'PK'\), found b'step: 5"),
+    ("empty", r"is empty \(0 bytes\): expected a torch.save zip archive"),
+    ("zip", r"is a zip archive but not a torch.save file: expected <name>/data.pkl .* it holds notes/readme.txt"),
+    ("list", "holds a list, not a dict: not an ebjdat checkpoint"),
+])
+def test_bad_file_says_what_is_wrong(tmp_path, damage, expected):
+    path = tmp_path / "step_00000005.pt"
+    save_checkpoint(path, {"x": torch.randn(1000), "step": 5})
+    _damaged(path, damage)
+    with pytest.raises(ValueError, match=expected) as ei:
+        load_checkpoint(path)
+    assert str(ei.value).startswith(f"checkpoint {path} ")
+    assert "unsafe" not in str(ei.value)
+
+
+def _record_offset(path, suffix):
+    """Where the data of the zip record whose name ends with suffix starts in the file."""
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(suffix))
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        head = f.read(30)
+    name_len, extra_len = struct.unpack("<HH", head[26:30])
+    return info.header_offset + 30 + name_len + extra_len, info.file_size
+
+
+def test_checksum_catches_a_flipped_bit_in_tensor_data(tmp_path):
+    state = {"step": 7, "w": torch.arange(256, dtype=torch.float32)}
+    path = tmp_path / "step_00000007.pt"
+    save_checkpoint(path, state)
+    raw = torch.load(path, weights_only=True)  # the key is in the file ...
+    assert list(raw) == ["step", "w", CHECKSUM_KEY] and raw[CHECKSUM_KEY] == state_digest(state)
+    assert CHECKSUM_KEY not in load_checkpoint(path)  # ... not in what callers get
+    start, size = _record_offset(path, "data/0")
+    assert size == 256 * 4
+    data = bytearray(path.read_bytes())
+    data[start + 4 * 100] ^= 0x01  # the lowest mantissa bit of w[100]
     path.write_bytes(data)
-    with pytest.raises(ValueError, match="cannot be") as ei:
+    flipped = torch.load(path, weights_only=True)  # torch reads it without a word ...
+    assert flipped["w"][100] != 100.0 and torch.equal(flipped["w"][:100], state["w"][:100])
+    with pytest.raises(ValueError) as ei:  # ... load_checkpoint does not
+        load_checkpoint(path)
+    assert str(ei.value) == (f"checkpoint {path} is corrupt: its contents do not match the checksum written with "
+                             f"it (a flipped bit or a damaged copy); use an older checkpoint of the run")
+
+
+def test_file_without_checksum_still_loads_checked_by_zip_crc(tmp_path):
+    state = sample_state()
+    path = tmp_path / "foreign.pt"
+    torch.save(state, path)  # another tool, or a checkpoint from before checksums
+    assert_same(state, load_checkpoint(path))
+    legacy = tmp_path / "legacy.pt"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    assert_same(state, load_checkpoint(legacy))
+    # a flipped bit in its tensor data: torch does not notice, the zip's CRC-32 does
+    start, _ = _record_offset(path, "data/0")
+    data = bytearray(path.read_bytes())
+    data[start] ^= 0x10
+    path.write_bytes(data)
+    torch.load(path, weights_only=True)
+    with pytest.raises(ValueError, match=r"is corrupt: its record '[^']*data/0' fails the zip's CRC check") as ei:
         load_checkpoint(path)
     assert str(path) in str(ei.value)
+
+
+def test_digest_covers_every_dtype_and_ignores_layout():
+    tensors = {
+        "bf16": torch.randn(3, 4).to(torch.bfloat16), "fp16": torch.randn(5).half(), "i64": torch.arange(6),
+        "bool": torch.tensor([True, False, True]), "scalar": torch.tensor(2.5), "i64_0d": torch.tensor(3),
+        "empty": torch.zeros(0, 3), "c64": torch.randn(2, dtype=torch.complex64),
+    }
+    base = state_digest(tensors)
+    for k, t in tensors.items():
+        if t.numel() == 0:
+            continue
+        changed = dict(tensors)
+        bumped = t.clone().reshape(-1)
+        bumped[0] = ~bumped[0] if t.dtype == torch.bool else bumped[0] + 1
+        changed[k] = bumped.reshape(t.shape)
+        assert state_digest(changed) != base, k
+        assert state_digest({**tensors, k: t.reshape(-1) if t.dim() != 1 else t.reshape(1, -1)}) != base, k  # shape
+    assert state_digest({**tensors, "i64": tensors["i64"].to(torch.int32)}) != base  # dtype
+    assert state_digest({**tensors, "empty": torch.zeros(3, 0)}) != base  # empty, other shape
+    # layout and device do not matter: a transposed view and its contiguous copy agree
+    t = torch.randn(4, 3)
+    assert state_digest({"t": t.t()}) == state_digest({"t": t.t().contiguous()})
+    # plain values: type, value and key order count
+    assert state_digest({"a": 1, "b": 2}) != state_digest({"b": 2, "a": 1})
+    assert state_digest({"a": 1}) != state_digest({"a": True}) != state_digest({"a": 1.0})
+    assert state_digest({"a": [1, 2]}) != state_digest({"a": (1, 2)})
+    assert state_digest({"a": "x", "b": ""}) != state_digest({"a": "", "b": "x"})
+    # a set hashes the same whatever order it iterates in
+    s1, s2 = {0, 8}, {8, 0}
+    assert list(s1) != list(s2) and state_digest({"s": s1}) == state_digest({"s": s2})
+
+
+def test_checksum_key_is_reserved(tmp_path):
+    with pytest.raises(ValueError, match="'_sha256' is reserved"):
+        save_checkpoint(tmp_path / "ck.pt", {"_sha256": "mine"})
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_damage_is_an_error_or_harmless(tmp_path):
+    """Bit flips anywhere in a checkpoint (a sample of positions) and cuts at many lengths:
+    loading raises a ValueError naming the file or returns the state saved, nothing else."""
+    state = sample_state()
+    src = tmp_path / "src.pt"
+    save_checkpoint(src, state)
+    data = src.read_bytes()
+    path = tmp_path / "step_00000001.pt"
+    rng = random.Random(0)
+    outcomes = collections.Counter()
+    damaged = [bytes(data[:n]) for n in range(0, len(data), max(1, len(data) // 40))]
+    for pos in rng.sample(range(len(data)), 300):
+        b = bytearray(data)
+        b[pos] ^= 1 << rng.randrange(8)
+        damaged.append(bytes(b))
+    for d in damaged:
+        path.write_bytes(d)
+        try:
+            got = load_checkpoint(path)
+        except ValueError as e:
+            assert str(e).startswith(f"checkpoint {path} "), str(e)
+            assert "unsafe" not in str(e), str(e)
+            outcomes["error"] += 1
+        else:
+            assert_same(state, got)
+            outcomes["same"] += 1
+    assert outcomes["error"] > len(damaged) // 2, outcomes
+
+
+def test_bad_map_location_is_named(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"w": torch.ones(2)})
+    with pytest.raises(ValueError, match=r"looks like an intact torch.save archive; check map_location='bogus'"):
+        load_checkpoint(path, map_location="bogus")
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope" / "step_00000001.pt"
+    with pytest.raises(FileNotFoundError, match="step_00000001.pt"):
+        load_checkpoint(path)
+
+
+def test_folder_without_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / ".step_00000002.pt.x1.tmp").write_bytes(b"PK")  # an interrupted save
+    (run / "notes.txt").write_text("no checkpoint here")
+    with pytest.raises(FileNotFoundError) as ei:
+        resolve_checkpoint(run)
+    msg = str(ei.value)
+    assert f"no checkpoint (step_N.pt) in {run} or {run / 'checkpoints'}" in msg
+    assert "pass a run folder that training wrote checkpoints into" in msg
+    save_checkpoint(checkpoint_path(run / "checkpoints", 3), {"step": 3})
+    assert resolve_checkpoint(run) == run / "checkpoints" / "step_00000003.pt"
+    with pytest.raises(IsADirectoryError, match="is a folder; pass a file"):
+        load_checkpoint(run)
 
 
 def test_crash_before_replace_leaves_old_checkpoint(tmp_path):

@@ -6,9 +6,15 @@ Expected layout under ``root`` (``root`` may also be the batches folder itself):
 b"data" is (N, 3072) uint8, each row a 3x32x32 image in CHW order. These are the files
 torchvision downloads; with ``download=True`` and torchvision installed, a missing set is
 fetched through ``torchvision.datasets.CIFAR10/100(root, download=True)``.
+
+The batches are pickles, and unpickling an arbitrary file runs whatever code it names, so
+they are read with a restricted unpickler that admits only what a CIFAR batch holds (a
+dict of bytes, lists, ints and one uint8 numpy array): a crafted file under ``root`` is
+refused with a ValueError before any of it runs.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 from pathlib import Path
@@ -17,6 +23,11 @@ import numpy as np
 import torch
 
 from .datasets import Dataset, _check_n, _check_split, fit_size, subset, to_unit_range
+
+try:  # numpy >= 2 (numpy.core is a deprecated alias there)
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy 1.x
+    from numpy.core.multiarray import _reconstruct
 
 __all__ = ["default_root", "load_cifar"]
 
@@ -55,10 +66,65 @@ def _download(name: str, root: Path, folder: str) -> bool:
     return True
 
 
-def _read(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
+def _latin1(text, encoding):
+    """``_codecs.encode`` as Python 3 pickles bytes at protocol 2: the Latin-1 encoding of
+    a str. Nothing else: any other codec is not what a batch holds."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode called with {type(text).__name__}, {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
+# every global a CIFAR batch names: numpy's array reconstruction (under its numpy 1 name,
+# which the Python 2 release uses, and its numpy 2 name) and bytes re-pickled by Python 3
+_BATCH_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _NotABatch(ValueError):
+    """A file names a global that no CIFAR batch holds; it was not unpickled further."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR batch and refuses every other global: a crafted file cannot
+    make loading import or call anything (a plain pickle.load would run it)."""
+
+    def __init__(self, file, path: Path):
         # The standard release is a Python 2 pickle of a dict with bytes keys.
-        d = pickle.load(f, encoding="bytes")
+        super().__init__(file, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module, name):
+        try:
+            return _BATCH_GLOBALS[(module, name)]
+        except KeyError:
+            raise _NotABatch(
+                f"{self.path} is not a CIFAR batch and was not loaded: it refers to the Python global "
+                f"{module}.{name}, which unpickling would import and run; a CIFAR batch holds only a dict of "
+                f"bytes, lists, ints and a numpy array. Replace the file with the one from the python version "
+                f"of the dataset (https://www.cs.toronto.edu/~kriz/cifar.html)") from None
+
+
+def _unpickle(path: Path):
+    """The object pickled in path, through _BatchUnpickler; a file that is not a pickle
+    (truncated, another format) is a ValueError naming it."""
+    with open(path, "rb") as f:
+        try:
+            return _BatchUnpickler(f, path).load()
+        except (_NotABatch, MemoryError):
+            raise
+        except Exception as e:  # noqa: BLE001 - a damaged pickle fails in many ways
+            raise ValueError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}): expected a pickled "
+                             f"dict from the python version of the dataset; it is truncated or of another format: "
+                             f"extract the archive again") from e
+
+
+def _read(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    d = _unpickle(path)
     if not isinstance(d, dict) or b"data" not in d or label_key not in d:
         raise ValueError(f"{path} is not a CIFAR batch: expected a dict with keys b'data' "
                          f"and {label_key!r}")

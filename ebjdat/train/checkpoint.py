@@ -12,15 +12,34 @@ complete file under the name, never a partial one; at worst a stray temp file
 (``.step_00001000.pt.<random>.tmp``), which ``latest_checkpoint`` ignores and ``prune``
 removes.
 
+Checksummed: ``save_checkpoint`` stores a SHA-256 of the state under the reserved key
+``"_sha256"`` (a canonical walk: every tensor's dtype, shape and bytes, every plain
+value's type and repr, dict keys in order) and ``load_checkpoint`` recomputes it, so a
+flipped bit in tensor data (which torch's zip reader does not notice) is an error, not a
+silently different model. The returned dict holds no ``"_sha256"``. Files without the key
+(written before it existed, or by other tools) still load; only checksummed files are
+verified this way. Zip files without the key are checked against the zip's own CRC-32s
+instead (torch writes them but never checks them); legacy-format files (torch < 1.6) are
+not checked at all.
+
+Loading refuses, with a ValueError naming the file: empty, truncated and damaged files,
+files that are not torch.save archives, files holding Python objects whose unpickling
+would run code (refused as unsafe; they are never unpickled) and files holding no dict.
+
 Files of a run: ``folder/step_{N:08d}.pt`` (``checkpoint_path``); the newest is the one
 with the highest N (``latest_checkpoint``).
 """
 from __future__ import annotations
 
+import _compat_pickle
 import collections
+import errno
+import hashlib
+import io
 import numbers
 import os
 import pickle
+import pickletools
 import re
 import tempfile
 import zipfile
@@ -34,6 +53,13 @@ _TEMP_FILE = re.compile(r"\.step_\d{8,}\.pt\..*\.tmp")
 # find out at resume time that its checkpoints cannot be loaded)
 _LEAVES = (int, float, bool, complex, str, bytes, bytearray, type(None), torch.dtype, torch.device, torch.Size)
 _CONTAINERS = (dict, collections.OrderedDict, list, tuple, set)
+CHECKSUM_KEY = "_sha256"  # reserved top-level key: the SHA-256 hex digest of the rest
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# torch.save(..., _use_new_zipfile_serialization=False) files start with the pickled magic number
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+_SCAN_LIMIT = 64 << 20  # bytes of pickle read when naming the globals of a refused file
+_OLDER = "use an older checkpoint of the run"  # what to do about a damaged file
+_OURS = "pass a checkpoint that save_checkpoint wrote"  # ... and about a foreign one
 
 
 def _check_plain(v, where: str) -> None:
@@ -62,6 +88,58 @@ def _check_plain(v, where: str) -> None:
                     f"weights_only=True; convert it{hint}")
 
 
+def _tensor_bytes(t: torch.Tensor):
+    """The tensor's values as a flat uint8 numpy view (no copy when already a contiguous
+    CPU tensor): works for every dtype (bf16, fp16, bool, ...) and for 0-d tensors."""
+    t = t.detach()
+    if t.layout != torch.strided:  # sparse: its values, whatever the stored layout
+        t = t.to_dense()
+    if t.is_quantized:
+        t = t.int_repr()
+    t = t.resolve_conj().resolve_neg().cpu().contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy()
+
+
+def _feed(h, v) -> None:
+    """Feed one value to the hash: a type tag, a length where the size is not implied,
+    then the content, so that no two different states give the same byte stream."""
+    t = type(v)
+    if isinstance(v, torch.Tensor):
+        h.update(f"T{v.dtype}{tuple(v.shape)}:".encode())
+        if v.device.type != "meta":  # meta tensors have no data
+            h.update(_tensor_bytes(v))
+    elif t in (dict, collections.OrderedDict):
+        h.update(f"{t.__name__}{len(v)}:".encode())
+        for k, item in v.items():  # insertion order: pickling keeps it
+            _feed(h, k)
+            _feed(h, item)
+    elif t in (list, tuple):
+        h.update(f"{t.__name__}{len(v)}:".encode())
+        for item in v:
+            _feed(h, item)
+    elif t is set:  # iteration order of a set of str differs between processes: sort
+        parts = []
+        for item in v:
+            sub = hashlib.sha256()
+            _feed(sub, item)
+            parts.append(sub.digest())
+        h.update(f"set{len(v)}:".encode() + b"".join(sorted(parts)))
+    elif t in (str, bytes, bytearray):
+        b = v.encode("utf-8", "surrogatepass") if t is str else bytes(v)
+        h.update(f"{t.__name__}{len(b)}:".encode() + b)
+    else:  # numbers, None, dtype, device, Size: repr round-trips them
+        r = repr(v).encode("utf-8", "backslashreplace")
+        h.update(f"{t.__module__}.{t.__qualname__}{len(r)}:".encode() + r)
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 hex digest of a checkpoint state (the canonical walk ``_feed`` does),
+    independent of the tensors' devices and memory layouts."""
+    h = hashlib.sha256()
+    _feed(h, state)
+    return h.hexdigest()
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make a rename inside folder durable (POSIX; Windows cannot open a folder)."""
     if os.name == "nt":
@@ -78,19 +156,25 @@ def save_checkpoint(path, state: dict) -> None:
 
     The folder is created if missing. Tensors are saved as they are (move or copy them
     to the CPU first if their device should not matter; ``load_checkpoint`` maps to the
-    CPU by default anyway).
+    CPU by default anyway). The SHA-256 of ``state`` goes into the file under
+    ``"_sha256"`` (a reserved key) for ``load_checkpoint`` to verify.
     """
     path = Path(path)
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    if CHECKSUM_KEY in state:
+        raise ValueError(f"state key {CHECKSUM_KEY!r} is reserved for the checksum save_checkpoint writes; "
+                         f"rename that entry")
     _check_plain(state, "state")
+    full = state.copy()  # same type (dict or OrderedDict), checksum last
+    full[CHECKSUM_KEY] = state_digest(state)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     # same folder: os.replace is atomic only within one file system
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            torch.save(full, f)
             f.flush()
             os.fsync(f.fileno())  # the data is on disk before the name points at it
         if os.name != "nt":
@@ -105,42 +189,216 @@ def save_checkpoint(path, state: dict) -> None:
     _fsync_folder(folder)
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """``torch.load(path, map_location=map_location, weights_only=True)`` with errors that
-    say what is wrong with the file: FileNotFoundError when missing, ValueError when
-    truncated / corrupt or when it holds Python objects that weights_only refuses.
+def _first_line(e: BaseException) -> str:
+    """The exception's type and the first sentence of its message (C++ prefix dropped)."""
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(e).strip())
+    return f"{type(e).__name__}: {text.splitlines()[0].split('. ')[0]}" if text else type(e).__name__
 
-    Corruption inside tensor data is not detected (torch's reader checks no checksums);
-    the atomic writes of ``save_checkpoint`` are what keeps files whole.
+
+def _is_zip(path: Path) -> bool:
+    """zipfile.is_zipfile, True also where its own check trips on a damaged archive."""
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # e.g. "zipfiles that span multiple disks": a damaged end record
+        return True
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """The globals (``module.name``) that the pickles in ``data`` name, first use first,
+    read with pickletools (which unpickles nothing); stops at the first unreadable
+    opcode. Several pickles may follow one another (legacy torch files)."""
+    found, stream = [], io.BytesIO(data)
+    while stream.tell() < len(data):
+        start, recent, memo = stream.tell(), [], {}
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):  # Python 2 names, as pickle's fix_imports maps them
+                    module, _, name = arg.partition(" ")
+                    module, name = _compat_pickle.NAME_MAPPING.get(
+                        (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+                    found.append(f"{module}.{name}")
+                elif op.name == "STACK_GLOBAL":  # module and name: the two strings pushed last
+                    if len(recent) >= 2 and all(isinstance(x, str) for x in recent[-2:]):
+                        found.append(f"{recent[-2]}.{recent[-1]}")
+                    recent.append(None)
+                elif op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[len(memo) if op.name == "MEMOIZE" else arg] = recent[-1] if recent else None
+                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                    recent.append(memo.get(arg))
+                elif op.stack_after:
+                    recent.append(arg if isinstance(arg, str) and "UNICODE" in op.name else None)
+        except Exception:  # noqa: BLE001 - damaged or not a pickle: what was read so far
+            break
+        if stream.tell() == start:
+            break
+    ok = [g for g in found if all(part.isidentifier() for part in g.split("."))]
+    return list(dict.fromkeys(ok))
+
+
+def _allowed_globals() -> set[str] | None:
+    """The globals torch's weights_only unpickler admits, or None when torch (a private
+    function) does not say."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        allowed = set(_get_allowed_globals())
+    except Exception:  # noqa: BLE001 - another torch version
+        return None
+    for g in torch.serialization.get_safe_globals():  # what the user allowlisted
+        obj, name = g if isinstance(g, tuple) else (g, None)
+        allowed.add(name or f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
+    return allowed
+
+
+def _unsafe_globals(path: Path, torch_message: str) -> list[str]:
+    """The globals in the file's pickles that weights_only loading refuses (read without
+    unpickling); falls back to the one torch's message names."""
+    parts = []
+    try:
+        if _is_zip(path):
+            with zipfile.ZipFile(path) as z:
+                parts = [z.read(i) for i in z.infolist()
+                         if i.filename.endswith(".pkl") and i.file_size <= _SCAN_LIMIT]
+        else:
+            with open(path, "rb") as f:
+                parts = [f.read(_SCAN_LIMIT)]
+    except Exception:  # noqa: BLE001 - unreadable: torch's message is all there is
+        pass
+    allowed = _allowed_globals()
+    names = [g for data in parts for g in _pickle_globals(data) if allowed is not None and g not in allowed]
+    if not names:
+        m = re.search(r"GLOBAL ([\w.]+)", torch_message)
+        names = [m.group(1)] if m else []
+    return list(dict.fromkeys(names))
+
+
+def _zip_damage(path: Path) -> tuple[str, str] | None:
+    """For a zip file: (what is wrong, what to do) when its structure cannot be read or
+    a record fails its CRC-32 (which torch's reader does not check), else None. Reads
+    every record."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except Exception as e:  # noqa: BLE001 - zipfile raises many kinds on a damaged archive
+        return f"is a damaged zip archive ({_first_line(e)})", _OLDER
+    if bad is not None:
+        return f"is corrupt: its record {bad!r} fails the zip's CRC check (a flipped bit or a damaged copy)", _OLDER
+    return None
+
+
+def _format_problem(path: Path) -> tuple[str, str] | None:
+    """(what the file is, what to do) when it is not a torch.save archive, or None when
+    it looks like one (a zip with <name>/data.pkl and <name>/version records)."""
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if _is_zip(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        tops = {n.rsplit("/", 1)[0] for n in names if n.endswith("/data.pkl")}
+        if any(f"{top}/version" in names or f"{top}/.data/version" in names for top in tops):
+            return None
+        held = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "") or "nothing"
+        return (f"is a zip archive but not a torch.save file: expected <name>/data.pkl and <name>/version "
+                f"records, it holds {held}"), _OURS
+    if head.startswith(b"PK"):
+        return ("is a truncated or damaged zip archive (its end, which holds the zip's table of contents, is "
+                "missing or overwritten: a cut copy or a save that did not finish)"), _OLDER
+    if head == _LEGACY_MAGIC:
+        return "is a legacy-format (torch < 1.6) torch.save file that is truncated or corrupt", _OLDER
+    return (f"is not a torch.save file: expected a zip archive (starting with b'PK'), found {head[:8]!r}...; "
+            f"it is corrupt or of another format"), _OURS
+
+
+def _unsafe_error(path: Path, names: list[str], torch_message: str) -> ValueError:
+    """The ValueError for a file holding Python objects that unpickling would run."""
+    what = (", ".join(f"GLOBAL {n}" for n in names[:3]) + (", ..." if len(names) > 3 else "") if names
+            else torch_message.strip().splitlines()[0])
+    return ValueError(
+        f"checkpoint {path} was refused as unsafe: it holds Python objects ({what}) that loading would have to "
+        f"run; ebjdat checkpoints hold only tensors and plain values; only if you trust its source, load it "
+        f"with torch.load(path, weights_only=False) (or allowlist the class with "
+        f"torch.serialization.add_safe_globals) and save its tensors and plain values again")
+
+
+def _torch_load(path: Path, map_location):
+    """torch.load with weights_only=True; every way a bad file fails becomes a ValueError
+    naming it (OSErrors other than EINVAL pass through: permissions and I/O errors say
+    nothing about the file's contents)."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes): expected a torch.save zip archive; the process "
+                         f"that wrote it did not finish (or the disk was full); {_OLDER}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except MemoryError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, None):
+            raise
+        err = e
+    except Exception as e:  # noqa: BLE001 - zip reader (RuntimeError), a cut pickle (EOFError), KeyError, ...
+        err = e
+    # torch raises its own UnpicklingError (advice included) with the refusal as context
+    refused = isinstance(err, pickle.UnpicklingError)
+    cause = err.__context__ if refused and err.__context__ is not None else err
+    # a damaged archive is corrupt, not unsafe, whatever names its damaged pickle now holds
+    problem = _zip_damage(path) if _is_zip(path) else None
+    if problem is None:
+        names = _unsafe_globals(path, str(cause) if refused else "")
+        if names or (refused and re.search(r"Can only (build|create)|unsupported class|unrecognized function",
+                                           str(cause))):
+            raise _unsafe_error(path, names, str(cause)) from None  # not torch's advice to load it anyway
+        problem = _format_problem(path)
+    if problem is None and (re.search(r"PytorchStreamReader|Couldn't parse the version", str(cause))
+                            or isinstance(cause, UnicodeDecodeError)):
+        # damage where the CRC-32s do not look: the headers, the names of the records
+        problem = ("is a damaged zip archive: its records pass their CRC checks, but torch's zip reader cannot "
+                   "read its headers or find its records"), _OLDER
+    if problem is None:
+        raise ValueError(f"checkpoint {path} cannot be loaded although it looks like an intact torch.save archive; "
+                         f"check map_location={map_location!r} and the torch version (this is "
+                         f"{torch.__version__}) (torch.load said {_first_line(cause)})") from err
+    what, todo = problem
+    raise ValueError(f"checkpoint {path} {what}; {todo} (torch.load said {_first_line(cause)})") from err
+
+
+def _verify(path: Path, state: dict) -> dict:
+    """Remove the checksum from state and check it. A file written without one (before
+    checksums, or by another tool) is checked against its zip CRC-32s instead, which also
+    catches a flipped bit in the checksum's own key."""
+    if CHECKSUM_KEY not in state:  # older or foreign file: the zip's CRC-32s at least
+        problem = _zip_damage(path) if _is_zip(path) else None
+        if problem is not None:
+            raise ValueError(f"checkpoint {path} {problem[0]}; {problem[1]}")
+        return state
+    stored = state.pop(CHECKSUM_KEY)
+    if not (isinstance(stored, str) and _HEX64.fullmatch(stored)) or state_digest(state) != stored:
+        raise ValueError(f"checkpoint {path} is corrupt: its contents do not match the checksum written with it "
+                         f"(a flipped bit or a damaged copy); use an older checkpoint of the run")
+    return state
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """``torch.load(path, map_location=map_location, weights_only=True)``, checksum
+    verified, with errors that say what is wrong with the file: FileNotFoundError when
+    missing, ValueError when empty / truncated / corrupt / not a torch.save file / not a
+    dict, and when it holds Python objects that loading would have to run (refused as
+    unsafe, never unpickled).
+
+    Files written with a checksum (every ``save_checkpoint`` file) are verified: a flipped
+    bit anywhere in their contents is an error (the SHA-256 costs about half a second
+    per GB of state on one CPU core, on load and on save). Files without one (older, or
+    written by other tools) still load, checked only against the zip's CRC-32s.
     """
     path = Path(path)
     if not path.is_file():
         if path.is_dir():
             raise IsADirectoryError(f"checkpoint {path} is a folder; pass a file, e.g. latest_checkpoint({str(path)!r})")
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        cause = str(e.__context__ or e)
-        if "Unsupported global" in cause:
-            what = cause.split(" was not an allowed global")[0].strip()
-            raise ValueError(
-                f"checkpoint {path} holds Python objects that weights_only loading refuses ({what}); ebjdat "
-                f"checkpoints hold only tensors and plain values; if you trust the file, load it yourself with "
-                f"torch.load(path, weights_only=False) or allowlist the class with "
-                f"torch.serialization.add_safe_globals, and save its tensors and plain values again") from e
-        kind = "corrupt" if zipfile.is_zipfile(path) else "not a torch.save zip archive (corrupt, or another format)"
-        raise ValueError(f"checkpoint {path} cannot be read: {kind} ({cause.strip().splitlines()[0]})") from e
-    except (RuntimeError, EOFError, ValueError, KeyError, IndexError) as e:
-        # zip reader errors (RuntimeError), an empty or cut file (EOFError), ...; OSError
-        # (permissions, I/O) passes through: the file may be fine
-        detail = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"checkpoint {path} is truncated or corrupt and cannot be loaded ({detail}); "
-                         f"use an older checkpoint of the run") from e
+    state = _torch_load(path, map_location)
     if not isinstance(state, dict):  # a bad file, not a bad argument: ValueError like the others
         raise ValueError(  # noqa: TRY004
-            f"checkpoint {path} holds a {type(state).__name__}, not a dict: not an ebjdat checkpoint")
-    return state
+            f"checkpoint {path} holds a {type(state).__name__}, not a dict: not an ebjdat checkpoint (expected "
+            f"the dict of tensors and plain values that save_checkpoint writes)")
+    return _verify(path, state)
 
 
 def checkpoint_path(folder, step: int) -> Path:
@@ -200,8 +458,9 @@ def resolve_checkpoint(path) -> Path:
     if p.is_dir():
         found = latest_checkpoint(p / "checkpoints") or latest_checkpoint(p)
         if found is None:
-            raise FileNotFoundError(f"no checkpoint (step_N.pt) in {p} or {p / 'checkpoints'}: "
-                                    "nothing to load")
+            raise FileNotFoundError(f"no checkpoint (step_N.pt) in {p} or {p / 'checkpoints'}: nothing to "
+                                    f"load; pass a run folder that training wrote checkpoints into, or a "
+                                    f"checkpoint file")
         return found
     if not p.exists():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
