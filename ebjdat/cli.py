@@ -20,6 +20,8 @@ TRAIN_FLAGS = {  # flag: (config field, type, help)
     "--steps": ("steps", int, "total iterations (overrides --epochs)"),
     "--epochs": ("epochs", int, "epochs of the labelled data"),
     "--ckpt-every": ("ckpt_every", int, "checkpoint every N iterations"),
+    "--log-every": ("log_every", int, "a metrics.jsonl row every N iterations"),
+    "--threads": ("threads", int, "CPU threads (default: 1 for small models, else torch's)"),
     "--variant": ("variant", str, "jem | jempp | sadajem (default sadajem)"),
     "--dataset": ("dataset", str, "digits (default, offline) | cifar10 | cifar100 | synthetic"),
     "--data-root": ("data_root", str, "folder holding the CIFAR python-pickle batches"),
@@ -46,11 +48,16 @@ def _train_parser(sub) -> None:
 
 def _train(args) -> int:
     from .train import TrainConfig, Trainer, TrainingDiverged
+    from .train.config import RESUMABLE
+    from .train.loop import check_run_folder
     flags = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in TRAIN_FLAGS.items()}
     flags["compile"] = args.compile
     flags = {k: v for k, v in flags.items() if v is not None}
     try:
         if args.resume:
+            if args.config:
+                raise ValueError(f"--config cannot be used with --resume: a resumed run keeps its "
+                                 f"checkpoint's settings; only {', '.join(RESUMABLE)} may change, by flags")
             trainer = Trainer.resume(args.resume, **flags)
         else:
             if args.config:
@@ -59,6 +66,7 @@ def _train(args) -> int:
                 cfg = TrainConfig.preset(flags.pop("variant", "sadajem"), **flags)
             if cfg.out is None:
                 cfg = cfg.with_overrides(out=f"runs/{datetime.datetime.now():%Y%m%d-%H%M%S}")
+            check_run_folder(cfg.out)   # before the data and the model are built
             trainer = Trainer(cfg)
         print(f"ebjdat train: {trainer.cfg.variant}, {trainer.cfg.mode} mode, {trainer.cfg.dataset} "
               f"on {trainer.device}; writing to {trainer.cfg.out}", flush=True)
@@ -66,7 +74,7 @@ def _train(args) -> int:
     except TrainingDiverged as e:
         print(f"ebjdat train: stopped: {e}", file=sys.stderr)
         return 3
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:   # OSError: missing files, folders, permissions
         print(f"ebjdat train: {e}", file=sys.stderr)
         return 2
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
@@ -75,16 +83,48 @@ def _train(args) -> int:
 
 def _sample(args) -> int:
     """SGLD samples of a trained checkpoint, from fresh chains or from its buffer."""
+    try:
+        return _draw_samples(args)
+    except (ValueError, OSError) as e:   # OSError: missing, unreadable or unwritable files
+        print(f"ebjdat sample: {e}", file=sys.stderr)
+        return 2
+
+
+def _check_sample_args(args) -> None:
+    """The checks that need no checkpoint: counts, steps, class, device, backend and the output file."""
+    from . import plots
+    if args.n < 1:
+        raise ValueError(f"--n {args.n}: the number of samples must be >= 1")
+    if args.steps is not None and args.steps < 0:
+        raise ValueError(f"--steps {args.steps}: SGLD steps must be >= 0 (0 pictures the starting points)")
+    if args.y is not None and args.y < 0:
+        raise ValueError(f"--y {args.y}: a class index must be >= 0")
+    from .train.trainer import resolve_device
+    resolve_device(args.device or "auto")
+    ops.check_backend(args.backend)
+    plots.check_image_path(args.out, name="--out", overwrite=args.force, force_flag="--force")
+
+
+def _draw_samples(args) -> int:
     from . import plots
     from .train import Trainer
-    trainer = Trainer.resume(args.checkpoint, device=args.device or "auto", out=None)
+    _check_sample_args(args)
+    trainer = Trainer.resume(args.checkpoint, device=args.device or "auto", backend=args.backend, out=None)
+    ops.check_backend(args.backend, trainer.device)   # triton on CPU tensors of a GPU machine
+    n_classes = trainer.train_set.n_classes
+    if args.y is not None and args.y >= n_classes:
+        raise ValueError(f"--y {args.y}: the run's dataset has {n_classes} classes; pass a class in "
+                         f"[0, {n_classes})")
+    if not args.fresh and args.n > len(trainer.buffer):
+        raise ValueError(f"--n {args.n}: the run's replay buffer holds {len(trainer.buffer)} chains; pass "
+                         f"--n {len(trainer.buffer)} or less, or --fresh (chains from noise, any number)")
     steps = args.steps if args.steps is not None else trainer.cfg.sgld_steps
     sampler = trainer.sampler
     sampler.n_steps = steps
     if args.fresh:
         x0 = torch.rand(args.n, *trainer.train_set.x.shape[1:], device=trainer.device) * 2 - 1
     else:
-        x0, _ = trainer.buffer.sample(min(args.n, len(trainer.buffer)))
+        x0, _ = trainer.buffer.sample(args.n)
     y = None if args.y is None else torch.full((x0.shape[0],), args.y, device=trainer.device)
     trainer.model.train(trainer.cfg.sampler_train_mode)
     x = sampler.sample(x_init=x0.to(trainer.device), y=y)
@@ -95,25 +135,38 @@ def _sample(args) -> int:
 
 def _sample_parser(sub) -> None:
     p = sub.add_parser("sample", help="draw SGLD samples from a trained checkpoint",
-                       description="Draw SGLD samples of a checkpoint into a PNG grid.")
+                       description="Draw SGLD samples of a checkpoint into a grid picture.")
     p.add_argument("--checkpoint", required=True, help="a run folder or checkpoint file")
-    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--steps", type=int, help="SGLD steps (default: the run's sgld_steps)")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64; from the buffer at "
+                   "most its size, with --fresh any number)")
+    p.add_argument("--steps", type=int, help="SGLD steps (default: the run's sgld_steps; 0: the starting points)")
     p.add_argument("--fresh", action="store_true", help="start from uniform noise, not the buffer")
     p.add_argument("--y", type=int, help="class-conditional: sample E(x, y) for this class")
-    p.add_argument("--device", help="auto | cpu | cuda")
-    p.add_argument("--out", default="samples.png", help="PNG file (default samples.png)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--backend", default="auto", choices=ops.backends.NAMES, help="fused-op backend (default auto)")
+    p.add_argument("--out", default="samples.png", help="the picture, in the format its suffix names: .png "
+                   "(default samples.png), .jpg, .bmp, .tif, .webp; an existing file is kept unless --force")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.set_defaults(fn=_sample)
 
 
 def _info(args) -> int:
     print(f"torch {torch.__version__}; CUDA GPU: {torch.cuda.is_available()}")
-    print(f"backends available: {', '.join(ops.available_backends())} (selected: {ops.get_backend()})")
+    print(f"backends available: {', '.join(_backend_labels())} (selected: {ops.get_backend()})")
     from .ops import backends
     for name, why in (("triton", backends.triton_status()), ("cuda", backends.cuda_status())):
         if why:
             print(f"  {name}: {why}")
     return 0
+
+
+def _backend_labels() -> list[str]:
+    """The available backends, each with what it can run when no GPU is visible."""
+    if torch.cuda.is_available():
+        return ops.available_backends()
+    notes = {"cuda": "cuda (host path only: CPU tests; no GPU here)",
+             "triton": "triton (interpreter only: TRITON_INTERPRET=1, CPU tests; no GPU here)"}
+    return [notes.get(name, name) for name in ops.available_backends()]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,8 @@ Gaussian energy (its stationary variance is known in closed form) and a PGD atta
 small classifier."""
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from . import ops
@@ -52,8 +54,23 @@ def _pgd_demo(device: torch.device, steps: int = 10, eps: float = 0.15) -> tuple
     return float(clean), float(robust)
 
 
+def _setup(args) -> torch.device:
+    """The device the demo runs on, after checking --device, --backend and --steps
+    (ValueError naming the flag)."""
+    from .train.trainer import resolve_device
+    device = resolve_device(args.device or "auto")
+    ops.check_backend(args.backend, device)
+    if args.steps < 1:
+        raise ValueError(f"--steps {args.steps}: the SGLD demo needs at least 1 step (default 200)")
+    return device
+
+
 def _demo(args) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = _setup(args)
+    except ValueError as e:
+        print(f"ebjdat demo: {e}", file=sys.stderr)
+        return 2
     print(f"ebjdat demo on {device}, backend {args.backend} (available: {', '.join(ops.available_backends())})")
     with ops.use_backend(args.backend):
         var, exact = _sgld_demo(device, args.steps)
@@ -69,7 +86,7 @@ def _demo(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="run the fused SGLD and PGD ops on small problems")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: cuda when present)")
     p.add_argument("--backend", default="auto", choices=ops.backends.NAMES)
     p.add_argument("--steps", type=int, default=200, help="SGLD steps (default 200)")
     p.set_defaults(fn=_demo)

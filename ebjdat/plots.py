@@ -1,4 +1,6 @@
-"""Pictures a run shows a person: sample grids and energy histograms, as PNG files.
+"""Pictures a run shows a person: sample grids and energy histograms, as image files in
+the format their suffix names (.png, .jpg, ...), and the checks of output paths that
+every command runs before its work starts.
 
 Drawn with Pillow alone (no matplotlib): small, readable figures for training logs,
 ``ebjdat sample`` and evaluation reports.
@@ -7,11 +9,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, features
 
 NAN_COLOUR = (255, 0, 255)  # magenta: no image in [-1, 1] maps to it by accident in grey
 PAD_COLOUR = (80, 80, 80)  # visible against both black digit backgrounds and white
@@ -20,6 +23,80 @@ MIN_GRID_WIDTH = 256  # small images (8x8 digits) are enlarged to at least this
 # matplotlib's tab10: distinct, colour-blind friendly enough, familiar to readers
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+# suffix -> Pillow format; each writes the RGB pictures drawn here as they are
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
+           ".tiff": "TIFF", ".webp": "WEBP"}
+SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
+
+
+# -- output paths --------------------------------------------------------------------
+
+def _nearest_existing(path: Path) -> Path:
+    """path itself, or its nearest ancestor that exists (the folder that will hold it)."""
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output(path, *, name: str = "path", folder: bool = False, overwrite: bool = True,
+                 force_flag: str | None = None) -> Path:
+    """Raise ValueError (naming ``name``) unless ``path`` can be written: a file (or, with
+    ``folder``, a folder) that exists and is writable, or one that can be created (its
+    nearest existing ancestor is a writable folder; missing parents are created on
+    writing). ``overwrite=False`` also refuses an existing file (the message names
+    ``force_flag``, the flag that allows it, when there is one). Writes nothing."""
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise ValueError(f"{name} {path} is a file, not a folder; pass a folder for the output files")
+        if not folder and path.is_dir():
+            raise ValueError(f"{name} {path} is a folder; pass a file name")
+        if not folder and not overwrite:
+            how = f"remove it, pass another name or add {force_flag} to replace it" if force_flag else \
+                "remove it or pass another name (no command overwrites the files of another run)"
+            raise ValueError(f"{name} {path} exists; {how}")
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{name} {path} is not writable; pass a path you can write")
+        return path
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        raise ValueError(f"{name} {path} cannot be created: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {path} cannot be created: the folder {base} is not writable; "
+                         f"pass a path you can write")
+    return path
+
+
+def image_format(path, *, name: str = "path") -> str:
+    """The Pillow format that ``path``'s suffix names ("PNG" for .png, "JPEG" for .jpg, ...);
+    ValueError naming ``name`` for a missing or unknown suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        known = ", ".join(FORMATS)
+        what = f"suffix {suffix!r}" if suffix else "no suffix"
+        raise ValueError(f"{name} {path} has {what}; name the image format with one of {known} "
+                         f"(e.g. samples.png)")
+    fmt = FORMATS[suffix]
+    if fmt == "WEBP" and not features.check("webp"):
+        raise ValueError(f"{name} {path}: this Pillow cannot write WebP; use .png")
+    return fmt
+
+
+def check_image_path(path, *, name: str = "path", overwrite: bool = True, force_flag: str | None = None) -> str:
+    """``check_output`` for a picture, plus its format from the suffix (returned)."""
+    fmt = image_format(path, name=name)
+    check_output(path, name=name, overwrite=overwrite, force_flag=force_flag)
+    return fmt
+
+
+def _save(img: Image.Image, path, fmt: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt, **SAVE_OPTIONS.get(fmt, {}))
+    return path
 
 
 def _positive_int(name: str, v, *, minimum: int = 1) -> int:
@@ -31,14 +108,16 @@ def _positive_int(name: str, v, *, minimum: int = 1) -> int:
 
 
 def save_grid(path, x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> Path:
-    """Save images ``x`` (B, C, H, W), C = 1 or 3, values in [-1, 1], as one PNG grid.
+    """Save images ``x`` (B, C, H, W), C = 1 or 3, values in [-1, 1], as one grid picture.
 
     Pixel value ``round((v + 1) * 127.5)`` clamped to 0..255 (-1 -> 0, 1 -> 255); NaN
     pixels are magenta. ``nrow`` images per row (default ``ceil(sqrt(B))``), ``pad``
     pixels of grey between and around them. Images are enlarged by an integer factor
-    (nearest neighbour, no blur) until the grid is at least 256 px wide. Always an RGB
-    PNG; returns the path.
+    (nearest neighbour, no blur) until the grid is at least 256 px wide. An RGB picture
+    in the format the suffix of ``path`` names (``FORMATS``: .png, .jpg, ...; others
+    raise ValueError before anything is drawn); missing folders are created. Returns the path.
     """
+    fmt = image_format(path)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of images (B, C, H, W), got {type(x).__name__}")
     if x.dim() == 3:  # one image
@@ -71,10 +150,7 @@ def save_grid(path, x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> P
         r, q = divmod(i, ncol)
         y0, x0 = pad + r * (th + pad), pad + q * (tw + pad)
         grid[y0:y0 + th, x0:x0 + tw] = img[i]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.numpy(), "RGB").save(path, format="PNG")
-    return path
+    return _save(Image.fromarray(grid.numpy(), "RGB"), path, fmt)
 
 
 # -- histograms ----------------------------------------------------------------------
@@ -116,13 +192,15 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
 def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlabel: str = "energy",
                     size: tuple[int, int] = (640, 420)) -> Path:
     """Overlapping histograms of each series (e.g. ``{"data": E(x), "samples": E(x_q)}``)
-    in its own colour, on one common bin range, as a PNG of ``size`` pixels.
+    in its own colour, on one common bin range, as a picture of ``size`` pixels in the
+    format the suffix of ``path`` names (as ``save_grid``).
 
     Each series is normalised to fractions of its finite values (series of different
     lengths compare), drawn as translucent bars with a solid step outline. Non-finite
     values are dropped and counted in the legend, which names each series with its mean
     and count. Empty or all-NaN series are listed but not drawn. Returns the path.
     """
+    fmt = image_format(path)
     if not isinstance(series, dict):
         raise TypeError(f"series must be a dict name -> values, got {type(series).__name__}")
     bins = _positive_int("bins", bins)
@@ -246,10 +324,7 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
         draw.rectangle([lx + 8, y + 2, lx + 20, y + lh - 6], fill=colour)
         draw.text((lx + 26, y), text, fill=(20, 20, 20), font=font)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.convert("RGB").save(path, format="PNG")
-    return path
+    return _save(img.convert("RGB"), path, fmt)
 
 
 def _fmt_mean(v: np.ndarray) -> str:

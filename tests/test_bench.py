@@ -169,3 +169,12 @@ def test_l2_note_and_environment_commit(monkeypatch):
     monkeypatch.setenv("EBJDAT_DIRTY", "1")
     env = timing.environment()
     assert env["commit"] == "f" * 40 and env["dirty"] is True
+
+
+def test_bench_threads_quiet_and_loaded():
+    before = torch.get_num_threads()
+    rows = cli.run_bench(["threads"], "cpu", quick=True)["rows"]
+    assert torch.get_num_threads() == before
+    assert [r["case"] for r in rows] == ["sadajem/digits iteration, quiet",
+                                         "sadajem/digits iteration, one core busy"]
+    assert all(r["ours"] == "1 thread" and r["ours_us"] > 0 and r["baseline_us"] > 0 for r in rows)

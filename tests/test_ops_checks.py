@@ -90,3 +90,75 @@ def test_bad_generator_seed_and_state():
         ops.PhiloxGenerator(1.5)
     with pytest.raises(ValueError, match="state must be"):
         ops.PhiloxGenerator(1).set_state(torch.zeros(2))
+
+
+def test_generator_seed_range():
+    """Seeds are 64-bit: others would silently equal another seed (2**70 was seed 0)."""
+    for bad in (2**64, 2**70, -1):
+        with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\)"):
+            ops.PhiloxGenerator(bad)
+        with pytest.raises(ValueError, match="seed must be in"):
+            ops.PhiloxGenerator(0).manual_seed(bad)
+    for bad in (True, 1.0, "3", None):
+        with pytest.raises(TypeError, match="seed must be an int"):
+            ops.PhiloxGenerator(bad)
+    assert ops.PhiloxGenerator(2**64 - 1).seed == 2**64 - 1
+    import numpy as np
+    assert ops.PhiloxGenerator(np.int64(5)).seed == 5
+    gen = ops.PhiloxGenerator(1)
+    state = gen.get_state()
+    state[1] = -1
+    with pytest.raises(ValueError, match=r"offset \(state\[1\]\) must be >= 0"):
+        gen.set_state(state)
+    assert gen.offset == 0
+
+
+def _inplace_calls():
+    """(name, op(x) -> None) for each op, on a (2, 3, 4, 4) x."""
+    g, xo = torch.linspace(-1, 1, 96).view(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
+    return [
+        ("sgld_step_", lambda x: ops.sgld_step_(x, g, step_size=0.1, noise_std=0.1,
+                                                generator=ops.PhiloxGenerator(3))),
+        ("pgd_step_", lambda x: ops.pgd_step_(x, g, xo, alpha=0.1, eps=0.2)),
+        ("pgd_init_", lambda x: ops.pgd_init_(x, xo, eps=0.1, generator=ops.PhiloxGenerator(3))),
+    ]
+
+
+def test_leaf_that_requires_grad_is_refused_alike(backend):
+    """Every backend raises torch's in-place-on-a-leaf error, before writing, while grad
+    mode is on; a non-leaf that requires grad too (its history would be stale). Under
+    torch.no_grad() in-place on a leaf is legal, as in torch, on both call paths (plain
+    eager and through the dispatcher)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    for name, call in _inplace_calls():
+        x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        before = x.detach().clone()
+        with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an "
+                                               r"in-place operation.*x(_adv)?\.detach\(\).*torch\.no_grad"):
+            call(x)
+        assert torch.equal(x.detach(), before) and x.grad_fn is None, name
+        nonleaf = x * 1
+        with pytest.raises(RuntimeError, match=r"requires grad \(it is computed from tensors that do\)"):
+            call(nonleaf)
+        assert torch.equal(nonleaf.detach(), before), name
+        want = before.clone()
+        call(want)                                    # a plain tensor: the expected result
+        assert not torch.equal(want, before), name
+        with torch.no_grad():
+            call(x)                                   # plain eager path
+        torch.testing.assert_close(x.detach(), want, rtol=0, atol=0)
+        y = before.clone().requires_grad_(True)
+        with torch.no_grad(), Seen() as seen:
+            call(y)                                   # through the dispatcher
+        assert f"ebjdat.{name}.default" in seen.ops
+        torch.testing.assert_close(y.detach(), want, rtol=0, atol=0)

@@ -149,3 +149,45 @@ def test_cuda_graph_equals_eager(sampler, train):
     assert eo == go
     for a, b in zip(eager + eb, graphed + gb):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda e: SGLD(e, n_steps=2, step_size=0.1),
+    lambda e: PYLD(e, n_steps=2, n_inner=2, step_size=0.1),
+], ids=["sgld", "pyld"])
+def test_labels_are_checked_before_they_index_the_logits(make):
+    """Out of range, y would raise a raw index error on the CPU and, on CUDA, a device
+    assert that ends the process's CUDA context: a ValueError naming y and [0, K) instead."""
+    model = small_cnn().eval()
+    sampler = make(ClassifierEnergy(model))
+    x0 = torch.rand(4, 3, 6, 6)
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 10\) .*got 10"):
+        sampler.sample(x_init=x0, y=torch.tensor([0, 1, 10, 2]))
+    with pytest.raises(ValueError, match="y must hold class indices >= 0, got -1"):
+        sampler.sample(x_init=x0, y=torch.tensor([0, -1, 3, 2]))
+    with pytest.raises(ValueError, match=r"y must have shape \(4,\)"):
+        sampler.sample(x_init=x0, y=torch.zeros(4, 1, dtype=torch.long))
+    with pytest.raises(TypeError, match="y must be an integer tensor"):
+        sampler.sample(x_init=x0, y=torch.zeros(4))
+    with pytest.raises(TypeError, match="y must be a torch.Tensor"):
+        sampler.sample(x_init=x0, y=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="y is on meta"):
+        sampler.sample(x_init=x0, y=torch.zeros(4, dtype=torch.long, device="meta"))
+    # in range, any integer dtype: the conditional energy -logits[y], as ClassifierEnergy computes it
+    y = torch.tensor([9, 0, 3, 3], dtype=torch.int32)
+    got = sampler.sample(x_init=x0, y=y)
+    want = type(sampler)(lambda x, y: ClassifierEnergy(model)(x, y), n_steps=2, step_size=0.1,
+                         **({"n_inner": 2} if isinstance(sampler, PYLD) else {})).sample(x_init=x0, y=y.long())
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # once K is known, a later call is checked before its loop runs (what a CUDA-graph replay needs)
+    sampler.n_steps = 0
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        sampler.sample(x_init=x0, y=torch.tensor([0, 1, 2, 11]))
+
+
+def test_labels_of_an_energy_without_known_classes():
+    """Any energy_fn: K is unknown, so only y >= 0, its shape, dtype and device are checked."""
+    sgld = SGLD(quadratic, n_steps=1, step_size=0.1)
+    with pytest.raises(ValueError, match="y must hold class indices >= 0"):
+        sgld.sample(x_init=torch.zeros(2, 3), y=torch.tensor([-3, 0]))
+    assert sgld.sample(x_init=torch.ones(2, 3), y=torch.tensor([1000, 0])).shape == (2, 3)

@@ -118,7 +118,7 @@ def test_config_presets_and_overrides(tmp_path):
     toml.write_text('variant = "jempp"\nlr = 0.05\nsgld_steps = 3\n')
     c = TrainConfig.from_toml(str(toml), seed=4)
     assert (c.variant, c.lr, c.sgld_steps, c.seed, c.sgld_inner) == ("jempp", 0.05, 3, 4, 5)
-    with pytest.raises(ValueError, match="unknown config field"):
+    with pytest.raises(ValueError, match="unknown setting 'learning_rate'; did you mean 'lr'"):
         c.with_overrides(learning_rate=1)
     with pytest.raises(ValueError, match="mode must be one of"):
         TrainConfig.preset("sadajem", mode="turbo")
@@ -141,7 +141,7 @@ def test_sample_command_and_help(tmp_path, capsys):
     assert cli.main(["sample", "--checkpoint", str(out), "--n", "8", "--steps", "2", "--out", str(png)]) == 0
     Image.open(png).verify()
     assert cli.main(["sample", "--checkpoint", str(out), "--n", "4", "--fresh", "--y", "3",
-                     "--out", str(png)]) == 0
+                     "--out", str(tmp_path / "s3.png")]) == 0
     for cmd in ("train", "sample"):
         with pytest.raises(SystemExit) as e:
             cli.main([cmd, "--help"])

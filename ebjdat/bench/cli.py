@@ -1,5 +1,6 @@
 """``ebjdat bench [SUITE ...] [--device D] [--quick] [--json F] [--profile DIR] [--budget-s S]
-[--no-compile]``, SUITE in ops, loops, overhead, attack, step, all (the default).
+[--no-compile]``, SUITE in ops, loops, overhead, attack, step, threads (CPU), all (the
+default).
 
 Runs the suites (suite_ops, suite_loops, suite_step), measures the ceilings first in the
 same run (timing.ceilings), prints one table and, with --json, writes
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-SUITES = ("ops", "loops", "overhead", "attack", "step")
+SUITES = ("ops", "loops", "overhead", "attack", "step", "threads")
 
 
 def _device(name: str | None) -> torch.device:
@@ -69,7 +70,8 @@ def run_bench(suite="all", device: str | None = None, quick: bool = False,
                "overhead": lambda: suite_loops.run_overhead(dev, quick, ceil),
                "attack": lambda: suite_loops.run_attack(dev, quick, ceil),
                "step": lambda: suite_step.run(dev, quick, ceil, profile, deadline=deadline,
-                                              compile=compile)}
+                                              compile=compile),
+               "threads": lambda: suite_step.run_threads(dev, quick, ceil)}
     result = {"environment": timing.environment(), "device": str(dev), "quick": quick,
               "suite": " ".join(names), "ceilings": ceil, "rows": []}
     for name in names:

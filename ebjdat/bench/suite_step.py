@@ -126,3 +126,41 @@ def run(device, quick: bool, ceil: dict, profile_dir=None, deadline: float | Non
         if gpu:
             torch.cuda.empty_cache()
     return rows
+
+
+def _spin(stop) -> None:
+    """A busy process: holds one core until ``stop`` is set (the 'loaded machine')."""
+    while not stop.is_set():
+        pass
+
+
+def run_threads(device, quick: bool, ceil: dict) -> list[dict]:
+    """CPU only: one default-run iteration (SADA-JEM, digits) with 1 and 2 intra-op threads,
+    on a quiet machine and with one other process spinning on a core. What the trainer's
+    thread choice (Trainer._choose_threads) rests on."""
+    import multiprocessing
+
+    from ebjdat.train import TrainConfig, Trainer
+    if torch.device(device).type != "cpu":
+        return [{"suite": "threads", "case": "cpu threads", "ours": "-", "skipped": "a CPU suite"}]
+    trainer = Trainer(TrainConfig.preset("sadajem", device="cpu", steps=10_000))
+    before, rows = torch.get_num_threads(), []
+    for load in ("quiet", "one core busy"):
+        stop = multiprocessing.Event()
+        spinner = multiprocessing.Process(target=_spin, args=(stop,), daemon=True) if load != "quiet" else None
+        if spinner:
+            spinner.start()
+        try:
+            t = {}
+            for n in (2, 1):
+                torch.set_num_threads(n)
+                t[n] = _seconds(trainer.train_step, "cpu", quick)
+        finally:
+            torch.set_num_threads(before)
+            if spinner:
+                stop.set()
+                spinner.join(5)
+        rows.append({"suite": "threads", "case": f"sadajem/digits iteration, {load}", "baseline": "2 threads",
+                     "ours": "1 thread", "baseline_us": t[2] * 1e6, "ours_us": t[1] * 1e6,
+                     "speedup": t[2] / t[1]})
+    return rows

@@ -29,12 +29,19 @@ def load_for_eval(path, *, device="cpu", data_root=None) -> dict:
     missing = [k for k in ("config", "model") if k not in sd]
     if missing:
         raise ValueError(f"checkpoint {p} has no {', '.join(missing)}: not an ebjdat training checkpoint")
-    cfg = TrainConfig(**sd["config"])
+    try:
+        cfg = TrainConfig.from_dict(sd["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint {p} holds a config this ebjdat cannot read: {e}") from None
     if data_root is not None:
         cfg = cfg.with_overrides(data_root=str(data_root))
     ds = load_dataset(cfg.dataset, "test", root=cfg.data_root, image_size=cfg.image_size)
     model = build_model(cfg, ds.channels, ds.n_classes)
-    model.load_state_dict(sd["model"])
+    try:
+        model.load_state_dict(sd["model"])
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {p}: its model does not fit its own config ({cfg.variant} on "
+                         f"{cfg.dataset}): {str(e).splitlines()[0]}") from None
     buffer = None
     ranks = sd.get("ranks") or []
     if ranks and isinstance(ranks[0], dict) and "buffer" in ranks[0]:

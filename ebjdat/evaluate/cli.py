@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 
@@ -102,9 +103,60 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+# flag -> (attribute, minimum): the integer flags and their smallest sensible value
+INT_FLAGS = {"--n": ("n", 1), "--steps": ("steps", 0), "--restarts": ("restarts", 1),
+             "--aa-steps": ("aa_steps", 1), "--aa-queries": ("aa_queries", 1),
+             "--batch-size": ("batch_size", 1), "--sample-steps": ("sample_steps", 0), "--seed": ("seed", 0)}
+
+
+def check_args(args) -> None:
+    """ValueError naming the flag for any bad number, radius, device or output path: checked
+    before the checkpoint is loaded, so nothing runs (and no result is lost) for a typo."""
+    for flag, (attr, minimum) in INT_FLAGS.items():
+        v = getattr(args, attr)
+        if v < minimum:
+            raise ValueError(f"{flag} {v}: must be an integer >= {minimum}")
+    if args.seed >= 2**63:
+        raise ValueError(f"--seed {args.seed}: must be below 2**63")
+    from .core import eps_list
+    try:
+        radii = eps_list(args.eps, args.norm)   # finite, >= 0, linf at most 1
+    except ValueError as e:
+        raise ValueError(f"--eps: {e}") from None
+    if 0.0 in radii:
+        raise ValueError("--eps 0: radii must be > 0 (the PGD curve always includes eps 0, as a check)")
+    if args.alpha is not None and not (0 < args.alpha and math.isfinite(args.alpha)):
+        raise ValueError(f"--alpha {args.alpha:g}: the PGD step must be a finite number > 0")
+    from ..train.trainer import resolve_device
+    resolve_device(args.device)
+    check_outputs(args)
+
+
+def check_outputs(args) -> None:
+    """--out must be a folder that exists and is writable or can be created (its pictures
+    are replaced); without it, the run folder that gets eval_step_N must be writable.
+    --json must be a new file in a folder that can be written (another eval's numbers are
+    never overwritten)."""
+    from ..plots import check_output
+    if args.out is not None:
+        check_output(args.out, name="--out", folder=True)
+    else:
+        from ..train.checkpoint import resolve_checkpoint
+        from .checkpoint import _default_out
+        run = _default_out(resolve_checkpoint(args.checkpoint), 0).parent
+        check_output(run, name="the run folder (where eval_step_N goes; or pass --out)", folder=True)
+    if args.json is not None:
+        check_output(args.json, name="--json", overwrite=False)
+
+
 def _eval(args) -> int:
     from . import autoattack as aa
     from .checkpoint import evaluate_checkpoint
+    try:
+        check_args(args)
+    except (ValueError, OSError) as e:
+        print(f"ebjdat eval: {e}", file=sys.stderr)
+        return 2
     if args.autoattack and not aa.available():
         print(f"ebjdat eval: {aa.MISSING}", file=sys.stderr)
         return 2
@@ -116,7 +168,7 @@ def _eval(args) -> int:
             device=args.device, precision=args.precision, samples=args.samples, out=args.out,
             inception_weights=args.inception_weights, data_root=args.data_root,
             sample_steps=args.sample_steps, seed=args.seed, progress=True)
-    except (FileNotFoundError, IsADirectoryError, ValueError, ImportError) as e:
+    except (OSError, ValueError, ImportError) as e:   # OSError: missing or unreadable files
         print(f"ebjdat eval: {e}", file=sys.stderr)
         return 2
     print(format_report(res))
@@ -153,9 +205,11 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="model precision in attacks")
     p.add_argument("--samples", action=argparse.BooleanOptionalAction, default=True, help="write sample grids")
     p.add_argument("--sample-steps", type=int, default=100, help="SGLD steps of fresh chains (default 100)")
-    p.add_argument("--out", help="folder for the PNGs (default <run>/eval_step_N)")
+    p.add_argument("--out", help="folder for the PNGs (default <run>/eval_step_N); its PNGs of the same "
+                   "names are replaced")
     p.add_argument("--inception-weights", metavar="PATH", help="Inception weights file for FID / IS (weights-inception-2015-12-05-6726825d.pth)")
-    p.add_argument("--json", metavar="FILE", help="write every number to FILE")
+    p.add_argument("--json", metavar="FILE", help="write every number to FILE (a new file: an existing "
+                   "one is refused)")
     p.add_argument("--data-root", help="the dataset folder, when not where the run had it")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_eval)

@@ -39,7 +39,8 @@ REFERENCE = {"eps": 8 / 255, "alpha": 2 / 255, "steps": 20, "apgd_steps": 20, "a
 
 
 def eps_list(eps, norm: str) -> list[float]:
-    """eps (a number or a sequence; None: 8/255 linf, 0.5 l2) as a list of finite floats >= 0."""
+    """eps (a number or a sequence; None: 8/255 linf, 0.5 l2) as a list of finite floats >= 0,
+    at most 1 for linf (a radius in [0, 1] pixels: larger ones are unit mistakes, 8 for 8/255)."""
     if eps is None:
         return [DEFAULT_EPS[norm]]
     seq = list(eps) if isinstance(eps, (list, tuple)) else [eps]
@@ -51,6 +52,9 @@ def eps_list(eps, norm: str) -> list[float]:
             raise ValueError(f"eps must be finite real numbers (pixel units, e.g. 8/255), got {e!r}")
         if e < 0:
             raise ValueError(f"eps must be >= 0 (a radius in [0, 1] pixel units), got {e}")
+        if norm == "linf" and e > 1:
+            raise ValueError(f"eps must be <= 1 for linf (a radius in [0, 1] pixel units, e.g. 8/255 = 0.0314), "
+                             f"got {e}")
         out.append(float(e))
     return out
 

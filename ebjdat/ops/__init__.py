@@ -11,12 +11,27 @@ from __future__ import annotations
 
 import torch
 
-from . import checks, library
+from . import backends, checks, library
 from .backends import available_backends, get_backend, set_backend, use_backend
 from .generator import PhiloxGenerator, default_generator
 
 __all__ = ["sgld_step_", "pgd_step_", "pgd_init_", "PhiloxGenerator", "set_backend",
-           "get_backend", "available_backends", "use_backend"]
+           "get_backend", "available_backends", "use_backend", "check_backend"]
+
+
+def check_backend(name: str, device: torch.device | str | None = None) -> None:
+    """Raise ValueError, phrased for ``--backend``, unless backend ``name`` can run the ops
+    on ``device``'s tensors (the CPU's when None) on this machine: what a command checks
+    before its work starts (``set_backend`` raises RuntimeError, and only for the machine;
+    the triton backend on CPU tensors fails at the first op without TRITON_INTERPRET=1)."""
+    if name not in backends.NAMES:
+        raise ValueError(f"--backend {name}: not a backend; use one of {', '.join(backends.NAMES)}")
+    reason = {"triton": backends.triton_status, "cuda": backends.cuda_status}.get(name, lambda: None)()
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if reason is None and name == "triton" and dev.type != "cuda" and not backends._interpreting():
+        reason = "the triton backend needs CUDA tensors (CPU tensors run only under TRITON_INTERPRET=1, for tests)"
+    if reason is not None:
+        raise ValueError(f"--backend {name}: {reason}; use --backend torch or auto")
 
 
 def sgld_step_(x: torch.Tensor, grad: torch.Tensor, *, step_size: float, noise_std: float = 0.0,

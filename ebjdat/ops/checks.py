@@ -29,11 +29,29 @@ def tensor(name: str, t, like: torch.Tensor | None = None, same_dtype: bool = Fa
 
 
 def writable(name: str, t: torch.Tensor) -> None:
-    """An in-place target must not overlap itself (e.g. an expanded view)."""
+    """An in-place target must not overlap itself (e.g. an expanded view), nor be part of
+    an autograd graph while grad mode is on (``no_autograd``)."""
     if torch.compiler.is_compiling():  # not traceable; eager calls catch the mistake
         return
+    no_autograd(name, t)
     if t.numel() > 1 and torch._debug_has_internal_overlap(t) == 1:
         raise ValueError(f"{name} has overlapping memory (an expanded view?); pass a tensor that owns its elements")
+
+
+def no_autograd(name: str, t: torch.Tensor) -> None:
+    """With grad mode on, an in-place target must not require grad: the ops have no
+    autograd formula. A leaf is refused as torch refuses in-place ops on it (RuntimeError,
+    torch's words), on every backend alike; a non-leaf too, since its recorded history
+    would no longer describe its values (gradients through it would be silently wrong).
+    Under torch.no_grad() both are legal, as in torch."""
+    if not (t.requires_grad and torch.is_grad_enabled()):
+        return
+    fix = f"pass {name}.detach() (the ops are not differentiable) or call the op under torch.no_grad()"
+    if t.is_leaf:
+        raise RuntimeError(f"a leaf Variable that requires grad is being used in an in-place operation: "
+                           f"{name} requires grad; {fix}")
+    raise RuntimeError(f"{name} requires grad (it is computed from tensors that do) and the ops update it "
+                       f"in place without an autograd formula; {fix}")
 
 
 def number(name: str, v, *, nonneg: bool = True, allow_none: bool = False) -> float | None:

@@ -1,7 +1,21 @@
 """PhiloxGenerator: a counter-based generator whose state lives on the device."""
 from __future__ import annotations
 
+import numbers
+
 import torch
+
+SEEDS = 2**64  # seeds are 64-bit: 0 <= seed < 2**64
+
+
+def _seed(seed) -> int:
+    """seed as an int in [0, 2**64); TypeError for non-integers (bool too), ValueError outside."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int in [0, 2**64), got {type(seed).__name__}")
+    if not 0 <= seed < SEEDS:
+        raise ValueError(f"seed must be in [0, 2**64) (a 64-bit seed), got {seed}; larger or negative "
+                         f"seeds would silently equal another one")
+    return int(seed)
 
 
 class PhiloxGenerator:
@@ -15,8 +29,7 @@ class PhiloxGenerator:
     """
 
     def __init__(self, seed: int = 0, device: torch.device | str | None = None):
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        seed = _seed(seed)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
@@ -36,8 +49,8 @@ class PhiloxGenerator:
         return int(self.state[1].item())
 
     def manual_seed(self, seed: int) -> "PhiloxGenerator":
-        """Set the 64-bit seed (any int, taken modulo 2**64) and reset the offset to 0."""
-        seed &= 0xFFFFFFFFFFFFFFFF
+        """Set the 64-bit seed (an int in [0, 2**64)) and reset the offset to 0."""
+        seed = _seed(seed)
         signed = seed - (1 << 64) if seed >= 1 << 63 else seed
         self.state.copy_(torch.tensor([signed, 0, 0], dtype=torch.int64))
         return self
@@ -47,9 +60,13 @@ class PhiloxGenerator:
         return self.state.detach().cpu().clone()
 
     def set_state(self, state: torch.Tensor) -> None:
-        """Restore a state from :meth:`get_state`."""
+        """Restore a state from :meth:`get_state` (its offset must be >= 0)."""
         if not isinstance(state, torch.Tensor) or state.dtype != torch.int64 or state.shape != (3,):
             raise ValueError("state must be an int64 tensor of shape (3,) from get_state()")
+        offset = int(state[1])  # a host read: restoring a checkpoint, not a hot path
+        if offset < 0:
+            raise ValueError(f"state's offset (state[1]) must be >= 0, got {offset}; "
+                             f"pass a state from get_state()")
         self.state.copy_(state)
         self.state[2] = 0
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .. import graphs, ops
+from ..energy import ClassifierEnergy, conditional, logits_of
 from ..ops import checks
 
 EnergyFn = Callable[..., Tensor]
@@ -45,6 +46,8 @@ class SGLD:
         self.generator = generator
         self.cuda_graph = bool(cuda_graph)
         self._graphs = graphs.GraphCache()
+        self._n_classes: int | None = None  # the logits' width, once a ClassifierEnergy ran
+        self._y_max: int | None = None      # the largest label of the current sample() call
 
     # ------------------------------------------------------------------ public
     def sample(self, batch_size: int | None = None, *, x_init: Tensor | None = None,
@@ -53,7 +56,10 @@ class SGLD:
 
         Starts from x_init (copied, never modified) or, without it, from
         ``buffer.sample(batch_size, y)``, writing the samples back to the same rows.
-        y: optional (B,) labels passed to energy_fn (class-conditional sampling).
+        y: optional (B,) integer labels passed to energy_fn (class-conditional sampling),
+        on the samples' device, in [0, K): K is the logits' width for a ClassifierEnergy
+        (checked before they are indexed), unknown (only y >= 0 is checked) for other
+        energies. ValueError otherwise; checking costs one host read per call.
         """
         idx = None
         if x_init is not None:
@@ -67,8 +73,8 @@ class SGLD:
             x, idx = self.buffer.sample(batch_size, y)
         else:
             raise ValueError("give x_init, or a buffer to the sampler to start from")
-        if y is not None and (y.dim() != 1 or y.shape[0] != x.shape[0]):
-            raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        if y is not None:
+            y = self._labels(y, x)
         if self.cuda_graph:
             x = self._replay(x, y)
         else:
@@ -76,6 +82,30 @@ class SGLD:
         if idx is not None:
             self.buffer.update_(idx, x)
         return x
+
+    def _labels(self, y, x: Tensor) -> Tensor:
+        """y checked (see ``sample``) as int64; remembers its largest value for ``_energy``."""
+        if not isinstance(y, Tensor):
+            raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}")
+        if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+            raise TypeError(f"y must be an integer tensor of class indices, got {y.dtype}")
+        if y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        if y.device != x.device:
+            raise ValueError(f"y is on {y.device} but the samples are on {x.device}; move y there")
+        self._y_max = None
+        if y.numel():
+            lo, hi = torch.stack([y.min(), y.max()]).tolist()  # the one host read of the call
+            if lo < 0:
+                raise ValueError(f"y must hold class indices >= 0, got {lo}")
+            self._check_y_max(hi)
+            self._y_max = hi
+        return y.long()
+
+    def _check_y_max(self, hi: int) -> None:
+        k = self._n_classes
+        if k is not None and hi >= k:
+            raise ValueError(f"y must hold class indices in [0, {k}) (the energy's {k} logits), got {hi}")
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, x: Tensor, y: Tensor | None) -> None:
@@ -91,13 +121,28 @@ class SGLD:
         """-dE/dx at x (a new tensor), by one forward and one input-only backward."""
         x_ = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            e = self.energy_fn(x_) if y is None else self.energy_fn(x_, y)
+            e = self._energy(x_, y)
             if not isinstance(e, Tensor) or e.shape != (x.shape[0],):
                 got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
                 raise ValueError(f"energy_fn must return one energy per sample, shape "
                                  f"({x.shape[0]},); it returned {got}")
             (g,) = torch.autograd.grad(e.sum(), x_)
         return g.neg_()
+
+    def _energy(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """energy_fn(x) or energy_fn(x, y). A ClassifierEnergy with labels runs as its two
+        halves, so that y meets the logits' width before it indexes them: out of range,
+        torch raises a raw index error on the CPU and, on CUDA, a device assert that ends
+        the process's CUDA context. (No host read: y's largest value is known already.)"""
+        if y is None:
+            return self.energy_fn(x)
+        if type(self.energy_fn) is not ClassifierEnergy:
+            return self.energy_fn(x, y)
+        logits = logits_of(self.energy_fn.model, x)
+        self._n_classes = logits.shape[1]
+        if self._y_max is not None:
+            self._check_y_max(self._y_max)
+        return conditional(logits, y)
 
     def _generator(self, x: Tensor) -> ops.PhiloxGenerator | None:
         if self.step["noise_std"] == 0:

@@ -8,6 +8,7 @@ fields by name (``TrainConfig.from_toml``, ``with_overrides``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -78,6 +79,7 @@ class TrainConfig:
     channels_last: bool = True         # fast mode on a GPU: NHWC model and inputs
     backend: str = "auto"
     device: str = "auto"
+    threads: int | None = None         # CPU intra-op threads; None: chosen by the trainer
     seed: int = 0
     out: str | None = None
     steps: int | None = None           # total iterations; None: epochs * steps per epoch
@@ -92,6 +94,7 @@ class TrainConfig:
         """REFERENCE.md's settings of ``variant``, then DIGITS' on the digits data, then overrides."""
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        check_names(overrides)
         values = dict(PRESETS[variant])
         if overrides.get("dataset", cls.dataset) == "digits":
             values.update(DIGITS)
@@ -101,16 +104,29 @@ class TrainConfig:
 
     def with_overrides(self, **overrides) -> "TrainConfig":
         """A copy with fields replaced (unknown names raise ValueError)."""
-        unknown = set(overrides) - {f.name for f in fields(self)}
-        if unknown:
-            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        check_names(overrides)
         return dataclasses.replace(self, **overrides).validated()
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config stored in a checkpoint or summary (fields added since take their defaults)."""
+        check_names(values)
+        return cls(**values).validated()
 
     @classmethod
     def from_toml(cls, path: str, **overrides) -> "TrainConfig":
         """Fields from a TOML file (top-level keys; ``variant`` picks the preset first)."""
-        with open(path, "rb") as f:
-            values = tomllib.load(f)
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config file {path} is not valid TOML: {e}") from None
+        try:
+            check_names(values)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         values.update(overrides)
         return cls.preset(values.pop("variant", "sadajem"), **values)
 
@@ -119,7 +135,9 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ checks
     def validated(self) -> "TrainConfig":
-        """Self, after checking every field's value; raises ValueError naming the field."""
+        """Self, after checking every field's type and value; raises ValueError naming the field."""
+        for f in fields(self):
+            check_type(f.name, getattr(self, f.name), f.type)
         choices = {"variant": VARIANTS, "mode": MODES, "precision": PRECISIONS,
                    "adv_objective": ADV_OBJECTIVES, "optimizer": ("sgd", "adam"),
                    "init": ("uniform", "class_gaussian"), "noise_on": ("all", "pd"),
@@ -143,7 +161,57 @@ class TrainConfig:
             raise ValueError(f"reinit_freq must be in [0, 1], got {self.reinit_freq}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None (chosen by the trainer), got {self.threads}")
         return self
+
+
+# ---------------------------------------------------------------------- checks of names and types
+_NAMES = {f.name for f in fields(TrainConfig)}
+_ALIASES = {"learning_rate": "lr", "num_steps": "steps", "iterations": "steps", "output": "out"}
+_KINDS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def check_names(values: dict) -> None:
+    """ValueError for keys that are no TrainConfig field, suggesting the nearest names."""
+    for key in values:
+        if key not in _NAMES:
+            near = [_ALIASES[key]] if key in _ALIASES else difflib.get_close_matches(str(key), sorted(_NAMES), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else "; `ebjdat train --help` lists the settings"
+            raise ValueError(f"unknown setting {key!r}{hint}")
+
+
+def check_type(name: str, value, annotation: str) -> None:
+    """ValueError unless value fits the field's annotation ("int", "float | None",
+    "list[int]", ...). bool is no int here, though Python says it is; ints pass as floats."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return
+    for kind in kinds:
+        if kind == "list[int]":
+            if isinstance(value, list) and all(type(v) is int for v in value):
+                return
+        elif kind in _KINDS and isinstance(value, _KINDS[kind]) and (kind == "bool" or type(value) is not bool):
+            return
+    want = " or ".join({"list[int]": "a list of integers", "int": "an integer", "float": "a number",
+                        "bool": "true or false", "str": "a string", "None": "none"}[k] for k in kinds)
+    raise ValueError(f"{name} must be {want}, got {type(value).__name__} {value!r}")
+
+
+# what ``ebjdat train --resume`` may change: how long, where and how fast the same run goes on
+RESUMABLE = ("steps", "epochs", "device", "log_every", "ckpt_every", "out", "data_root", "backend",
+             "compile", "threads")
+
+
+def check_resume(stored: TrainConfig, overrides: dict) -> None:
+    """ValueError naming the first override that would change what the run computes."""
+    check_names(overrides)
+    for key, value in overrides.items():
+        if key not in RESUMABLE and getattr(stored, key) != value:
+            raise ValueError(
+                f"--resume cannot change {key} ({getattr(stored, key)!r} in the checkpoint, {value!r} "
+                f"given): that would be another run; start one with --out <new folder>, or resume "
+                f"changing only {', '.join(RESUMABLE)}")
 
 
 # REFERENCE.md, per variant (CIFAR-10, WRN-28-10)

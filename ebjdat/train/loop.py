@@ -3,13 +3,15 @@ final evaluation and the run folder's files.
 
 <out>/checkpoints/step_XXXXXXXX.pt  every ckpt_every steps and at the end (atomic)
 <out>/metrics.jsonl                 one JSON object per log interval
-<out>/summary.json                  step, clean_acc, pgd_acc, wall time, config
+<out>/summary.json                  step, clean_acc, pgd_acc, wall time, threads, resumes, config
 <out>/samples.png                   a grid of SGLD samples
 <out>/energy.png                    energies of clean, adversarial and generated samples
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,9 +23,7 @@ from ..attacks import PGD
 from ..energy import logits_of, marginal
 from . import checkpoint
 from . import distributed as dist
-from .trainer import TrainingDiverged
-
-METRICS = ("loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv")
+from .trainer import METRICS, TrainingDiverged, run_folder_of
 
 
 def total_steps(trainer) -> int:
@@ -31,17 +31,71 @@ def total_steps(trainer) -> int:
     return cfg.steps if cfg.steps is not None else cfg.epochs * trainer.steps_per_epoch
 
 
+def check_run_folder(out: Path, resumed_from: Path | None = None) -> None:
+    """Before any work: a fresh run writes only into a new or empty folder; a resumed one
+    into the folder its checkpoint lies in (if that holds no newer checkpoint) or a new or
+    empty one. Never into another run's files."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; name a new folder")
+    if resumed_from is not None and out.resolve() == run_folder_of(resumed_from):
+        newest = checkpoint.latest_checkpoint(Path(resumed_from).parent)
+        if newest is not None and newest.resolve() != Path(resumed_from).resolve():
+            raise ValueError(f"{newest} is newer than {resumed_from}: continuing the older one in "
+                             f"{out} would mix two histories; resume {newest}, or pass --out <new folder>")
+        return
+    if out.is_dir() and any(out.iterdir()):
+        held = ", ".join(sorted(p.name for p in out.iterdir())[:4])
+        raise ValueError(f"--out {out} already holds files ({held}, ...): continue that run with "
+                         f"--resume {out}, or name a new folder")
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """torch's intra-op threads set to n inside the block (the trainer's choice)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fit(trainer) -> dict:
     """Train to total_steps, then evaluate and write the run folder; returns the summary."""
-    cfg, out = trainer.cfg, Path(trainer.cfg.out)
-    main = dist.is_main()
-    ckpts = out / "checkpoints"
+    cfg = trainer.cfg
+    if cfg.out is None:
+        raise ValueError("out is None: fit writes a run folder; set out (ebjdat train --out)")
+    out, main = Path(cfg.out), dist.is_main()
+    total = total_steps(trainer)
+    if trainer.step >= total:
+        raise ValueError(f"nothing to train: the checkpoint is at step {trainer.step} and the run "
+                         f"ends at step {total}; give --steps larger than {trainer.step}")
     if main:
-        ckpts.mkdir(parents=True, exist_ok=True)
-        _truncate_metrics(out / "metrics.jsonl", trainer.step)
-    total, t0 = total_steps(trainer), time.time()
-    sums = {k: torch.zeros((), device=trainer.device) for k in METRICS}
-    count = 0
+        check_run_folder(out, trainer.resumed_from)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        _carry_metrics(trainer, out)
+    with _threads(trainer.threads):
+        _train(trainer, out, total, main)
+        t_eval = time.time()
+        result = evaluate(trainer)
+    # wall_time_s: training time of the whole run (across resumes); eval_s: the final evaluation
+    summary = {"step": trainer.step, **result, "wall_time_s": round(trainer.wall_s, 2),
+               "eval_s": round(time.time() - t_eval, 2),
+               "threads": trainer.threads, "threads_reason": trainer.threads_reason,
+               "resumes": trainer.resumes, "config": cfg.to_dict()}
+    if main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _train(trainer, out: Path, total: int, main: bool) -> None:
+    """The iteration loop: metrics rows every log_every steps, checkpoints every ckpt_every.
+    The log window and the wall time continue from the checkpoint (Trainer.log_sums,
+    log_count, wall_s), so a resumed run writes the rows an uninterrupted one would."""
+    cfg, ckpts = trainer.cfg, out / "checkpoints"
+    base, t0 = trainer.wall_s, time.time()
+    sums = trainer.log_sums
     bar = tqdm(total=total, initial=trainer.step, disable=not main, desc=f"{cfg.variant} {cfg.mode}",
                unit="it", dynamic_ncols=True, mininterval=1.0)
     try:
@@ -49,16 +103,18 @@ def fit(trainer) -> dict:
             m = trainer.train_step()
             for k in METRICS:
                 sums[k] += m[k]
-            count += 1
+            trainer.log_count += 1
+            trainer.wall_s = base + time.time() - t0
             bar.update(1)
             last = trainer.step == total
             if trainer.step % cfg.log_every == 0 or last:
                 trainer.check_finite()
-                row = {"step": trainer.step, "lr": m["lr"], **{k: float(v) / count for k, v in sums.items()},
-                       "wall_s": round(time.time() - t0, 2)}
+                row = {"step": trainer.step, "lr": m["lr"],
+                       **{k: float(v) / trainer.log_count for k, v in sums.items()},
+                       "window": trainer.log_count, "wall_s": round(trainer.wall_s, 2)}
                 for v in sums.values():
                     v.zero_()
-                count = 0
+                trainer.log_count = 0
                 bar.set_postfix(loss=f"{row['loss']:.3f}", l_pyx=f"{row['l_pyx']:.3f}")
                 if main:
                     with open(out / "metrics.jsonl", "a") as f:
@@ -67,14 +123,9 @@ def fit(trainer) -> dict:
                 trainer.check_finite()   # never write a checkpoint of a diverged model
                 save(trainer, checkpoint.checkpoint_path(ckpts, trainer.step))
     except TrainingDiverged as e:
-        bar.close()
         raise _diverged(trainer, out, e) from None
-    bar.close()
-    summary = {"step": trainer.step, **evaluate(trainer), "wall_time_s": round(time.time() - t0, 2),
-               "config": cfg.to_dict()}
-    if main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    finally:
+        bar.close()
 
 
 def save(trainer, path: Path) -> None:
@@ -86,12 +137,37 @@ def save(trainer, path: Path) -> None:
     dist.barrier()
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop log rows written after the checkpoint we continue from."""
-    if not path.exists():
+def _carry_metrics(trainer, out: Path) -> None:
+    """On resume: metrics.jsonl keeps the rows up to the checkpoint's step (rows written
+    after it are dropped: they are trained again); resumed into a new folder, it starts
+    with the source run's rows."""
+    if trainer.resumed_from is None:
         return
-    rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
-    path.write_text("".join(r + "\n" for r in rows))
+    source = run_folder_of(trainer.resumed_from) / "metrics.jsonl"
+    rows = _metric_rows(source, trainer.step) if source.exists() else []
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _metric_rows(path: Path, step: int) -> list[dict]:
+    """The rows of a metrics.jsonl up to ``step``. A last line cut short (a kill while it was
+    written) is dropped with a note; a damaged line elsewhere is an error naming it."""
+    lines = path.read_text().splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                print(f"ebjdat: dropped the partial last line of {path} (the run was stopped while "
+                      f"writing it)", file=sys.stderr)
+                break
+            raise ValueError(f"{path} line {i + 1} is not JSON: the file is damaged; repair or "
+                             f"remove that line, then resume") from None
+        if row.get("step", 0) <= step:
+            rows.append(row)
+    return rows
 
 
 def _diverged(trainer, out: Path, err: TrainingDiverged) -> TrainingDiverged:

@@ -26,7 +26,7 @@ from ..models import SmallCNN, WideResNet
 from ..sampling import PYLD, SGLD, ClassGaussianInit, ReplayBuffer
 from . import distributed as dist
 from .checkpoint import load_checkpoint, resolve_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, check_resume
 from .objectives import learning_rate, objective
 from .reference import reference_attack
 from .sam import SAM
@@ -34,6 +34,10 @@ from .sam import SAM
 
 class TrainingDiverged(RuntimeError):
     """The loss became non-finite or exceeded cfg.loss_bound."""
+
+
+METRICS = ("loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv")
+SMALL_MODEL_PARAMS = 1_000_000
 
 
 def build_model(cfg: TrainConfig, channels: int, n_classes: int) -> nn.Module:
@@ -46,9 +50,29 @@ def build_model(cfg: TrainConfig, channels: int, n_classes: int) -> nn.Module:
 
 
 def resolve_device(name: str) -> torch.device:
+    """"auto" (the GPU when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N" as a
+    torch.device; ValueError, phrased for --device, for a name that is no such device or a
+    GPU torch cannot see (checked here: torch's own error comes later, and is cryptic)."""
+    if not isinstance(name, str):
+        raise TypeError(f"device must be a string (auto, cpu, cuda or cuda:N), got {type(name).__name__}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ValueError(f"--device {name}: ebjdat runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is visible to torch (torch.cuda.is_available() "
+                         f"is False); use --device cpu or auto")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"--device {name}: torch sees {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}; "
+                         f"use one of those, cuda or auto")
+    return dev
 
 
 class Trainer:
@@ -62,7 +86,10 @@ class Trainer:
         torch.manual_seed(seed)
         self.fast = cfg.mode == "fast"
         self.gpu = self.device.type == "cuda"
+        ops.check_backend(cfg.backend, self.device)   # ValueError saying what to use instead
         ops.set_backend(cfg.backend)
+        self.resumed_from: Path | None = None   # the checkpoint this trainer continues
+        self.resumes: list[dict] = []            # every resume of the run: step, file, changes
 
         self.train_set = load_dataset(cfg.dataset, "train", root=cfg.data_root, image_size=cfg.image_size)
         self.test_set = load_dataset(cfg.dataset, "test", root=cfg.data_root, image_size=cfg.image_size)
@@ -74,6 +101,7 @@ class Trainer:
                                 augment=True, noise_sigma=cfg.sigma, generator=gen(2))
 
         self.model = self._build_model().to(self.device)
+        self.threads, self.threads_reason = self._choose_threads()
         if self.fast and self.gpu and cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         dist.broadcast_model(self.model)
@@ -85,8 +113,28 @@ class Trainer:
         self.attack = self._build_attack()
         self.step = 0
         self._worst = torch.zeros((), device=self.device)   # max |loss| since the last check
+        # the log window (sums of the metrics since the last row, their count) and the
+        # training time so far: checkpointed, so a resumed run logs what an uninterrupted one would
+        self.log_sums = {k: torch.zeros((), device=self.device) for k in METRICS}
+        self.log_count = 0
+        self.wall_s = 0.0
 
     # ------------------------------------------------------------------ construction
+    def _choose_threads(self) -> tuple[int, str]:
+        """(threads, why): the CPU intra-op threads ``fit`` trains with: cfg.threads, else
+        one for models under SMALL_MODEL_PARAMS parameters, where a second thread gains
+        little on a quiet machine and costs up to 10x when another process holds a core
+        (idle threads spin-wait for it: ``ebjdat bench threads``); torch's default otherwise
+        and on a GPU."""
+        if self.gpu:
+            return torch.get_num_threads(), "GPU run: torch's default"
+        if self.cfg.threads is not None:
+            return self.cfg.threads, "set by the threads setting"
+        n_params = sum(p.numel() for p in self.model.parameters())
+        if n_params < SMALL_MODEL_PARAMS:
+            return 1, f"{n_params} parameters < {SMALL_MODEL_PARAMS}: one thread survives a loaded machine"
+        return torch.get_num_threads(), f"{n_params} parameters: torch's default"
+
     def _build_model(self) -> nn.Module:
         ds = self.train_set
         return build_model(self.cfg, ds.channels, ds.n_classes)
@@ -235,11 +283,19 @@ class Trainer:
         """Everything a resumed run needs, tensors and plain values only: the shared
         model, optimiser, step and config, and each rank's buffer shard and random streams."""
         return {"step": self.step, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "wall_s": self.wall_s, "resumes": self.resumes,
+                "log": {"sums": {k: v.detach().cpu() for k, v in self.log_sums.items()},
+                        "count": self.log_count},
                 "ranks": dist.gather_states(self._rank_state())}
 
     def load_state_dict(self, sd: dict) -> None:
         self.step = sd["step"]
+        self.wall_s = float(sd.get("wall_s", 0.0))
+        self.resumes = list(sd.get("resumes", []))
+        if "log" in sd:   # checkpoints of earlier versions start a fresh log window
+            for k, v in sd["log"]["sums"].items():
+                self.log_sums[k].copy_(v)
+            self.log_count = int(sd["log"]["count"])
         self.model.load_state_dict(sd["model"])
         self.optimizer.load_state_dict(sd["optimizer"])
         mine = dist.my_state(sd["ranks"], self.rank)
@@ -279,12 +335,44 @@ class Trainer:
     @classmethod
     def resume(cls, path, **overrides) -> "Trainer":
         """The Trainer of a checkpoint file, or of the newest checkpoint in a run folder
-        (or its checkpoints/ folder), continuing exactly where it left off. ``overrides``
-        replace config fields (e.g. steps to train longer, device)."""
-        sd = load_checkpoint(resolve_checkpoint(path))
-        trainer = cls(TrainConfig(**sd["config"]).with_overrides(**overrides))
-        trainer.load_state_dict(sd)
+        (or its checkpoints/ folder), continuing exactly where it left off.
+
+        ``overrides`` may change only config.RESUMABLE fields (how long, where and how fast
+        the same run goes on: steps, epochs, device, ...); any other field that differs from
+        the checkpoint's raises ValueError naming it. The run continues in the folder the
+        checkpoint lies in (``run_folder_of``), whatever the stored config says, unless
+        ``out`` names another folder (``fit`` accepts only a new or empty one) or is None
+        (nothing will be written: sampling, evaluation).
+        """
+        ckpt = resolve_checkpoint(path)
+        sd = load_checkpoint(ckpt)
+        for key in ("config", "model", "optimizer", "ranks", "step"):
+            if key not in sd:
+                raise ValueError(f"checkpoint {ckpt} has no {key!r}: not an ebjdat training checkpoint "
+                                 f"(Trainer.save writes those)")
+        try:
+            stored = TrainConfig.from_dict(sd["config"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint {ckpt} holds a config this ebjdat cannot read: {e}") from None
+        check_resume(stored, overrides)
+        overrides.setdefault("out", str(run_folder_of(ckpt)))
+        trainer = cls(stored.with_overrides(**overrides))
+        try:
+            trainer.load_state_dict(sd)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise ValueError(f"checkpoint {ckpt} does not fit its own config ({stored.variant} on "
+                             f"{stored.dataset}): {str(e).splitlines()[0]}") from e
+        trainer.resumed_from = ckpt
+        changed = {k: [getattr(stored, k), v] for k, v in overrides.items() if getattr(stored, k) != v}
+        trainer.resumes.append({"step": trainer.step, "checkpoint": str(ckpt), "changed": changed})
         return trainer
+
+
+def run_folder_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to: the parent of its checkpoints/ folder, else
+    the folder it lies in."""
+    folder = Path(checkpoint).resolve().parent
+    return folder.parent if folder.name == "checkpoints" else folder
 
 
 @contextlib.contextmanager
