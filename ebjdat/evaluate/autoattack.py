@@ -21,17 +21,23 @@ from tqdm import tqdm
 from .robustness import batches, correct
 from .wrapper import kept_modes
 
-INSTALL = "pip install --no-deps torchattacks"
+INSTALL = "pip install \"ebjdat[attacks]\" && pip install --no-deps torchattacks==3.5.1"
 MISSING = (f"AutoAttack needs the optional package torchattacks, which is not installed; install it with "
-           f"`{INSTALL}` (--no-deps keeps its pinned requirements from replacing your torch)")
+           f"`{INSTALL}` (the extra brings its requirements but torchvision; --no-deps keeps its pins "
+           f"from replacing your torch)")
 
 
 def torchattacks_module():
-    """The torchattacks module, or ImportError with the install command."""
+    """The torchattacks module, or ImportError saying exactly what is missing and how to
+    install it (torchattacks itself, or one of its requirements)."""
     try:
         import torchattacks
     except ImportError as e:
-        raise ImportError(MISSING) from e
+        if e.name in (None, "torchattacks"):
+            raise ImportError(MISSING) from e
+        raise ImportError(f"torchattacks is installed but cannot be imported: it needs {e.name!r}, which is "
+                          f"missing; install it with `pip install \"ebjdat[attacks]\"` (or "
+                          f"`pip install {e.name}`)") from e
     return torchattacks
 
 
