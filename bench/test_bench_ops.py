@@ -14,7 +14,6 @@ import torch
 
 from ebjdat import ops
 from ebjdat.bench import formulas, suite_ops
-
 from ebjdat.bench.timing import burst_us, fits_in_l2
 
 from .conftest import HAS_GPU, graph_us

@@ -35,11 +35,11 @@ class PGD:
     * ``"ce"``: ``J = mean_i CE(logits(x_adv)_i, y_i)``, torchattacks' PGD / PGDL2 cost,
       so without random start the result equals theirs. Targeted: ``J = -CE`` towards y.
     * ``"energy"``: ``J = sum_i E(x_adv_i, y_i) = -sum_i logits(x_adv_i)[y_i]``.
-    * ``"ebjdat"``: ``J = sum_i logits(x_adv_i)[y_i] + mean_i P_i`` with the perceptual
+    * ``"ebjdat"``: ``J = sum_i logits(x_adv_i)[y_i] + w * sum_i P_i`` with the perceptual
       distance ``P_i = || l_i/||l_i|| - a_i/||a_i|| ||^2``, ``l = logits(x)`` (computed
-      once per attack, without gradient) and ``a = logits(x_adv)`` (REFERENCE.md).
-      ``perceptual_weight=w`` replaces the mean by ``w * sum_i P_i`` (the published loop
-      averages P over micro-batches of 2: w = 1/2).
+      once per attack, without gradient), ``a = logits(x_adv)`` and ``w =
+      perceptual_weight``, 1 by default: the published loop sums P over each micro-batch
+      (REFERENCE.md), a weight of 1 per sample.
     * a callable ``(logits, y, x_adv, x) -> Tensor``: a scalar, or per-sample values summed.
 
     Steps, for k = 1..steps: ``g = dJ/dx_adv``; linf ``x_adv += alpha * sign(g)``, l2
@@ -144,8 +144,8 @@ class PGD:
             obj = energy.conditional(logits, y).sum()
         elif self.loss == "ebjdat":
             p = energy.perceptual_distance(clean, logits)
-            w = self.perceptual_weight
-            obj = -energy.conditional(logits, y).sum() + (p.mean() if w is None else w * p.sum())
+            w = 1.0 if self.perceptual_weight is None else self.perceptual_weight
+            obj = -energy.conditional(logits, y).sum() + w * p.sum()
         else:
             obj = self.loss(logits, y, x_adv, x)
             if not isinstance(obj, Tensor):

@@ -8,13 +8,14 @@ Drawn with Pillow alone (no matplotlib): small, readable figures for training lo
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, features
+
+from . import checks
 
 NAN_COLOUR = (255, 0, 255)  # magenta: no image in [-1, 1] maps to it by accident in grey
 PAD_COLOUR = (80, 80, 80)  # visible against both black digit backgrounds and white
@@ -99,14 +100,6 @@ def _save(img: Image.Image, path, fmt: str) -> Path:
     return path
 
 
-def _positive_int(name: str, v, *, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(v).__name__} {v!r}")
-    if v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
-
-
 def save_grid(path, x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> Path:
     """Save images ``x`` (B, C, H, W), C = 1 or 3, values in [-1, 1], as one grid picture.
 
@@ -129,10 +122,10 @@ def save_grid(path, x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> P
     b, c, h, w = x.shape
     if b == 0 or h == 0 or w == 0:
         raise ValueError(f"x holds no pixels (shape {tuple(x.shape)}); nothing to draw")
-    ncol = math.ceil(math.sqrt(b)) if nrow is None else _positive_int("nrow", nrow)
+    ncol = math.ceil(math.sqrt(b)) if nrow is None else checks.integer("nrow", nrow)
     ncol = min(ncol, b)
     nrows = math.ceil(b / ncol)
-    pad = _positive_int("pad", pad, minimum=0)
+    pad = checks.integer("pad", pad, minimum=0)
     scale = max(1, math.ceil(MIN_GRID_WIDTH / (ncol * w)))
 
     x = x.detach().to("cpu", torch.float32)
@@ -155,7 +148,7 @@ def save_grid(path, x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> P
 
 # -- histograms ----------------------------------------------------------------------
 
-def _font(size: int):
+def font(size: int):
     try:  # Pillow >= 10.1: the bundled scalable font
         return ImageFont.load_default(size=size)
     except TypeError:  # older Pillow: the fixed bitmap font
@@ -184,7 +177,7 @@ def _fmt(v: float, step: float) -> str:
     return f"{v:.{decimals}f}"
 
 
-def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
+def text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
     l, t, r, b = draw.textbbox((0, 0), text, font=font)
     return r - l, b - t
 
@@ -203,8 +196,8 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
     fmt = image_format(path)
     if not isinstance(series, dict):
         raise TypeError(f"series must be a dict name -> values, got {type(series).__name__}")
-    bins = _positive_int("bins", bins)
-    width, height = (_positive_int("size[0]", size[0], minimum=200), _positive_int("size[1]", size[1], minimum=150))
+    bins = checks.integer("bins", bins)
+    width, height = (checks.integer("size[0]", size[0], minimum=200), checks.integer("size[1]", size[1], minimum=150))
 
     data = []  # (name, finite values as float64, n dropped)
     for name, v in series.items():
@@ -225,7 +218,7 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
     fracs = [np.histogram(v, bins=bins, range=(lo, hi))[0] / v.size if v.size else None for _, v, _ in data]
     img = Image.new("RGBA", (width, height), (255, 255, 255, 255))
     draw = ImageDraw.Draw(img)
-    font, small, big = _font(13), _font(11), _font(15)
+    regular, small, big = font(13), font(11), font(15)
     left, right, top, bottom = 58, width - 16, 34 if title else 16, height - 48
     pw, ph = right - left, bottom - top
 
@@ -242,8 +235,8 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
         lines.append((text, PALETTE[k % len(PALETTE)]))
     if not lines:
         lines = [("no series", (127, 127, 127))]
-    lh = _text_size(draw, "Ag", font)[1] + 6
-    lw = min(max(_text_size(draw, t, font)[0] for t, _ in lines) + 34, pw - 16)
+    lh = text_size(draw, "Ag", regular)[1] + 6
+    lw = min(max(text_size(draw, t, regular)[0] for t, _ in lines) + 34, pw - 16)
     lbox_h = lh * len(lines) + 6
     peak = max([float(f.max()) for f in fracs if f is not None] + [0.0])
     free = max(0.2, 1.0 - (lbox_h + 14) / ph)  # fraction of the plot height below the legend
@@ -270,7 +263,7 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
         y = py(t)
         draw.line([(left, y), (right, y)], fill=(232, 232, 232))
         label = _fmt(t, ystep)
-        tw, th = _text_size(draw, label, small)
+        tw, th = text_size(draw, label, small)
         draw.text((left - 6 - tw, y - th / 2 - 2), label, fill=(60, 60, 60), font=small)
     xticks, xstep = _nice_ticks(lo, hi, 7)
     for t in xticks:
@@ -278,7 +271,7 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
         draw.line([(x, top), (x, bottom)], fill=(240, 240, 240))
         draw.line([(x, bottom), (x, bottom + 5)], fill=(60, 60, 60))
         label = _fmt(t, xstep)
-        tw, _ = _text_size(draw, label, small)
+        tw, _ = text_size(draw, label, small)
         draw.text((x - tw / 2, bottom + 7), label, fill=(60, 60, 60), font=small)
 
     # bars: translucent fills composited one series at a time, then solid step outlines
@@ -306,11 +299,11 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
 
     # axes, labels, title
     draw.line([(left, top), (left, bottom), (right, bottom)], fill=(40, 40, 40), width=1)
-    tw, _ = _text_size(draw, xlabel, font)
-    draw.text((left + pw / 2 - tw / 2, bottom + 26), xlabel, fill=(20, 20, 20), font=font)
+    tw, _ = text_size(draw, xlabel, regular)
+    draw.text((left + pw / 2 - tw / 2, bottom + 26), xlabel, fill=(20, 20, 20), font=regular)
     draw.text((4, top - 16 if title else 2), "fraction", fill=(60, 60, 60), font=small)
     if title:
-        tw, _ = _text_size(draw, title, big)
+        tw, _ = text_size(draw, title, big)
         draw.text((width / 2 - tw / 2, 8), title, fill=(0, 0, 0), font=big)
 
     ly = top + 6
@@ -322,7 +315,7 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
     for i, (text, colour) in enumerate(lines):
         y = ly + 6 + i * lh
         draw.rectangle([lx + 8, y + 2, lx + 20, y + lh - 6], fill=colour)
-        draw.text((lx + 26, y), text, fill=(20, 20, 20), font=font)
+        draw.text((lx + 26, y), text, fill=(20, 20, 20), font=regular)
 
     return _save(img.convert("RGB"), path, fmt)
 

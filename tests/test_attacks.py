@@ -129,7 +129,7 @@ def test_ebjdat_objective_raises_j():
 
     def j(xa):
         clean, logits = model(x), model(xa)
-        return logits.gather(1, y[:, None]).sum() + energy.perceptual_distance(clean, logits).mean()
+        return logits.gather(1, y[:, None]).sum() + energy.perceptual_distance(clean, logits).sum()
 
     x_adv = PGD(model, eps=0.1, alpha=0.02, steps=5, loss="ebjdat", random_start=False)(x, y)
     with torch.no_grad():

@@ -14,8 +14,15 @@ from torch import nn
 from ebjdat import cli, ops
 from ebjdat.attacks import PGD
 from ebjdat.data import load_dataset
-from ebjdat.evaluate import (PixelModel, evaluate, evaluate_checkpoint, fid_is, from_pixels,
-                             reference_protocol, to_pixels)
+from ebjdat.evaluate import (
+    PixelModel,
+    evaluate,
+    evaluate_checkpoint,
+    fid_is,
+    from_pixels,
+    reference_protocol,
+    to_pixels,
+)
 from ebjdat.evaluate import autoattack as aa
 from ebjdat.evaluate import fid as fidmod
 from ebjdat.evaluate.robustness import correct

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from ebjdat import cli
 from ebjdat.train import TrainConfig, Trainer
@@ -199,3 +200,82 @@ def test_checkpoint_of_another_config_is_a_message(run4, tmp_path, capsys):
         Trainer.resume(other, out=None)
     assert cli.main(["eval", "--checkpoint", str(other), "--n", "8"]) == 2
     assert "does not fit its own config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_attack_follows_the_clean_forwards(mode):
+    """The published order: the train-mode forwards of x_pd, x_q and x_lab run after the
+    sampler and before the eval-mode attack, so the attack sees BatchNorm statistics that
+    include this iteration's batches (num_batches_tracked counts train-mode forwards)."""
+    cfg = TrainConfig.preset("sadajem", mode=mode, device="cpu", buffer_size=64, batch_size=8,
+                             label_batch_size=8, sgld_steps=2, pgd_steps=1)
+    t = Trainer(cfg)
+    bn = next(m for m in t.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = {}
+    sample_q, adversarial = t.sample_q, t.adversarial
+
+    def after_sampler(*a, **k):
+        out = sample_q(*a, **k)
+        seen["after_sampler"] = int(bn.num_batches_tracked)
+        return out
+
+    def at_attack(*a, **k):
+        seen["at_attack"] = int(bn.num_batches_tracked)
+        return adversarial(*a, **k)
+    t.sample_q, t.adversarial = after_sampler, at_attack
+    t.train_step()
+    assert seen["at_attack"] == seen["after_sampler"] + 3
+
+
+def test_ebjdat_attack_sums_the_perceptual_distance():
+    """PGD(loss="ebjdat") on the whole batch equals the published micro-batch loop, whose
+    objective sums P over each micro-batch of 2 (weight 1 per sample), in eval mode."""
+    from ebjdat import PGD
+    from ebjdat.energy import perceptual_distance
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.Tanh(),
+                                torch.nn.Linear(16, 5)).double()
+    x, y = torch.rand(6, 3, 2, 2, dtype=torch.float64) * 2 - 1, torch.randint(0, 5, (6,))
+    out = []
+    for i in range(0, 6, 2):
+        xb, yb, xa = x[i:i + 2], y[i:i + 2], x[i:i + 2].clone()
+        for _ in range(3):
+            xa = xa.detach().requires_grad_(True)
+            j = model(xa).gather(1, yb[:, None]).sum() + perceptual_distance(model(xb).detach(), model(xa)).sum()
+            xa = (xa.detach() + 0.05 * torch.autograd.grad(j, xa)[0].sign()).clamp(-1, 1)
+        out.append(xa)
+    atk = PGD(model, eps=None, alpha=0.05, steps=3, random_start=False, clamp=(-1.0, 1.0), loss="ebjdat")
+    assert torch.equal(atk(x, y), torch.cat(out))
+
+
+def test_final_evaluation_leaves_the_training_state(tmp_path):
+    """fit's closing evaluation (attack, picture samples) draws from its own generator and
+    undoes its buffer writes and random draws: the state after fit equals that of the same
+    iterations run without it."""
+    cfg = TrainConfig.from_toml(_config(tmp_path, "steps = 4\nckpt_every = 4\n"))
+    fitted = Trainer(cfg.with_overrides(out=str(tmp_path / "run")))
+    fitted.fit()
+    plain = Trainer(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(fitted.threads)     # fit trains with the trainer's thread choice
+    try:
+        for _ in range(4):
+            plain.train_step()
+    finally:
+        torch.set_num_threads(threads)
+    a, b = fitted.state_dict(), plain.state_dict()
+
+    def same(x, y, where):
+        if isinstance(x, torch.Tensor):
+            assert torch.equal(x, y), where
+        elif isinstance(x, dict):
+            assert x.keys() == y.keys(), where
+            for k in x:
+                same(x[k], y[k], f"{where}.{k}")
+        elif isinstance(x, (list, tuple)):
+            for i, (u, v) in enumerate(zip(x, y)):
+                same(u, v, f"{where}[{i}]")
+        else:
+            assert x == y, where
+    for key in ("step", "model", "optimizer", "ranks"):
+        same(a[key], b[key], key)

@@ -38,7 +38,7 @@ def _wrapped(fn, name):
 def instrument(trainer):
     """Put the sampler, attack and optimizer phases of ``trainer`` in profiler ranges."""
     for attr, name in (("sample_q", "ebjdat.sampler"), ("adversarial", "ebjdat.attack"),
-                       ("_update", "ebjdat.optimizer")):
+                       ("_optimise", "ebjdat.optimizer")):
         setattr(trainer, attr, _wrapped(getattr(trainer, attr), name))
     return trainer
 

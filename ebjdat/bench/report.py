@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ..plots import _font, _text_size
+from ..plots import font, text_size
 from .cli import table_lines
 
 
@@ -68,14 +68,14 @@ def plot(results: list[dict], path, width: int = 1000) -> Path:
             for res in results for r in res["rows"] if r.get("speedup")]
     if not bars:
         raise ValueError("no timed rows with a speed-up to plot")
-    font, small = _font(13), _font(11)
+    title_font, small = font(13), font(11)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_w = min(560, max(_text_size(probe, b[0], small)[0] for b in bars) + 12)
+    label_w = min(560, max(text_size(probe, b[0], small)[0] for b in bars) + 12)
     bar_h, top, bottom = 18, 40, 40
     height = top + bottom + bar_h * len(bars)
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
-    d.text((10, 10), "ebjdat bench: speed-up over each row's baseline (log scale)", fill="black", font=font)
+    d.text((10, 10), "ebjdat bench: speed-up over each row's baseline (log scale)", fill="black", font=title_font)
     x0, x1 = label_w, width - 60
     logs = [math.log2(max(s, 1e-3)) for _, s in bars]
     lo, hi = min(0.0, math.floor(min(logs))), max(1.0, math.ceil(max(logs)))

@@ -16,8 +16,8 @@ attack: PGD-10 linf in eval mode. (a) cross-entropy objective, no random start:
 torchattacks' PGD (when installed) against ebjdat's PGD: eager fp32; on a GPU also fp32
 replayed as a CUDA graph (the same math: ``max_abs_diff_vs_torchattacks``) and with
 everything on (bf16 autocast, channels_last model and input, CUDA graph). (b) the EB-JDAT objective: the reference baseline's micro-batched attack
-(baseline.ReferenceLoop.attack, micro-batches of 2, clean logits recomputed, two
-forwards per step) against the full-batch eager attack and ebjdat's PGD.
+(ebjdat.published.published_attack: micro-batches of 2, clean logits recomputed, two
+forwards per step) against ebjdat's full-batch PGD.
 
 Sizes: WRN-28-10 on 32x32 (batch 64 for SGLD, 256 for PGD) on a GPU; --quick: the digits
 SmallCNN on 8x8 inputs, batch 32. Times: CUDA-event medians on a GPU, perf_counter
@@ -35,8 +35,8 @@ import ebjdat
 from ebjdat.energy import ClassifierEnergy
 from ebjdat.models import SmallCNN, WideResNet
 
+from ..published import PublishedLoop
 from . import formulas, timing
-from .baseline import EagerLoop, ReferenceLoop
 
 
 def model_and_shape(device, quick: bool):
@@ -184,15 +184,12 @@ def run_attack(device, quick: bool, ceil: dict, cfg=None) -> list[dict]:
     cfg = cfg or TrainConfig.preset("sadajem", dataset="digits", device=str(dev), buffer_size=64,
                                     batch_size=8, pgd_steps=steps, init="uniform")
     xs = x * 2 - 1
-    ref = ReferenceLoop(cfg, copy.deepcopy(model), xs, y, 10, dev)
-    eag = EagerLoop(cfg, copy.deepcopy(model), xs, y, 10, dev)
+    ref = PublishedLoop(cfg, copy.deepcopy(model), xs, y, 10, dev)
     pgd = ebjdat.PGD(model, eps=None, start_eps=cfg.pgd_eps, alpha=cfg.pgd_alpha, steps=steps,
-                     clamp=(-1.0, 1.0), loss="ebjdat", perceptual_weight=1 / cfg.adv_micro_batch,
+                     clamp=(-1.0, 1.0), loss="ebjdat",
                      generator=ebjdat.ops.PhiloxGenerator(0, device=dev))
     case = f"pgd{steps}-ebjdat/{name}/b{b}"
     ref_us = _time(lambda: ref.attack(xs, y), dev, quick, slow=True)
-    rows.append(_row("attack", case, "reference (micro-batch 2)", "full-batch eager", ref_us,
-                     _time(lambda: eag.attack(xs, y), dev, quick), flops, ceil))
     rows.append(_row("attack", case, "reference (micro-batch 2)", "ebjdat PGD eager", ref_us,
                      _time(lambda: pgd(xs, y), dev, quick), flops, ceil))
     return rows

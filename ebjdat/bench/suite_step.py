@@ -1,8 +1,8 @@
 """The training-iteration suite: one EB-JDAT iteration (SADA-JEM preset) per method.
 
 Cases, each timed on the same fixed batches and stated against the reference baseline:
-``reference baseline`` (baseline.ReferenceLoop, REFERENCE.md's loop re-implemented),
-``full-batch eager fp32`` (baseline.EagerLoop), then the trainer. On the CPU: its
+``reference baseline`` (ebjdat.published.PublishedLoop, REFERENCE.md's loop), then the
+trainer. On the CPU: its
 ``reference mode`` and ``fast fp32``. On a GPU (where reference mode, the same computation
 as the baseline, is not timed again) ``trainer fast fp32`` and each optimisation switched
 on in turn: ``+bf16``, ``+channels_last``, ``+cuda_graph``, then ``+compile`` when
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
+from ..published import PublishedLoop
 from . import formulas, profiling, timing
-from .baseline import EagerLoop, ReferenceLoop
 
 QUICK = {"dataset": "digits", "batch_size": 16, "label_batch_size": 16, "buffer_size": 200,
              "sgld_steps": 5, "pgd_steps": 5}
@@ -87,8 +87,7 @@ def run(device, quick: bool, ceil: dict, profile_dir=None, deadline: float | Non
         return cls(cfg, copy.deepcopy(model0), ds.x, ds.y, ds.n_classes, dev, ref_trainer.steps_per_epoch,
                    gaussian=gauss)
 
-    cases = [("reference baseline", lambda: baseline(ReferenceLoop)),
-             ("full-batch eager fp32", lambda: baseline(EagerLoop))]
+    cases = [("reference baseline", lambda: baseline(PublishedLoop))]
     if gpu:
         cases += [(name, lambda o=o: Trainer(_cfg(dev, quick, "fast", **o))) for name, o in GPU_STAGES]
     else:
@@ -102,7 +101,7 @@ def run(device, quick: bool, ceil: dict, profile_dir=None, deadline: float | Non
             rows.append({"suite": "step", "case": case, "ours": name, "skipped": why})
             continue
         obj = make()
-        if isinstance(obj, (ReferenceLoop, EagerLoop)):
+        if isinstance(obj, PublishedLoop):
             fn = lambda o=obj: o.step(x_lab, y_lab, x_pd)
         else:
             profiling.instrument(obj)

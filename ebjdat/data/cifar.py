@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import Dataset, _check_n, _check_split, fit_size, subset, to_unit_range
+from .base import Dataset, check_n, check_split, fit_size, subset, to_unit_range
 
 try:  # numpy >= 2 (numpy.core is a deprecated alias there)
     from numpy._core.multiarray import _reconstruct
@@ -141,8 +141,8 @@ def load_cifar(name: str, split: str = "train", *, root=None, image_size: int | 
     if name not in _SPECS:
         raise ValueError(f"name must be one of {tuple(_SPECS)}, got {name!r}")
     folder, train_files, test_files, label_key, n_classes, _ = _SPECS[name]
-    files = test_files if _check_split(split) == "test" else train_files
-    n = _check_n(n)
+    files = test_files if check_split(split) == "test" else train_files
+    n = check_n(n)
     root = Path(root).expanduser() if root is not None else default_root()
 
     where, fetched = _find(root, folder, files), None

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from .datasets import Dataset
+from .base import Dataset
 
 __all__ = ["Loader", "augment_batch"]
 

@@ -7,86 +7,16 @@ device kernel: no ``.item()``, no host copies, no data-dependent Python control 
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Callable
 
 import torch
 
+from .. import checks
+
 __all__ = ["ReplayBuffer"]
 
 Init = Callable[[int, "torch.Tensor | None"], torch.Tensor]
-
-
-# ---- argument checks shared with ebjdat.sampling.init ------------------------------------
-def _int(name: str, v, *, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return int(v)
-
-
-def _bounds(v) -> tuple[float, float]:
-    """bounds: a (lo, hi) pair of finite reals with lo < hi."""
-    if not isinstance(v, (tuple, list)) or len(v) != 2:
-        raise TypeError(f"bounds must be a (lo, hi) pair, got {v!r}")
-    for side, b in zip(("bounds[0]", "bounds[1]"), v):
-        if isinstance(b, bool) or not isinstance(b, numbers.Real) or not math.isfinite(b):
-            raise TypeError(f"{side} must be a finite real number, got {b!r}")
-    lo, hi = float(v[0]), float(v[1])
-    if lo >= hi:
-        raise ValueError(f"bounds must have lo < hi, got lo={lo}, hi={hi}")
-    return lo, hi
-
-
-def _device(device) -> torch.device:
-    """None -> cpu; a bare "cuda" -> the current CUDA device (so comparisons are exact)."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
-def _generator(g, device: torch.device) -> torch.Generator | None:
-    if g is None:
-        return None
-    if not isinstance(g, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator on {device} (ebjdat.ops.PhiloxGenerator "
-                        f"drives the fused ops' noise only), got {type(g).__name__}")
-    if _device(g.device) != device:
-        raise ValueError(f"generator is on {g.device}, expected {device}; create it with "
-                         f"torch.Generator(device={str(device)!r})")
-    return g
-
-
-def _labels(y, n: int, n_classes: int, device: torch.device, name: str = "y") -> torch.Tensor:
-    """Checks a (n,) integer label tensor on ``device`` with values in [0, n_classes);
-    returns it as int64. CUDA values are checked by an asynchronous device assert (no host
-    sync; a failure surfaces at a later CUDA call and poisons the context), CPU ones directly."""
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(y).__name__}")
-    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
-        raise TypeError(f"{name} must be an integer tensor (int64), got {y.dtype}")
-    if tuple(y.shape) != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
-    if y.device != device:
-        raise ValueError(f"{name} is on {y.device}, expected {device} (the sampler's device)")
-    y = y.long()
-    _check_range(y, n_classes, name)
-    return y
-
-
-def _check_range(y: torch.Tensor, n_classes: int, name: str, host: bool | None = None) -> None:
-    """Values in [0, n_classes): read on the host for CPU tensors (host=None), else an
-    asynchronous device assert (tests force host=False to check that path on the CPU)."""
-    if y.device.type == "cpu" if host is None else host:
-        bad = (y < 0) | (y >= n_classes)
-        if bad.any():
-            raise ValueError(f"{name} must lie in [0, {n_classes}), got {y[bad][0].item()}")
-    else:
-        torch._assert_async(((y >= 0) & (y < n_classes)).all(),
-                            f"{name} holds a class outside [0, {n_classes})")
 
 
 # ---- the buffer ----------------------------------------------------------------------------
@@ -112,17 +42,17 @@ class ReplayBuffer:
                  reinit_freq: float = 0.05, init: str | Init = "uniform",
                  bounds: tuple[float, float] = (-1.0, 1.0), device=None,
                  generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32):
-        self.capacity = _int("capacity", capacity)
+        self.capacity = checks.integer("capacity", capacity)
         if isinstance(sample_shape, numbers.Integral) and not isinstance(sample_shape, bool):
             sample_shape = (sample_shape,)
         if not isinstance(sample_shape, (tuple, list, torch.Size)):
             raise TypeError(f"sample_shape must be a tuple of ints, got {sample_shape!r}")
-        self.sample_shape = tuple(_int(f"sample_shape[{i}]", s) for i, s in enumerate(sample_shape))
-        self.n_classes = None if n_classes is None else _int("n_classes", n_classes)
+        self.sample_shape = tuple(checks.integer(f"sample_shape[{i}]", s) for i, s in enumerate(sample_shape))
+        self.n_classes = None if n_classes is None else checks.integer("n_classes", n_classes)
         if self.n_classes is not None and self.capacity % self.n_classes:
             raise ValueError(f"capacity ({self.capacity}) must be divisible by n_classes ({self.n_classes})")
         self.reinit_freq = self._freq(reinit_freq)
-        self.bounds = _bounds(bounds)
+        self.bounds = checks.bounds(bounds)
         if isinstance(init, str) and init != "uniform":
             raise ValueError(f"init must be 'uniform' or a callable (n, y) -> samples, got {init!r}")
         if not isinstance(init, str) and not callable(init):
@@ -131,8 +61,8 @@ class ReplayBuffer:
         self.init = init
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-        dev = _device(device)
-        self.generator = _generator(generator, dev)
+        dev = checks.as_device(device)
+        self.generator = checks.torch_generator(generator, dev)
         self.dtype = dtype
         self._dev = dev
         # Construction may synchronise; only sample/update_ are kept free of host syncs.
@@ -175,7 +105,7 @@ class ReplayBuffer:
         ``idx_i // P``; the reference draws a random class). Write the evolved samples
         back with ``update_(idx, x)``.
         """
-        B = _int("batch_size", batch_size)
+        B = checks.integer("batch_size", batch_size)
         g, dev = self.generator, self._dev
         if y is None:
             if B > self.capacity:
@@ -188,7 +118,7 @@ class ReplayBuffer:
             if B > self.per_class:
                 raise ValueError(f"batch_size ({B}) must not exceed the class partition size "
                                  f"({self.per_class} = capacity {self.capacity} // n_classes {self.n_classes})")
-            rows_y = _labels(y, B, self.n_classes, dev)
+            rows_y = checks.labels(y, B, self.n_classes, dev)
             idx = rows_y * self.per_class + torch.randint(0, self.per_class, (B,), generator=g, device=dev)
         x = self.data.index_select(0, idx)  # a new tensor: the caller may evolve it in place
         if self.reinit_freq > 0:
@@ -260,9 +190,9 @@ class ReplayBuffer:
         """Moves the storage to ``device`` in place (returns self). ``generator`` replaces
         the buffer's generator; None keeps it on the same device, else selects the default
         one. A callable init with a ``to`` method (ClassGaussianInit) is moved too."""
-        dev = _device(device)
+        dev = checks.as_device(device)
         if generator is not None or dev != self._dev:
-            self.generator = _generator(generator, dev)
+            self.generator = checks.torch_generator(generator, dev)
         self.data = self.data.to(dev)
         self._dev = dev
         if not isinstance(self.init, str) and hasattr(self.init, "to"):

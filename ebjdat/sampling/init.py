@@ -11,7 +11,7 @@ import numbers
 
 import torch
 
-from .buffer import _bounds, _device, _generator, _int, _labels
+from .. import checks
 
 __all__ = ["ClassGaussianInit"]
 
@@ -48,15 +48,15 @@ class ClassGaussianInit:
             raise ValueError(f"chol is on {chol.device} but mean is on {mean.device}")
         if isinstance(sample_shape, numbers.Integral) and not isinstance(sample_shape, bool):
             sample_shape = (sample_shape,)
-        self.sample_shape = tuple(_int(f"sample_shape[{i}]", s) for i, s in enumerate(sample_shape))
+        self.sample_shape = tuple(checks.integer(f"sample_shape[{i}]", s) for i, s in enumerate(sample_shape))
         if math.prod(self.sample_shape) != D:
             raise ValueError(f"sample_shape {self.sample_shape} has {math.prod(self.sample_shape)} "
                              f"elements, but mean has D = {D}")
-        self.bounds = _bounds(bounds)
-        dev = _device(mean.device)
+        self.bounds = checks.bounds(bounds)
+        dev = checks.as_device(mean.device)
         self.mean = mean.detach().to(dev, torch.float32).contiguous()
         self.chol = chol.detach().to(dev, torch.float32).contiguous()
-        self.generator = _generator(generator, dev)
+        self.generator = checks.torch_generator(generator, dev)
 
     @classmethod
     def fit(cls, x: torch.Tensor, y: torch.Tensor, n_classes: int, *,
@@ -72,10 +72,10 @@ class ClassGaussianInit:
         """
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
             raise ValueError("x must be a float tensor of shape (N, *sample_shape)")
-        K = _int("n_classes", n_classes)
+        K = checks.integer("n_classes", n_classes)
         N, shape = x.shape[0], tuple(x.shape[1:])
         # Labels are checked on the CPU (values included; fitting may sync), used on x's device.
-        y = _labels(y.cpu() if isinstance(y, torch.Tensor) else y, N, K, torch.device("cpu")).to(x.device)
+        y = checks.labels(y.cpu() if isinstance(y, torch.Tensor) else y, N, K, torch.device("cpu")).to(x.device)
         if isinstance(jitter, bool) or not isinstance(jitter, numbers.Real) \
                 or not math.isfinite(jitter) or jitter < 0:
             raise ValueError(f"jitter must be a finite real >= 0, got {jitter!r}")
@@ -84,7 +84,7 @@ class ClassGaussianInit:
         if few:
             raise ValueError(f"every class needs at least 2 samples to fit a covariance; "
                              f"(class, count): {few[:10]}")
-        dev = _device(device if device is not None else x.device)
+        dev = checks.as_device(device if device is not None else x.device)
         xf = x.detach().reshape(N, -1)
         D = xf.shape[1]
         mean = torch.empty(K, D, dtype=torch.float32, device=dev)
@@ -122,12 +122,12 @@ class ClassGaussianInit:
     # ---- sampling ----------------------------------------------------------------------
     def __call__(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
         """n samples (n, *sample_shape) float32: ``clamp(mu_y + L_y z, lo, hi)``, no host sync on a GPU."""
-        n = _int("n", n, minimum=0)
+        n = checks.integer("n", n, minimum=0)
         dev = self.device
         if y is None:
             y = torch.randint(0, self.n_classes, (n,), generator=self.generator, device=dev)
         else:
-            y = _labels(y, n, self.n_classes, dev)
+            y = checks.labels(y, n, self.n_classes, dev)
         z = torch.randn(n, self.dim, generator=self.generator, device=dev, dtype=torch.float32)
         out = self._transform(z, y).add_(self.mean.index_select(0, y))
         return out.clamp_(*self.bounds).view(n, *self.sample_shape)
@@ -176,7 +176,7 @@ class ClassGaussianInit:
                                  f"expected {tuple(mine.shape)}")
         if shape != self.sample_shape:
             raise ValueError(f"state dict sample_shape is {shape}, expected {self.sample_shape}")
-        bounds = _bounds(tuple(sd["bounds"].tolist()))
+        bounds = checks.bounds(tuple(sd["bounds"].tolist()))
         self.mean.copy_(sd["mean"])
         self.chol.copy_(sd["chol"])
         self.bounds = bounds
@@ -185,15 +185,15 @@ class ClassGaussianInit:
     def from_state_dict(cls, sd: dict, *, device=None,
                         generator: torch.Generator | None = None) -> "ClassGaussianInit":
         """A new instance from a :meth:`state_dict`, on ``device`` (the tensors' own by default)."""
-        dev = _device(device if device is not None else sd["mean"].device)
+        dev = checks.as_device(device if device is not None else sd["mean"].device)
         return cls(sd["mean"].to(dev), sd["chol"].to(dev), tuple(sd["sample_shape"].tolist()),
                    bounds=tuple(sd["bounds"].tolist()), generator=generator)
 
     def to(self, device, *, generator: torch.Generator | None = None) -> "ClassGaussianInit":
         """Moves the parameters to ``device`` in place (returns self). ``generator`` replaces
         the current one; None keeps it on the same device, else selects the default one."""
-        dev = _device(device)
+        dev = checks.as_device(device)
         if generator is not None or dev != self.device:
-            self.generator = _generator(generator, dev)
+            self.generator = checks.torch_generator(generator, dev)
         self.mean, self.chol = self.mean.to(dev), self.chol.to(dev)
         return self

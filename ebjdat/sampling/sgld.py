@@ -38,10 +38,11 @@ class SGLD:
             raise ValueError(f"n_steps must be an int >= 0, got {n_steps!r}")
         self.energy_fn = energy_fn
         self.n_steps = n_steps
-        self.step = dict(step_size=checks.number("step_size", step_size),
-                         noise_std=checks.number("noise_std", noise_std),
-                         grad_clip=checks.number("grad_clip", grad_clip, allow_none=True),
-                         clamp=None if clamp is None else checks.clamp_range(clamp))
+        # the keyword arguments of every ops.sgld_step_ call, checked once here
+        self.update_kw = dict(step_size=checks.number("step_size", step_size),
+                              noise_std=checks.number("noise_std", noise_std),
+                              grad_clip=checks.number("grad_clip", grad_clip, allow_none=True),
+                              clamp=None if clamp is None else checks.clamp_range(clamp))
         self.buffer = buffer
         self.generator = generator
         self.cuda_graph = bool(cuda_graph)
@@ -115,7 +116,7 @@ class SGLD:
 
     def _step(self, x: Tensor, y: Tensor | None) -> None:
         """One Langevin step on x in place."""
-        ops.sgld_step_(x, self._descent(x, y), generator=self._generator(x), **self.step)
+        ops.sgld_step_(x, self._descent(x, y), generator=self._generator(x), **self.update_kw)
 
     def _descent(self, x: Tensor, y: Tensor | None) -> Tensor:
         """-dE/dx at x (a new tensor), by one forward and one input-only backward."""
@@ -145,7 +146,7 @@ class SGLD:
         return conditional(logits, y)
 
     def _generator(self, x: Tensor) -> ops.PhiloxGenerator | None:
-        if self.step["noise_std"] == 0:
+        if self.update_kw["noise_std"] == 0:
             return None
         return self.generator or ops.default_generator(x.device)
 

@@ -10,6 +10,7 @@ final evaluation and the run folder's files.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import sys
 import time
@@ -18,12 +19,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import plots
+from .. import ops, plots
 from ..attacks import PGD
 from ..energy import logits_of, marginal
 from . import checkpoint
 from . import distributed as dist
-from .trainer import METRICS, TrainingDiverged, run_folder_of
+from .runs import METRICS, TrainingDiverged, run_folder_of
 
 
 def total_steps(trainer) -> int:
@@ -183,19 +184,28 @@ def _diverged(trainer, out: Path, err: TrainingDiverged) -> TrainingDiverged:
     return TrainingDiverged(msg)
 
 
-@torch.no_grad()
 def evaluate(trainer, n_energy: int = 256) -> dict:
-    """Clean and PGD accuracy on the held-out split (eval mode), plus the pictures.
+    """Clean and PGD accuracy on the held-out split (eval mode), plus the pictures, leaving
+    the training state as it was: the attack draws from its own generator, and the picture
+    samples' buffer writes, random draws and BatchNorm updates are undone, so a run's
+    training state does not depend on whether (or how often) it was evaluated."""
+    snapshot = copy.deepcopy(trainer.rank_state())
+    try:
+        return _evaluate(trainer, n_energy)
+    finally:
+        trainer.load_rank_state(snapshot)
 
-    PGD: linf, eval_pgd_steps steps, eps = cfg.eval_eps in [0, 1] pixel units, so 2 * eps
-    in the model's [-1, 1] units, step eps / 4, random start.
-    """
+
+@torch.no_grad()
+def _evaluate(trainer, n_energy: int) -> dict:
+    """PGD: linf, eval_pgd_steps steps, eps = cfg.eval_eps in [0, 1] pixel units, so 2 * eps
+    in the model's [-1, 1] units, step eps / 4, random start."""
     cfg, model = trainer.cfg, trainer.model
     model.eval()
     x, y = trainer.test_set.x.to(trainer.device), trainer.test_set.y.to(trainer.device)
     eps = 2 * cfg.eval_eps
     attack = PGD(model, eps=eps, alpha=eps / 4, steps=cfg.eval_pgd_steps, clamp=(-1.0, 1.0),
-                 generator=trainer.philox)
+                 generator=ops.PhiloxGenerator(cfg.seed + 7919, device=trainer.device))
     clean = adv = 0
     for i in range(0, len(x), 500):
         xb, yb = x[i:i + 500], y[i:i + 500]

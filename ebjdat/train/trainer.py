@@ -23,20 +23,17 @@ from ..attacks import PGD
 from ..data import Loader, load_dataset
 from ..energy import ClassifierEnergy, logits_of
 from ..models import SmallCNN, WideResNet
+from ..models.batchnorm import frozen_batchnorm
+from ..objectives import learning_rate, objective
+from ..published import published_attack
 from ..sampling import PYLD, SGLD, ClassGaussianInit, ReplayBuffer
 from . import distributed as dist
+from . import loop
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import TrainConfig, check_resume
-from .objectives import learning_rate, objective
-from .reference import reference_attack
+from .runs import METRICS, TrainingDiverged, run_folder_of  # noqa: F401 (re-exported)
 from .sam import SAM
 
-
-class TrainingDiverged(RuntimeError):
-    """The loss became non-finite or exceeded cfg.loss_bound."""
-
-
-METRICS = ("loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv")
 SMALL_MODEL_PARAMS = 1_000_000
 
 
@@ -141,14 +138,14 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
-        fused = {"foreach": True} if self.fast else {"foreach": False}
+        foreach = {"foreach": self.fast}   # multi-tensor updates; the published loop steps per tensor
         if cfg.optimizer == "adam":
             base, kw = torch.optim.Adam, dict(lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
         else:
             base, kw = torch.optim.SGD, dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         if cfg.sam_rho > 0:
-            return SAM(self.model.parameters(), base, rho=cfg.sam_rho, **kw, **fused)
-        return base(self.model.parameters(), **kw, **fused)
+            return SAM(self.model.parameters(), base, rho=cfg.sam_rho, **kw, **foreach)
+        return base(self.model.parameters(), **kw, **foreach)
 
     def _build_buffer(self, generator: torch.Generator) -> ReplayBuffer:
         cfg, ds = self.cfg, self.train_set
@@ -180,7 +177,7 @@ class Trainer:
         return PGD(self.net, eps=cfg.pgd_eps if cfg.pgd_project else None, start_eps=cfg.pgd_eps,
                    alpha=cfg.pgd_alpha, steps=cfg.pgd_steps, random_start=True, norm="linf",
                    clamp=(-1.0, 1.0), loss=cfg.adv_objective, generator=self.philox,
-                   perceptual_weight=1.0 / cfg.adv_micro_batch, cuda_graph=self._graphs())
+                   cuda_graph=self._graphs())
 
     def _graphs(self) -> bool:
         return self.fast and self.gpu and self.cfg.cuda_graph
@@ -213,61 +210,75 @@ class Trainer:
 
     def adversarial(self, x: Tensor, y: Tensor) -> Tensor:
         """x_adv of the labelled batch, the model in eval mode (REFERENCE.md)."""
-        if not self.fast:
-            return reference_attack(self.net, x, y, self.cfg, self.philox)
+        if not self.fast:   # the published micro-batched attack, from the same random start
+            start = torch.empty_like(x)
+            ops.pgd_init_(start, x, eps=self.cfg.pgd_eps, clamp=(-1.0, 1.0), generator=self.philox)
+            return published_attack(self.net, x, y, self.cfg, start)
         self.model.eval()
         try:
             return self.attack(x, y)
         finally:
             self.model.train(True)
 
-    def losses(self, x_pd, x_q, x_lab, y_lab, x_adv) -> tuple[Tensor, dict]:
-        logits = [self._logits(x) for x in (x_pd, x_q, x_lab, x_adv)]
+    def clean_logits(self, x_pd: Tensor, x_q: Tensor, x_lab: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The train-mode forwards before the attack: x_pd and x_q (p(x)), x_lab (p(y|x))."""
+        return self._logits(x_pd), self._logits(x_q), self._logits(x_lab)
+
+    def loss(self, clean: tuple, x_pd: Tensor, x_adv: Tensor, y_lab: Tensor) -> tuple[Tensor, dict]:
+        """The objective from the clean logits and the forwards after the attack. The
+        published loop forwards x_pd once more and x_adv twice (in that order, which moves
+        BatchNorm's running statistics); fast mode forwards x_adv once."""
         if self.fast:
-            return objective(self.cfg, *logits[:3], y_lab, logits[3])
-        # the published loop forwards x_pd and x_adv once more for their second terms
-        return objective(self.cfg, *logits[:3], y_lab, logits[3], logits_pd2=self._logits(x_pd),
+            return objective(self.cfg, *clean, y_lab, self._logits(x_adv))
+        logits_pd2, logits_adv = self._logits(x_pd), self._logits(x_adv)
+        return objective(self.cfg, *clean, y_lab, logits_adv, logits_pd2=logits_pd2,
                          logits_adv2=self._logits(x_adv))
 
     def train_step(self, x_lab: Tensor | None = None, y_lab: Tensor | None = None,
-                   x_unlab: Tensor | None = None) -> dict:
-        """One iteration; draws its own batches when none are given.
+                   x_pd: Tensor | None = None) -> dict:
+        """One EB-JDAT iteration in the published order (REFERENCE.md); draws its own
+        batches when none are given: x_q from the sampler; the train-mode forwards of x_pd,
+        x_q and x_lab; the attack in eval mode, which so sees BatchNorm running statistics
+        that include this iteration's batches; the forwards of x_adv; the optimiser step
+        (SAM: a second pass over the same x_q and x_adv with BatchNorm frozen).
 
         Returns {"loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv", "lr"}: the first five are
         0-d tensors on the device (reading them syncs), lr a float.
         """
         if x_lab is None:
             x_lab, y_lab = next(self.lab_loader)
-        if x_unlab is None:
-            x_unlab, _ = next(self.pd_loader)
+        if x_pd is None:
+            x_pd, _ = next(self.pd_loader)
         lr = learning_rate(self.cfg, self.step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train(True)
         with self._autocast():
             x_q = self.sample_q()
+            self.optimizer.zero_grad(set_to_none=True)
+            clean = self.clean_logits(x_pd, x_q, x_lab)
             x_adv = self.adversarial(x_lab, y_lab)
-            loss, terms = self._update(x_unlab, x_q, x_lab, y_lab, x_adv)
+            loss, terms = self.loss(clean, x_pd, x_adv, y_lab)
+            self._optimise(loss, lambda: self.loss(self.clean_logits(x_pd, x_q, x_lab), x_pd, x_adv, y_lab)[0])
         self._worst = torch.maximum(self._worst, loss.detach().abs().nan_to_num(math.inf))
         self.step += 1
         self.last_samples = x_q   # pictured if the run diverges
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "lr": lr}
 
-    def _update(self, x_pd, x_q, x_lab, y_lab, x_adv) -> tuple[Tensor, dict]:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, terms = self.losses(x_pd, x_q, x_lab, y_lab, x_adv)
+    def _optimise(self, loss: Tensor, second_pass) -> None:
+        """The optimiser step from loss's gradients; SAM recomputes the loss at the
+        perturbed weights with ``second_pass()``, BatchNorm statistics frozen (SADA-JEM)."""
         loss.backward()
         dist.average_gradients(self.model)
         if not isinstance(self.optimizer, SAM):
             self.optimizer.step()
-            return loss, terms
+            return
         self.optimizer.first_step()
         self.optimizer.zero_grad(set_to_none=True)
-        with frozen_batchnorm(self.model):        # SADA-JEM: the second pass keeps BN stats
-            self.losses(x_pd, x_q, x_lab, y_lab, x_adv)[0].backward()
+        with frozen_batchnorm(self.model):
+            second_pass().backward()
         dist.average_gradients(self.model)
         self.optimizer.second_step()
-        return loss, terms
 
     def check_finite(self) -> None:
         """Raise TrainingDiverged if any loss since the last check was non-finite or
@@ -286,7 +297,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "wall_s": self.wall_s, "resumes": self.resumes,
                 "log": {"sums": {k: v.detach().cpu() for k, v in self.log_sums.items()},
                         "count": self.log_count},
-                "ranks": dist.gather_states(self._rank_state())}
+                "ranks": dist.gather_states(self.rank_state())}
 
     def load_state_dict(self, sd: dict) -> None:
         self.step = sd["step"]
@@ -298,7 +309,10 @@ class Trainer:
             self.log_count = int(sd["log"]["count"])
         self.model.load_state_dict(sd["model"])
         self.optimizer.load_state_dict(sd["optimizer"])
-        mine = dist.my_state(sd["ranks"], self.rank)
+        self.load_rank_state(dist.my_state(sd["ranks"], self.rank))
+
+    def load_rank_state(self, mine: dict) -> None:
+        """This rank's buffer shard, loaders and random streams (from rank_state)."""
         self.buffer.load_state_dict(mine["buffer"])
         self.philox.set_state(mine["philox"])
         self.lab_loader.load_state_dict(mine["lab_loader"])
@@ -307,7 +321,9 @@ class Trainer:
         for name, g in self._torch_generators().items():
             g.set_state(mine["rng"][name])
 
-    def _rank_state(self) -> dict:
+    def rank_state(self) -> dict:
+        """This rank's buffer shard, loaders and random streams (tensors are the live ones:
+        copy.deepcopy the result to keep a snapshot)."""
         return {"buffer": self.buffer.state_dict(), "philox": self.philox.get_state(),
                 "lab_loader": self.lab_loader.state_dict(), "pd_loader": self.pd_loader.state_dict(),
                 "torch_rng": torch.get_rng_state(),
@@ -324,13 +340,11 @@ class Trainer:
     # ------------------------------------------------------------------ run
     def fit(self) -> dict:
         """Train to cfg.steps (or cfg.epochs), evaluate, write the run folder (loop.py)."""
-        from .loop import fit  # loop.py imports this module
-        return fit(self)
+        return loop.fit(self)
 
     def save(self, path) -> None:
         """Write a checkpoint atomically (every rank must call it; rank 0 writes)."""
-        from .loop import save
-        save(self, Path(path))
+        loop.save(self, Path(path))
 
     @classmethod
     def resume(cls, path, **overrides) -> "Trainer":
@@ -366,25 +380,3 @@ class Trainer:
         changed = {k: [getattr(stored, k), v] for k, v in overrides.items() if getattr(stored, k) != v}
         trainer.resumes.append({"step": trainer.step, "checkpoint": str(ckpt), "changed": changed})
         return trainer
-
-
-def run_folder_of(checkpoint: Path) -> Path:
-    """The run folder a checkpoint belongs to: the parent of its checkpoints/ folder, else
-    the folder it lies in."""
-    folder = Path(checkpoint).resolve().parent
-    return folder.parent if folder.name == "checkpoints" else folder
-
-
-@contextlib.contextmanager
-def frozen_batchnorm(model: nn.Module):
-    """BatchNorm momentum 0 inside the block: running statistics stay as they are."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, mom in zip(bns, saved):
-            m.momentum = mom
-

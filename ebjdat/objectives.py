@@ -37,10 +37,11 @@ def objective(cfg, logits_pd: Tensor, logits_q: Tensor, logits_lab: Tensor, y_la
 
 
 def learning_rate(cfg, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up over ``warmup_iters`` iterations, then x decay_rate at each
-    milestone in ``decay_epochs`` (REFERENCE.md's schedules)."""
+    """Linear warm-up ``lr * step / warmup_iters`` from 0 (the published code's: its first
+    iteration has lr 0), then x decay_rate at each milestone in ``decay_epochs``
+    (REFERENCE.md's schedules)."""
     lr = cfg.lr
     if step < cfg.warmup_iters:
-        return lr * (step + 1) / cfg.warmup_iters
+        return lr * step / cfg.warmup_iters
     epoch = step // max(1, steps_per_epoch)
     return lr * cfg.decay_rate ** sum(epoch >= m for m in cfg.decay_epochs)

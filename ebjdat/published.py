@@ -1,21 +1,18 @@
-"""The baselines the training step is measured against, written as plain PyTorch.
+"""The published EB-JDAT iteration, written once (REFERENCE.md describes what that code
+computes): the benchmark's baseline, the tests' oracle, and the source of the trainer's
+reference mode (``published_attack``).
 
-``ReferenceLoop``: the published EB-JDAT iteration re-implemented from REFERENCE.md,
-waste included: the replay buffer lives on the host (rows gathered, moved to the device
-and scattered back every iteration), fresh per-class Gaussian rows are made one row at a
-time in a Python loop, the attack runs in micro-batches of 2 with the clean logits
-recomputed and x_adv forwarded twice per step, the loss forwards x_pd and x_adv twice,
-and SAM (adaptive for rho >= 0.5) takes its second pass with BatchNorm frozen. fp32.
+``PublishedLoop.step(x_lab, y_lab, x_pd)``, waste included, in the published order: the
+replay buffer lives on the host (rows gathered, moved to the device and scattered back
+every iteration), fresh per-class Gaussian rows are made one row at a time in a Python
+loop; x_q from SGLD (PYLD's inner steps reuse the outer gradient); the train-mode forwards
+of x_pd, x_q and x_lab; the eval-mode attack in micro-batches of 2 with the clean logits
+recomputed, x_adv forwarded twice per step and the perceptual distance summed over each
+micro-batch; the forwards of x_pd (again) and x_adv (twice); the optimiser step (SAM,
+adaptive for rho >= 0.5, its second pass with BatchNorm frozen). fp32, plain PyTorch.
 
-``EagerLoop``: what a careful user writes without ebjdat: the buffer on the device,
-fresh rows in one batched op, the whole batch attacked at once with one clean forward
-and one forward per step, one forward per input in the loss; plain torch update math,
-no CUDA graphs, no torch.compile, fp32.
-
-Both compute the trainer's reference-mode losses given the same model, buffer and random
-draws (tests/test_bench.py; with BatchNorm the eager loop only at the first step: its
-single forwards update the running statistics less often). ``random_start(x)`` draws the attack's
-start noise (default: plain ``U(-eps, eps)``); the test plugs in the trainer's stream.
+``random_start(x)`` draws the attack's start (default: ``U(-eps, eps)`` from the loop's
+own generator); tests plug in the trainer's Philox stream to compare the two exactly.
 """
 from __future__ import annotations
 
@@ -23,42 +20,78 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..energy import logits_of as _logits
-from ..energy import perceptual_distance
-from .profiling import phase as _phase
+from .bench.profiling import phase as _phase
+from .energy import logits_of as _logits
+from .energy import perceptual_distance
+from .models.batchnorm import frozen_batchnorm
+from .objectives import learning_rate
+from .sampling import ClassGaussianInit
+
+__all__ = ["PublishedLoop", "published_attack"]
 
 
-class ReferenceLoop:
+def published_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg, start: torch.Tensor) -> torch.Tensor:
+    """x_adv of the published adversarial sampler from ``start`` (x plus its random start):
+    eval mode; micro-batches of ``cfg.adv_micro_batch``; per step the clean logits
+    recomputed, ``J = sum logit_y + sum P`` (P the perceptual distance, summed over the
+    micro-batch: the code's per-row loop returns one summed element), x_adv forwarded twice,
+    ``x_adv += alpha * sign(dJ/dx_adv)``, projection only if ``cfg.pgd_project``, clamp to
+    [-1, 1]. The model's train/eval mode is restored. ``cfg.adv_objective`` "energy" or
+    "ce" replace J by the paper's alternatives."""
+    was_training = model.training
+    model.eval()
+    m, out = cfg.adv_micro_batch, []
+    try:
+        for i in range(0, x.shape[0], m):
+            xb, yb, xa = x[i:i + m], y[i:i + m], start[i:i + m]
+            for _ in range(cfg.pgd_steps):
+                xa = xa.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    (g,) = torch.autograd.grad(_objective(model, cfg, xb, yb, xa), xa)
+                xa = xa.detach() + cfg.pgd_alpha * g.sign()
+                if cfg.pgd_project:
+                    xa = xb + (xa - xb).clamp(-cfg.pgd_eps, cfg.pgd_eps)
+                xa = xa.clamp(-1.0, 1.0)
+            out.append(xa.detach())
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def _objective(model, cfg, xb, yb, xa) -> torch.Tensor:
+    """The quantity ascended on one micro-batch, with the published code's forwards."""
+    if cfg.adv_objective == "ebjdat":
+        clean = _logits(model, xb).detach()                                    # recomputed
+        j = _logits(model, xa).gather(1, yb[:, None]).sum()
+        return j + perceptual_distance(clean, _logits(model, xa)).sum()       # 2nd forward
+    logits = _logits(model, xa)
+    if cfg.adv_objective == "energy":
+        return -logits.gather(1, yb[:, None]).sum()
+    return F.cross_entropy(logits, yb)
+
+
+class PublishedLoop:
     """One published EB-JDAT iteration per ``step(x_lab, y_lab, x_pd)`` (module docstring)."""
-
-    host_buffer = True
 
     def __init__(self, cfg, model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
                  n_classes: int, device="cpu", steps_per_epoch: int = 1, random_start=None,
                  gaussian=None):
         self.cfg, self.model, self.device = cfg, model.to(device), torch.device(device)
         self.steps_per_epoch, self.t = steps_per_epoch, 0
-        where = torch.device("cpu") if self.host_buffer else self.device
+        where = torch.device("cpu")                                # the published host buffer
         self.gen_buf = torch.Generator(where).manual_seed(cfg.seed + 3)
         self.gen_init = torch.Generator(where).manual_seed(cfg.seed + 4)
         self.gen_dev = torch.Generator(self.device).manual_seed(cfg.seed + 5)
         self.shape = tuple(train_x.shape[1:])
         if cfg.init == "class_gaussian" and gaussian is not None:   # (mean, chol) already fitted
             self.mu, self.chol = (t.detach().float().to(where) for t in gaussian)
-        elif cfg.init == "class_gaussian":   # per-class mean and Cholesky factor, float64 fit
-            xs, mus, chols = train_x.flatten(1).double(), [], []
-            for k in range(n_classes):
-                xk = xs[train_y == k]
-                mu = xk.mean(0)
-                cov = (xk - mu).T @ (xk - mu) / xk.shape[0]
-                mus.append(mu)
-                chols.append(torch.linalg.cholesky(cov + 1e-4 * torch.eye(xs.shape[1], dtype=xs.dtype)))
-            self.mu = torch.stack(mus).float().to(where)
-            self.chol = torch.stack(chols).float().to(where)
+        elif cfg.init == "class_gaussian":   # mean + full covariance + 1e-4 I, as the published fit
+            fit = ClassGaussianInit.fit(train_x, train_y, n_classes, device=where)
+            self.mu, self.chol = fit.mean, fit.chol
         self.K = n_classes
         self.buffer = self._init_batched(max(cfg.batch_size, cfg.buffer_size))  # not timed
         self.random_start = random_start or self._uniform_start
-        kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "foreach": not self.host_buffer}
+        kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "foreach": False}
         if cfg.optimizer == "adam":
             self.opt = torch.optim.Adam(model.parameters(), betas=(0.9, 0.999), **kw)
         else:
@@ -80,7 +113,7 @@ class ReferenceLoop:
         return torch.empty(n, *self.shape, device=self.gen_buf.device).uniform_(-1, 1, generator=self.gen_buf)
 
     def _init_batched(self, n: int) -> torch.Tensor:
-        """n fresh rows in batched ops (not timed at construction; EagerLoop's per-iteration draw)."""
+        """n fresh rows in batched ops (the initial fill at construction, which is not timed)."""
         if self.cfg.init == "uniform":
             return self._uniform(n)
         dev = self.gen_init.device
@@ -131,56 +164,32 @@ class ReferenceLoop:
         e = self.cfg.pgd_eps
         return (x + torch.empty(x.shape, device=x.device).uniform_(-e, e, generator=self.gen_dev)).clamp(-1, 1)
 
-    def _pgd_step(self, xb, xa, g):
-        cfg = self.cfg
-        xa = xa.detach() + cfg.pgd_alpha * g.sign()
-        if cfg.pgd_project:
-            xa = xb + (xa - xb).clamp(-cfg.pgd_eps, cfg.pgd_eps)
-        return xa.clamp(-1, 1)
-
     def attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x_adv in eval mode, micro-batches of adv_micro_batch, J = sum logit_y + mean P."""
-        cfg, m = self.cfg, self.cfg.adv_micro_batch
-        self.model.eval()
-        start, out = self.random_start(x), []
-        for i in range(0, x.shape[0], m):
-            xb, yb, xa = x[i:i + m], y[i:i + m], start[i:i + m]
-            for _ in range(cfg.pgd_steps):
-                xa = xa.detach().requires_grad_(True)
-                clean = _logits(self.model, xb).detach()                       # recomputed
-                j = _logits(self.model, xa).gather(1, yb[:, None]).sum()
-                p = perceptual_distance(clean, _logits(self.model, xa)).mean()   # 2nd forward
-                xa = self._pgd_step(xb, xa, torch.autograd.grad(j + p, xa)[0])
-            out.append(xa.detach())
-        self.model.train(True)
-        return torch.cat(out)
+        return published_attack(self.model, x, y, self.cfg, self.random_start(x))
 
     # ---------------------------------------------------------------- loss and update
-    def losses(self, x_pd, x_q, x_lab, y_lab, x_adv) -> tuple[torch.Tensor, dict]:
+    def clean_logits(self, x_pd, x_q, x_lab):
+        """The train-mode forwards before the attack (REFERENCE.md's step 2)."""
+        f = lambda x: _logits(self.model, x)  # noqa: E731
+        return f(x_pd), f(x_q), f(x_lab)
+
+    def loss(self, clean, x_pd, x_adv, y_lab) -> tuple[torch.Tensor, dict]:
+        """The four terms; the forwards after the attack: x_pd again, x_adv twice (step 4)."""
         cfg, f = self.cfg, lambda x: _logits(self.model, x)
-        l_pd, l_q, l_lab, l_adv = f(x_pd), f(x_q), f(x_lab), f(x_adv)
-        l_pd2, l_adv2 = f(x_pd), f(x_adv)                                      # duplicated
+        l_pd, l_q, l_lab = clean
+        l_pd2, l_adv, l_adv2 = f(x_pd), f(x_adv), f(x_adv)                     # duplicated
         terms = {"l_px": -(l_pd.logsumexp(1).mean() - l_q.logsumexp(1).mean()),
                  "l_pyx": F.cross_entropy(l_lab, y_lab),
                  "l_pxadv": -(l_pd2.logsumexp(1).mean() - l_adv.logsumexp(1).mean()),
                  "l_pyxadv": F.cross_entropy(l_adv2, y_lab)}
-        loss = (cfg.w_px * terms["l_px"] + cfg.w_pyx * terms["l_pyx"]
-                + cfg.w_pxadv * terms["l_pxadv"] + cfg.w_pyxadv * terms["l_pyxadv"])
-        return loss, terms
+        return _weighted(cfg, terms), terms
 
     def _lr(self) -> float:
-        cfg = self.cfg
-        if self.t < cfg.warmup_iters:
-            return cfg.lr * (self.t + 1) / cfg.warmup_iters
-        epoch = self.t // max(1, self.steps_per_epoch)
-        return cfg.lr * cfg.decay_rate ** sum(epoch >= m for m in cfg.decay_epochs)
+        return learning_rate(self.cfg, self.t, self.steps_per_epoch)
 
-    def update(self, x_pd, x_q, x_lab, y_lab, x_adv):
+    def update(self, loss, second_pass):
+        """The optimiser step; SAM's second pass recomputes the loss with BatchNorm frozen."""
         cfg, params = self.cfg, [p for p in self.model.parameters()]
-        for g in self.opt.param_groups:
-            g["lr"] = self._lr()
-        self.opt.zero_grad(set_to_none=True)
-        loss, terms = self.losses(x_pd, x_q, x_lab, y_lab, x_adv)
         loss.backward()
         if cfg.sam_rho > 0:
             adaptive, with_g = cfg.sam_rho >= 0.5, [p for p in params if p.grad is not None]
@@ -191,59 +200,33 @@ class ReferenceLoop:
                 for p in with_g:
                     p.add_((p * p if adaptive else 1) * p.grad * (cfg.sam_rho / (norm + 1e-12)))
             self.opt.zero_grad(set_to_none=True)
-            bns = [b for b in self.model.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
-            moms = [b.momentum for b in bns]
-            for b in bns:                                     # second pass: BN statistics frozen
-                b.momentum = 0.0
-            self.losses(x_pd, x_q, x_lab, y_lab, x_adv)[0].backward()
-            for b, mom in zip(bns, moms):
-                b.momentum = mom
+            with frozen_batchnorm(self.model):               # second pass: BN statistics frozen
+                second_pass().backward()
             with torch.no_grad():
                 for p, o in zip(with_g, old):
                     p.copy_(o)
         self.opt.step()
-        return loss, terms
 
     def step(self, x_lab: torch.Tensor, y_lab: torch.Tensor, x_pd: torch.Tensor) -> dict:
-        """One iteration; returns {"loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv"} (0-d tensors)."""
+        """One iteration in the published order (REFERENCE.md): x_q; the train-mode forwards
+        of x_pd, x_q, x_lab; the eval-mode attack; the forwards of x_adv; the optimiser step.
+        Returns {"loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv"} (0-d tensors)."""
         self.model.train(True)
+        for g in self.opt.param_groups:
+            g["lr"] = self._lr()
         with _phase("ebjdat.sampler"):
             x_q = self.sample_q()
+        self.opt.zero_grad(set_to_none=True)
+        clean = self.clean_logits(x_pd, x_q, x_lab)
         with _phase("ebjdat.attack"):
             x_adv = self.attack(x_lab, y_lab)
         with _phase("ebjdat.optimizer"):
-            loss, terms = self.update(x_pd, x_q, x_lab, y_lab, x_adv)
+            loss, terms = self.loss(clean, x_pd, x_adv, y_lab)
+            self.update(loss, lambda: self.loss(self.clean_logits(x_pd, x_q, x_lab), x_pd, x_adv, y_lab)[0])
         self.t += 1
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
 
 
-class EagerLoop(ReferenceLoop):
-    """The full-batch eager fp32 loop (module docstring): same losses, no waste."""
-
-    host_buffer = False
-
-    _init = ReferenceLoop._init_batched
-
-    def attack(self, x, y):
-        cfg = self.cfg
-        self.model.eval()
-        with torch.no_grad():
-            clean = _logits(self.model, x)                                    # once
-        xa = self.random_start(x)
-        for _ in range(cfg.pgd_steps):
-            xa = xa.detach().requires_grad_(True)
-            logits = _logits(self.model, xa)                                  # once per step
-            j = logits.gather(1, y[:, None]).sum() + perceptual_distance(clean, logits).sum() / cfg.adv_micro_batch
-            xa = self._pgd_step(x, xa, torch.autograd.grad(j, xa)[0])
-        self.model.train(True)
-        return xa.detach()
-
-    def losses(self, x_pd, x_q, x_lab, y_lab, x_adv):
-        cfg, f = self.cfg, lambda x: _logits(self.model, x)
-        l_pd, l_q, l_lab, l_adv = f(x_pd), f(x_q), f(x_lab), f(x_adv)
-        f_pd = l_pd.logsumexp(1).mean()
-        terms = {"l_px": -(f_pd - l_q.logsumexp(1).mean()), "l_pyx": F.cross_entropy(l_lab, y_lab),
-                 "l_pxadv": -(f_pd - l_adv.logsumexp(1).mean()), "l_pyxadv": F.cross_entropy(l_adv, y_lab)}
-        loss = (cfg.w_px * terms["l_px"] + cfg.w_pyx * terms["l_pyx"]
-                + cfg.w_pxadv * terms["l_pxadv"] + cfg.w_pyxadv * terms["l_pyxadv"])
-        return loss, terms
+def _weighted(cfg, terms: dict) -> torch.Tensor:
+    return (cfg.w_px * terms["l_px"] + cfg.w_pyx * terms["l_pyx"]
+            + cfg.w_pxadv * terms["l_pxadv"] + cfg.w_pyxadv * terms["l_pyxadv"])

@@ -1,0 +1,87 @@
+"""Argument checks shared across ebjdat's layers (sampling, plots, evaluation): each raises
+TypeError or ValueError naming the argument, before anything is done. The fused ops' own
+checks live in ebjdat/ops/checks.py."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+def integer(name: str, v, *, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return int(v)
+
+
+def bounds(v) -> tuple[float, float]:
+    """bounds: a (lo, hi) pair of finite reals with lo < hi."""
+    if not isinstance(v, (tuple, list)) or len(v) != 2:
+        raise TypeError(f"bounds must be a (lo, hi) pair, got {v!r}")
+    for side, b in zip(("bounds[0]", "bounds[1]"), v):
+        if isinstance(b, bool) or not isinstance(b, numbers.Real) or not math.isfinite(b):
+            raise TypeError(f"{side} must be a finite real number, got {b!r}")
+    lo, hi = float(v[0]), float(v[1])
+    if lo >= hi:
+        raise ValueError(f"bounds must have lo < hi, got lo={lo}, hi={hi}")
+    return lo, hi
+
+
+def as_device(device) -> torch.device:
+    """None -> cpu; a bare "cuda" -> the current CUDA device (so comparisons are exact)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def torch_generator(g, device: torch.device) -> torch.Generator | None:
+    """A torch.Generator on ``device`` for torch's random ops (index draws, fresh rows).
+    An ``ebjdat.ops.PhiloxGenerator`` (what SGLD, PGD and the ops take) is accepted too: it
+    seeds a new torch.Generator on ``device`` from its seed (its own stream is not advanced)."""
+    if g is None:
+        return None
+    from .ops import PhiloxGenerator
+    if isinstance(g, PhiloxGenerator):
+        if as_device(g.device) != device:
+            raise ValueError(f"generator is on {g.device}, expected {device}")
+        return torch.Generator(device).manual_seed(g.seed)
+    if not isinstance(g, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or an ebjdat.ops.PhiloxGenerator on "
+                        f"{device}, got {type(g).__name__}")
+    if as_device(g.device) != device:
+        raise ValueError(f"generator is on {g.device}, expected {device}; create it with "
+                         f"torch.Generator(device={str(device)!r})")
+    return g
+
+
+def labels(y, n: int, n_classes: int, device: torch.device, name: str = "y") -> torch.Tensor:
+    """Checks a (n,) integer label tensor on ``device`` with values in [0, n_classes);
+    returns it as int64. CUDA values are checked by an asynchronous device assert (no host
+    sync; a failure surfaces at a later CUDA call and poisons the context), CPU ones directly."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(y).__name__}")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise TypeError(f"{name} must be an integer tensor (int64), got {y.dtype}")
+    if tuple(y.shape) != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
+    if y.device != device:
+        raise ValueError(f"{name} is on {y.device}, expected {device} (the sampler's device)")
+    y = y.long()
+    class_range(y, n_classes, name)
+    return y
+
+
+def class_range(y: torch.Tensor, n_classes: int, name: str, host: bool | None = None) -> None:
+    """Values in [0, n_classes): read on the host for CPU tensors (host=None), else an
+    asynchronous device assert (tests force host=False to check that path on the CPU)."""
+    if y.device.type == "cpu" if host is None else host:
+        bad = (y < 0) | (y >= n_classes)
+        if bad.any():
+            raise ValueError(f"{name} must lie in [0, {n_classes}), got {y[bad][0].item()}")
+    else:
+        torch._assert_async(((y >= 0) & (y < n_classes)).all(),
+                            f"{name} holds a class outside [0, {n_classes})")

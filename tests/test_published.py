@@ -1,0 +1,112 @@
+"""Exactness: one iteration of ebjdat.published (the published computation, REFERENCE.md:
+perceptual distance summed per micro-batch, the attack after the clean forwards, warm-up
+from lr 0) against the trainer in both modes, on a tiny WideResNet with BatchNorm, with
+the same weights, batches, buffer, Gaussian init and random starts, fp32.
+
+Reference mode agrees on x_q, x_adv, the four loss terms, BatchNorm statistics and the
+updated weights. Fast mode agrees on all of it but what its documented change touches:
+it forwards x_pd and x_adv once after the attack where the published loop forwards x_pd
+twice and x_adv twice, so BatchNorm's running statistics (and the attack of the next
+iteration, which reads them) move less.
+"""
+import copy
+
+import pytest
+import torch
+
+from ebjdat import ops
+from ebjdat.published import PublishedLoop
+from ebjdat.train import TrainConfig, Trainer
+
+TINY = dict(model="wrn", depth=10, width=1, device="cpu", steps=1000, batch_size=8, label_batch_size=8,
+            buffer_size=40, sgld_steps=2, pgd_steps=2, warmup_iters=2, threads=1)
+TERMS = ("loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv")
+TOL = dict(rtol=1e-5, atol=1e-6)
+
+
+def _pair(mode):
+    """A trainer and the published loop holding the same model, buffer, streams and starts."""
+    t = Trainer(TrainConfig.preset("sadajem", mode=mode, **TINY))
+    ds = t.train_set
+    b = PublishedLoop(t.cfg, copy.deepcopy(t.model), ds.x, ds.y, ds.n_classes, "cpu", t.steps_per_epoch,
+                      gaussian=(t.buffer.init.mean, t.buffer.init.chol))
+    b.buffer = t.buffer.data.clone()
+    b.gen_buf.set_state(t.buffer.generator.get_state())
+    b.gen_init.set_state(t.buffer.init.generator.get_state())
+    philox = ops.PhiloxGenerator(0, device="cpu")
+    philox.set_state(t.philox.get_state())
+
+    def start(x):  # the trainer's attack start stream
+        xa = torch.empty_like(x)
+        ops.pgd_init_(xa, x, eps=t.cfg.pgd_eps, clamp=(-1.0, 1.0), generator=philox)
+        return xa
+    b.random_start = start
+    return t, b
+
+
+def _recorded(obj, names):
+    """Wrap obj's methods so that each call's output is kept in seen[name]."""
+    seen = {}
+    for name in names:
+        fn = getattr(obj, name)
+
+        def call(*a, _fn=fn, _name=name, **k):
+            seen[_name] = out = _fn(*a, **k)
+            return out
+        setattr(obj, name, call)
+    return seen
+
+
+def _bn_stats(model):
+    return [t for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+            for t in (m.running_mean, m.running_var)]
+
+
+def _one_iteration(t, b):
+    ours, theirs = _recorded(t, ("sample_q", "adversarial")), _recorded(b, ("sample_q", "attack"))
+    x_lab, y_lab = next(t.lab_loader)
+    x_pd, _ = next(t.pd_loader)
+    with torch.random.fork_rng():
+        a = t.train_step(x_lab, y_lab, x_pd)
+    r = b.step(x_lab, y_lab, x_pd)
+    return a, r, ours, theirs
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_reference_mode_is_the_published_computation(steps):
+    t, b = _pair("reference")
+    for _ in range(steps):
+        a, r, ours, theirs = _one_iteration(t, b)
+        torch.testing.assert_close(ours["sample_q"], theirs["sample_q"], **TOL)
+        torch.testing.assert_close(ours["adversarial"], theirs["attack"], **TOL)
+        for k in TERMS:
+            torch.testing.assert_close(a[k], r[k], **TOL, msg=k)
+    for p, q in zip(_bn_stats(t.model), _bn_stats(b.model)):
+        torch.testing.assert_close(p, q, **TOL)
+    for p, q in zip(t.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q, **TOL)
+    assert t.step == b.t == steps
+
+
+def test_fast_mode_differs_only_in_the_duplicated_forwards():
+    t, b = _pair("fast")
+    a, r, ours, theirs = _one_iteration(t, b)
+    torch.testing.assert_close(ours["sample_q"], theirs["sample_q"], **TOL)
+    torch.testing.assert_close(ours["adversarial"], theirs["attack"], **TOL)
+    for k in TERMS:
+        torch.testing.assert_close(a[k], r[k], **TOL, msg=k)
+    for p, q in zip(t.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q, **TOL)
+    # the documented difference: two train-mode forwards fewer after the attack in each of
+    # SAM's two passes (the published loop's extra x_pd and x_adv forwards; the second
+    # pass freezes the statistics but counts the batches), so the running statistics move less
+    bn_t = [m for m in t.model.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    bn_b = [m for m in b.model.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    assert int(bn_b.num_batches_tracked) - int(bn_t.num_batches_tracked) == 2 * 2
+    assert not torch.allclose(bn_t.running_mean, bn_b.running_mean, **TOL)
+
+
+def test_published_warm_up_starts_at_zero():
+    t, b = _pair("reference")
+    _one_iteration(t, b)
+    assert t.optimizer.param_groups[0]["lr"] == b.opt.param_groups[0]["lr"] == 0.0
