@@ -37,6 +37,19 @@ def backend(request):
         yield request.param
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real training checkpoint (one SADA-JEM step on the digits; a 256-chain buffer) in a
+    run folder, one per test module."""
+    from ebjdat.train import TrainConfig, Trainer
+    out = tmp_path_factory.mktemp("run")
+    trainer = Trainer(TrainConfig.preset("sadajem", steps=1, out=str(out), device="cpu", buffer_size=256,
+                                         label_batch_size=32, batch_size=16, sgld_steps=3, pgd_steps=2))
+    trainer.train_step()
+    trainer.save(out / "checkpoints" / "step_00000001.pt")
+    return out
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
     config.addinivalue_line("markers", "interpreter: runs the triton backend on CPU tensors "

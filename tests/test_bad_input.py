@@ -17,15 +17,9 @@ NO_GPU = "no CUDA GPU is visible to torch"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A real training checkpoint (one SADA-JEM step on the digits; a 256-chain buffer)."""
-    from ebjdat.train import TrainConfig, Trainer
-    out = tmp_path_factory.mktemp("run")
-    trainer = Trainer(TrainConfig.preset("sadajem", steps=1, out=str(out), device="cpu", buffer_size=256,
-                                         label_batch_size=32, batch_size=16, sgld_steps=3, pgd_steps=2))
-    trainer.train_step()
-    trainer.save(out / "checkpoints" / "step_00000001.pt")
-    return out
+def run(tiny_run):
+    """conftest's one-step training checkpoint."""
+    return tiny_run
 
 
 @pytest.fixture

@@ -52,10 +52,9 @@ def test_command_fills_in_the_commit():
 
 
 def test_a_stage_is_killed_at_its_budget(tmp_path):
-    t0 = time.monotonic()
     status, rc = dc.run_cmd([sys.executable, "-c", "import time; time.sleep(60)"], 1.0,
                             tmp_path / "log", dict(os.environ))
-    assert (status, rc) == ("timed-out", None) and time.monotonic() - t0 < 20
+    assert (status, rc) == ("timed-out", None)
     assert "killed after 1 s" in (tmp_path / "log").read_text()
     assert dc.run_cmd([sys.executable, "-c", "raise SystemExit(3)"], 30, tmp_path / "log",
                       dict(os.environ)) == ("failed", 3)

@@ -262,18 +262,6 @@ def test_fid_and_is_formulas_with_a_stand_in_extractor():
 
 
 # ---------------------------------------------------------------- checkpoint and CLI
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A real training checkpoint (one SADA-JEM step on the digits) in a run folder."""
-    from ebjdat.train import TrainConfig, Trainer
-    out = tmp_path_factory.mktemp("run")
-    trainer = Trainer(TrainConfig.preset("sadajem", steps=1, out=str(out), device="cpu", buffer_size=256,
-                                         label_batch_size=32, batch_size=16, sgld_steps=3, pgd_steps=2))
-    trainer.train_step()
-    trainer.save(out / "checkpoints" / "step_00000001.pt")
-    return out
-
-
 def test_cli_end_to_end_writes_json_and_pngs(tiny_run, tmp_path, capsys):
     js, pngs = tmp_path / "r.json", tmp_path / "png"
     rc = cli.main(["eval", "--checkpoint", str(tiny_run), "--n", "32", "--steps", "3", "--eps", "8/255",

@@ -62,6 +62,16 @@ def _row(suite, case, base_name, ours_name, base_us, ours_us, flops=None, ceil=N
     return row
 
 
+def plain_sgld(model, x0, n: int):
+    """The baseline: n SADA-JEM SGLD steps written in plain torch (autograd + update ops)."""
+    x = x0.clone()
+    for _ in range(n):
+        xi = x.detach().requires_grad_(True)
+        g = torch.autograd.grad(model(xi).logsumexp(1).sum(), xi)[0]
+        x = (x + 1.0 * g.clamp(-1, 1)).clamp(-1, 1)
+    return x
+
+
 def run_loops(device, quick: bool, ceil: dict) -> list[dict]:
     dev = torch.device(device)
     model, shape, name = model_and_shape(dev, quick)
@@ -71,12 +81,7 @@ def run_loops(device, quick: bool, ceil: dict) -> list[dict]:
     flops = k * b * formulas.model_flops(model, shape, device=dev)["fwd_xgrad"]
 
     def plain():
-        x = x0.clone()
-        for _ in range(k):
-            xi = x.detach().requires_grad_(True)
-            g = torch.autograd.grad(model(xi).logsumexp(1).sum(), xi)[0]
-            x = (x + 1.0 * g.clamp(-1, 1)).clamp(-1, 1)
-        return x
+        return plain_sgld(model, x0, k)
 
     kw = {"n_steps": k, "step_size": 1.0, "grad_clip": 1.0, "clamp": (-1.0, 1.0)}
     energy = ClassifierEnergy(model)
@@ -115,14 +120,7 @@ def run_overhead(device, quick: bool, ceil: dict) -> list[dict]:
     kw = {"step_size": 1.0, "grad_clip": 1.0, "clamp": (-1.0, 1.0)}
 
     def plain(n):
-        def loop():
-            x = x0.clone()
-            for _ in range(n):
-                xi = x.detach().requires_grad_(True)
-                g = torch.autograd.grad(model(xi).logsumexp(1).sum(), xi)[0]
-                x = (x + 1.0 * g.clamp(-1, 1)).clamp(-1, 1)
-            return x
-        return loop
+        return lambda: plain_sgld(model, x0, n)
 
     def ours(graph):
         def make(n):

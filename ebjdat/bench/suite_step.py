@@ -140,10 +140,11 @@ def run_threads(device, quick: bool, ceil: dict) -> list[dict]:
     import multiprocessing
 
     from ebjdat.train import TrainConfig, Trainer
+    from ebjdat.train.loop import num_threads
     if torch.device(device).type != "cpu":
         return [{"suite": "threads", "case": "cpu threads", "ours": "-", "skipped": "a CPU suite"}]
     trainer = Trainer(TrainConfig.preset("sadajem", device="cpu", steps=10_000))
-    before, rows = torch.get_num_threads(), []
+    rows = []
     for load in ("quiet", "one core busy"):
         stop = multiprocessing.Event()
         spinner = multiprocessing.Process(target=_spin, args=(stop,), daemon=True) if load != "quiet" else None
@@ -152,10 +153,9 @@ def run_threads(device, quick: bool, ceil: dict) -> list[dict]:
         try:
             t = {}
             for n in (2, 1):
-                torch.set_num_threads(n)
-                t[n] = _seconds(trainer.train_step, "cpu", quick)
+                with num_threads(n):
+                    t[n] = _seconds(trainer.train_step, "cpu", quick)
         finally:
-            torch.set_num_threads(before)
             if spinner:
                 stop.set()
                 spinner.join(5)

@@ -52,7 +52,7 @@ def check_run_folder(out: Path, resumed_from: Path | None = None) -> None:
 
 
 @contextlib.contextmanager
-def _threads(n: int):
+def num_threads(n: int):
     """torch's intra-op threads set to n inside the block (the trainer's choice)."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -76,7 +76,7 @@ def fit(trainer) -> dict:
         check_run_folder(out, trainer.resumed_from)
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         _carry_metrics(trainer, out)
-    with _threads(trainer.threads):
+    with num_threads(trainer.threads):
         _train(trainer, out, total, main)
         t_eval = time.time()
         result = evaluate(trainer)
