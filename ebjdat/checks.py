@@ -38,6 +38,32 @@ def as_device(device) -> torch.device:
     return dev
 
 
+def resolve_device(name: str) -> torch.device:
+    """"auto" (the GPU when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N" as a
+    torch.device; ValueError, phrased for --device, for a name that is no such device or a
+    GPU torch cannot see (checked here: torch's own error comes later, and is cryptic)."""
+    if not isinstance(name, str):
+        raise TypeError(f"device must be a string (auto, cpu, cuda or cuda:N), got {type(name).__name__}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ValueError(f"--device {name}: ebjdat runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is visible to torch (torch.cuda.is_available() "
+                         f"is False); use --device cpu or auto")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"--device {name}: torch sees {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}; "
+                         f"use one of those, cuda or auto")
+    return dev
+
+
 def torch_generator(g, device: torch.device) -> torch.Generator | None:
     """A torch.Generator on ``device`` for torch's random ops (index draws, fresh rows).
     An ``ebjdat.ops.PhiloxGenerator`` (what SGLD, PGD and the ops take) is accepted too: it

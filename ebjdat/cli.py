@@ -14,6 +14,7 @@ import sys
 import torch
 
 from . import ops
+from .checks import resolve_device
 
 TRAIN_FLAGS = {  # flag: (config field, type, help)
     "--out": ("out", str, "run folder (default runs/<time>)"),
@@ -99,37 +100,48 @@ def _check_sample_args(args) -> None:
         raise ValueError(f"--steps {args.steps}: SGLD steps must be >= 0 (0 pictures the starting points)")
     if args.y is not None and args.y < 0:
         raise ValueError(f"--y {args.y}: a class index must be >= 0")
-    from .train.trainer import resolve_device
+    from .checks import resolve_device
     resolve_device(args.device or "auto")
     ops.check_backend(args.backend)
     plots.check_image_path(args.out, name="--out", overwrite=args.force, force_flag="--force")
 
 
 def _draw_samples(args) -> int:
-    from . import plots
-    from .train import Trainer
+    """The run's sampler (built from its config, on its checkpoint's model) from buffer
+    rows or from fresh starts of the run's initial distribution; no dataset is read."""
+    from . import build, plots
+    from .evaluate.trained import load_trained
+    from .sampling import ClassGaussianInit
     _check_sample_args(args)
-    trainer = Trainer.resume(args.checkpoint, device=args.device or "auto", backend=args.backend, out=None)
-    ops.check_backend(args.backend, trainer.device)   # triton on CPU tensors of a GPU machine
-    n_classes = trainer.train_set.n_classes
+    dev = resolve_device(args.device or "auto")
+    ops.check_backend(args.backend, dev)   # triton on CPU tensors of a GPU machine
+    ops.set_backend(args.backend)
+    run = load_trained(args.checkpoint, device=dev)
+    cfg, model, buf, n_classes = run["config"], run["model"], run["buffer"], run["n_classes"]
     if args.y is not None and args.y >= n_classes:
         raise ValueError(f"--y {args.y}: the run's dataset has {n_classes} classes; pass a class in "
                          f"[0, {n_classes})")
-    if not args.fresh and args.n > len(trainer.buffer):
-        raise ValueError(f"--n {args.n}: the run's replay buffer holds {len(trainer.buffer)} chains; pass "
-                         f"--n {len(trainer.buffer)} or less, or --fresh (chains from noise, any number)")
-    steps = args.steps if args.steps is not None else trainer.cfg.sgld_steps
-    sampler = trainer.sampler
-    sampler.n_steps = steps
-    if args.fresh:
-        x0 = torch.rand(args.n, *trainer.train_set.x.shape[1:], device=trainer.device) * 2 - 1
+    if not args.fresh and (buf is None or args.n > len(buf)):
+        held = 0 if buf is None else len(buf)
+        raise ValueError(f"--n {args.n}: the run's replay buffer holds {held} chains; pass --n {held} or "
+                         f"less, or --fresh (chains from the run's initial distribution, any number)")
+    g = torch.Generator().manual_seed(args.seed)
+    y = None if args.y is None else torch.full((args.n,), args.y, dtype=torch.long)
+    if not args.fresh:
+        x0 = buf[torch.randperm(len(buf), generator=g)[:args.n]]
+        start = "buffer rows"
+    elif run["init"] is not None:
+        init = ClassGaussianInit.from_state_dict(run["init"](), generator=g)
+        x0, start = init(args.n, y), "the run's class-Gaussian"
     else:
-        x0, _ = trainer.buffer.sample(args.n)
-    y = None if args.y is None else torch.full((x0.shape[0],), args.y, device=trainer.device)
-    trainer.model.train(trainer.cfg.sampler_train_mode)
-    x = sampler.sample(x_init=x0.to(trainer.device), y=y)
+        x0 = torch.rand((args.n, *run["sample_shape"]), generator=g) * 2 - 1
+        start = "uniform noise"
+    steps = args.steps if args.steps is not None else cfg.sgld_steps
+    sampler = build.sampler(cfg, model, generator=ops.PhiloxGenerator(args.seed, device=dev), n_steps=steps)
+    model.train(cfg.sampler_train_mode)
+    x = sampler.sample(x_init=x0.to(dev), y=None if y is None else y.to(dev))
     plots.save_grid(args.out, x.float().cpu())
-    print(f"wrote {x.shape[0]} samples after {steps} SGLD steps to {args.out}")
+    print(f"wrote {x.shape[0]} samples after {steps} SGLD steps from {start} to {args.out}")
     return 0
 
 
@@ -140,7 +152,10 @@ def _sample_parser(sub) -> None:
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64; from the buffer at "
                    "most its size, with --fresh any number)")
     p.add_argument("--steps", type=int, help="SGLD steps (default: the run's sgld_steps; 0: the starting points)")
-    p.add_argument("--fresh", action="store_true", help="start from uniform noise, not the buffer")
+    p.add_argument("--fresh", action="store_true", help="start fresh chains from the run's initial "
+                   "distribution (its class-Gaussian, class --y's with --y; uniform noise for JEM), "
+                   "not from the buffer")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starts and the sampler noise (default 0)")
     p.add_argument("--y", type=int, help="class-conditional: sample E(x, y) for this class")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--backend", default="auto", choices=ops.backends.NAMES, help="fused-op backend (default auto)")

@@ -13,27 +13,31 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def objective(cfg, logits_pd: Tensor, logits_q: Tensor, logits_lab: Tensor, y_lab: Tensor,
-              logits_adv: Tensor, logits_pd2: Tensor | None = None,
-              logits_adv2: Tensor | None = None) -> tuple[Tensor, dict]:
-    """(loss, terms): the weighted sum and its four terms (0-d tensors, no host sync).
+def px_term(logits_data: Tensor, logits_model: Tensor) -> Tensor:
+    """``-(mean f(x_data) - mean f(x_model))``: maximum likelihood of p(x) by contrast."""
+    return -(torch.logsumexp(logits_data, 1).mean() - torch.logsumexp(logits_model, 1).mean())
 
-    logits_*: (B, K). logits_pd2 / logits_adv2: the reference loop's second forwards of
-    x_pd (for p(x, x_adv)) and x_adv (for p(y | x_adv)); the same values, None reuses.
-    """
-    f_pd = torch.logsumexp(logits_pd, 1).mean()
-    f_pd2 = f_pd if logits_pd2 is None else torch.logsumexp(logits_pd2, 1).mean()
-    f_q = torch.logsumexp(logits_q, 1).mean()
-    f_adv = torch.logsumexp(logits_adv, 1).mean()
-    terms = {
-        "l_px": -(f_pd - f_q),
-        "l_pyx": F.cross_entropy(logits_lab, y_lab),
-        "l_pxadv": -(f_pd2 - f_adv),
-        "l_pyxadv": F.cross_entropy(logits_adv if logits_adv2 is None else logits_adv2, y_lab),
-    }
-    loss = (cfg.w_px * terms["l_px"] + cfg.w_pyx * terms["l_pyx"]
+
+def weighted(cfg, terms: dict) -> Tensor:
+    """The loss: the four terms weighted by cfg.w_px, w_pyx, w_pxadv, w_pyxadv."""
+    return (cfg.w_px * terms["l_px"] + cfg.w_pyx * terms["l_pyx"]
             + cfg.w_pxadv * terms["l_pxadv"] + cfg.w_pyxadv * terms["l_pyxadv"])
-    return loss, terms
+
+
+def objective(cfg, logits, clean: tuple, x_pd: Tensor, x_adv: Tensor, y_lab: Tensor) -> tuple[Tensor, dict]:
+    """(loss, terms) of one iteration, forwarding x_adv once (fast mode; the published
+    loop's extra forwards are ``ebjdat.published.objective``).
+
+    logits: the model's forward, x -> (B, K) float32 logits; clean: the (B, K) logits of
+    x_pd, x_q and x_lab from before the attack; terms: 0-d tensors, no host sync.
+    """
+    logits_pd, logits_q, logits_lab = clean
+    logits_adv = logits(x_adv)
+    terms = {"l_px": px_term(logits_pd, logits_q),
+             "l_pyx": F.cross_entropy(logits_lab, y_lab),
+             "l_pxadv": px_term(logits_pd, logits_adv),
+             "l_pyxadv": F.cross_entropy(logits_adv, y_lab)}
+    return weighted(cfg, terms), terms
 
 
 def learning_rate(cfg, step: int, steps_per_epoch: int) -> float:

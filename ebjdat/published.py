@@ -1,15 +1,19 @@
-"""The published EB-JDAT iteration, written once (REFERENCE.md describes what that code
-computes): the benchmark's baseline, the tests' oracle, and the source of the trainer's
-reference mode (``published_attack``).
+"""The published EB-JDAT computation, written once (REFERENCE.md describes that code).
 
-``PublishedLoop.step(x_lab, y_lab, x_pd)``, waste included, in the published order: the
-replay buffer lives on the host (rows gathered, moved to the device and scattered back
-every iteration), fresh per-class Gaussian rows are made one row at a time in a Python
-loop; x_q from SGLD (PYLD's inner steps reuse the outer gradient); the train-mode forwards
-of x_pd, x_q and x_lab; the eval-mode attack in micro-batches of 2 with the clean logits
-recomputed, x_adv forwarded twice per step and the perceptual distance summed over each
-micro-batch; the forwards of x_pd (again) and x_adv (twice); the optimiser step (SAM,
-adaptive for rho >= 0.5, its second pass with BatchNorm frozen). fp32, plain PyTorch.
+Its parts, which the trainer's reference mode is built from: ``HostChains`` (the replay
+buffer on the host: rows gathered, moved to the device, sampled and scattered back every
+iteration), ``PublishedAttack`` / ``published_attack`` (eval mode, micro-batches of 2, the
+clean logits recomputed, x_adv forwarded twice per step, the perceptual distance summed
+over each micro-batch) and ``objective`` (x_pd forwarded again and x_adv twice after the
+attack).
+
+``PublishedLoop.step(x_lab, y_lab, x_pd)``: the whole published iteration in plain
+PyTorch, waste included, for the benchmark's baseline and the tests' oracle: its own host
+buffer, fresh per-class Gaussian rows made one row at a time in a Python loop; x_q from
+SGLD (PYLD's inner steps reuse the outer gradient); the train-mode forwards of x_pd, x_q
+and x_lab; the attack; the loss; the optimiser step (SAM, adaptive for rho >= 0.5, its
+second pass with BatchNorm frozen); the divergence check read every iteration; the
+buffer refresh of JEM and JEM++. fp32.
 
 ``random_start(x)`` draws the attack's start (default: ``U(-eps, eps)`` from the loop's
 own generator); tests plug in the trainer's Philox stream to compare the two exactly.
@@ -20,14 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ops
 from .bench.profiling import phase as _phase
 from .energy import logits_of as _logits
 from .energy import perceptual_distance
 from .models.batchnorm import frozen_batchnorm
-from .objectives import learning_rate
+from .objectives import learning_rate, px_term, weighted
 from .sampling import ClassGaussianInit
 
-__all__ = ["PublishedLoop", "published_attack"]
+__all__ = ["PublishedLoop", "PublishedAttack", "HostChains", "published_attack", "objective"]
 
 
 def published_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg, start: torch.Tensor) -> torch.Tensor:
@@ -68,6 +73,46 @@ def _objective(model, cfg, xb, yb, xa) -> torch.Tensor:
     if cfg.adv_objective == "energy":
         return -logits.gather(1, yb[:, None]).sum()
     return F.cross_entropy(logits, yb)
+
+
+def objective(cfg, logits, clean: tuple, x_pd, x_adv, y_lab) -> tuple[torch.Tensor, dict]:
+    """(loss, terms) with the published code's forwards after the attack: x_pd again (for
+    p(x, x_adv)), then x_adv twice (p(x, x_adv), then p(y | x_adv)). The values equal
+    ``ebjdat.objectives.objective``'s; the extra train-mode forwards move BatchNorm's
+    running statistics. logits: x -> (B, K) logits; clean: those of x_pd, x_q, x_lab."""
+    l_pd, l_q, l_lab = clean
+    l_pd2, l_adv, l_adv2 = logits(x_pd), logits(x_adv), logits(x_adv)
+    terms = {"l_px": px_term(l_pd, l_q), "l_pyx": F.cross_entropy(l_lab, y_lab),
+             "l_pxadv": px_term(l_pd2, l_adv), "l_pyxadv": F.cross_entropy(l_adv2, y_lab)}
+    return weighted(cfg, terms), terms
+
+
+class PublishedAttack:
+    """The training attack of reference mode: a U(-eps, eps) start drawn by the fused
+    ``pgd_init_`` from ``generator`` (a PhiloxGenerator), then :func:`published_attack`."""
+
+    def __init__(self, model: nn.Module, cfg, generator):
+        self.model, self.cfg, self.generator = model, cfg, generator
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        start = torch.empty_like(x)
+        ops.pgd_init_(start, x, eps=self.cfg.pgd_eps, clamp=(-1.0, 1.0), generator=self.generator)
+        return published_attack(self.model, x, y, self.cfg, start)
+
+
+class HostChains:
+    """Reference mode's sampling step: rows of a host ReplayBuffer gathered, moved to the
+    device, run through ``sampler`` and scattered back (the published code's host round
+    trip, a synchronisation every iteration). ``sample(n)`` returns the (n, ...) samples."""
+
+    def __init__(self, buffer, sampler, device):
+        self.buffer, self.sampler, self.device = buffer, sampler, torch.device(device)
+
+    def sample(self, n: int) -> torch.Tensor:
+        x, idx = self.buffer.sample(n)
+        x = self.sampler.sample(x_init=x.to(self.device))
+        self.buffer.update_(idx, x.cpu())
+        return x
 
 
 class PublishedLoop:
@@ -174,15 +219,7 @@ class PublishedLoop:
         return f(x_pd), f(x_q), f(x_lab)
 
     def loss(self, clean, x_pd, x_adv, y_lab) -> tuple[torch.Tensor, dict]:
-        """The four terms; the forwards after the attack: x_pd again, x_adv twice (step 4)."""
-        cfg, f = self.cfg, lambda x: _logits(self.model, x)
-        l_pd, l_q, l_lab = clean
-        l_pd2, l_adv, l_adv2 = f(x_pd), f(x_adv), f(x_adv)                     # duplicated
-        terms = {"l_px": -(l_pd.logsumexp(1).mean() - l_q.logsumexp(1).mean()),
-                 "l_pyx": F.cross_entropy(l_lab, y_lab),
-                 "l_pxadv": -(l_pd2.logsumexp(1).mean() - l_adv.logsumexp(1).mean()),
-                 "l_pyxadv": F.cross_entropy(l_adv2, y_lab)}
-        return _weighted(cfg, terms), terms
+        return objective(self.cfg, lambda x: _logits(self.model, x), clean, x_pd, x_adv, y_lab)
 
     def _lr(self) -> float:
         return learning_rate(self.cfg, self.t, self.steps_per_epoch)
@@ -210,7 +247,10 @@ class PublishedLoop:
     def step(self, x_lab: torch.Tensor, y_lab: torch.Tensor, x_pd: torch.Tensor) -> dict:
         """One iteration in the published order (REFERENCE.md): x_q; the train-mode forwards
         of x_pd, x_q, x_lab; the eval-mode attack; the forwards of x_adv; the optimiser step.
-        Returns {"loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv"} (0-d tensors)."""
+        Then, as the code does, the watched value (cfg.bound_on) is read and checked against
+        cfg.loss_bound, and every cfg.refresh_every iterations the buffer gets one more
+        sampler call. Returns {"loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv"} (0-d tensors)."""
+        cfg = self.cfg
         self.model.train(True)
         for g in self.opt.param_groups:
             g["lr"] = self._lr()
@@ -224,9 +264,10 @@ class PublishedLoop:
             loss, terms = self.loss(clean, x_pd, x_adv, y_lab)
             self.update(loss, lambda: self.loss(self.clean_logits(x_pd, x_q, x_lab), x_pd, x_adv, y_lab)[0])
         self.t += 1
+        watched = (loss if cfg.bound_on == "loss" else terms[cfg.bound_on]).detach()
+        if not abs(float(watched)) <= cfg.loss_bound:     # read every iteration: a host sync
+            raise FloatingPointError(f"|{cfg.bound_on}| = {float(watched):g} exceeds {cfg.loss_bound:g}")
+        if cfg.refresh_every and self.t % cfg.refresh_every == 0:
+            self.sample_q()                                 # JEM's and JEM++'s buffer refresh
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
 
-
-def _weighted(cfg, terms: dict) -> torch.Tensor:
-    return (cfg.w_px * terms["l_px"] + cfg.w_pyx * terms["l_pyx"]
-            + cfg.w_pxadv * terms["l_pxadv"] + cfg.w_pyxadv * terms["l_pyxadv"])

@@ -7,11 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ebjdat import cli, plots
-from ebjdat.evaluate import checkpoint as eval_checkpoint
+from ebjdat import checks, cli, plots
+from ebjdat.evaluate import trained as eval_checkpoint
 from ebjdat.evaluate.core import eps_list
 from ebjdat.ops import backends
-from ebjdat.train import trainer as trainer_mod
 
 NO_GPU = "no CUDA GPU is visible to torch"
 
@@ -74,7 +73,7 @@ def test_sample_bad_checkpoint(run, tmp_path, capsys):
     (["--out", "samples"], ["--out", "no suffix"]),
 ])
 def test_sample_bad_flags_fail_before_loading(flags, words, tmp_path, monkeypatch, capsys):
-    no_work(monkeypatch, trainer_mod.Trainer, "resume")
+    no_work(monkeypatch, eval_checkpoint, "load_trained")
     monkeypatch.chdir(tmp_path)
     fails(capsys, ["sample", "--checkpoint", "whatever", *flags], *words)
     assert list(tmp_path.iterdir()) == []
@@ -125,7 +124,7 @@ def test_sample_unwritable_folder(run, tmp_path, monkeypatch, capsys):
     ro = tmp_path / "ro"
     ro.mkdir()
     monkeypatch.setattr(plots.os, "access", lambda p, mode: os.fspath(p) != os.fspath(ro))
-    no_work(monkeypatch, trainer_mod.Trainer, "resume")
+    no_work(monkeypatch, eval_checkpoint, "load_trained")
     fails(capsys, ["sample", "--checkpoint", str(run), "--out", str(ro / "s.png")], "not writable")
 
 
@@ -213,18 +212,18 @@ def test_eval_device_without_gpu(run, no_gpu, monkeypatch, capsys):
                                         ("mps", ["cpu or cuda"]), ("cuda:x", ["not a device"])])
 def test_resolve_device_without_gpu(no_gpu, name, words):
     with pytest.raises(ValueError, match=f"--device {name}") as e:
-        trainer_mod.resolve_device(name)
+        checks.resolve_device(name)
     assert all(w in str(e.value) for w in words)
-    assert trainer_mod.resolve_device("auto") == torch.device("cpu")
-    assert trainer_mod.resolve_device("cpu") == torch.device("cpu")
+    assert checks.resolve_device("auto") == torch.device("cpu")
+    assert checks.resolve_device("cpu") == torch.device("cpu")
 
 
 def test_resolve_device_gpu_index_beyond_the_count(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ValueError, match=r"--device cuda:2: torch sees 2 CUDA GPU\(s\), cuda:0 to cuda:1"):
-        trainer_mod.resolve_device("cuda:2")
-    assert trainer_mod.resolve_device("cuda:1") == torch.device("cuda", 1)
+        checks.resolve_device("cuda:2")
+    assert checks.resolve_device("cuda:1") == torch.device("cuda", 1)
 
 
 def test_train_device_and_backend_that_cannot_run(tmp_path, no_triton, capsys):

@@ -40,7 +40,7 @@ def test_backend_selection():
     with pytest.raises(ValueError, match="backend must be one of"):
         ops.set_backend("tpu")
     from ebjdat.ops.backends import resolve
-    assert resolve("auto", torch.zeros(1)).__name__ == "ebjdat.ops.reference"
+    assert resolve("auto", torch.zeros(1)).__name__ == "ebjdat.ops.spec"
 
 
 def test_unavailable_backend_is_a_clear_error(monkeypatch):

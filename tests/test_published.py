@@ -110,3 +110,49 @@ def test_published_warm_up_starts_at_zero():
     t, b = _pair("reference")
     _one_iteration(t, b)
     assert t.optimizer.param_groups[0]["lr"] == b.opt.param_groups[0]["lr"] == 0.0
+
+
+# ---------------------------------------------------------------- the published code's details
+def test_presets_carry_the_published_details():
+    """REFERENCE.md's 'further details': SADA-JEM's x_pd unaugmented and its p(x) term
+    watched; JEM++ holds 5,000 images out; JEM and JEM++ refresh the buffer every 100."""
+    sada, jempp, jem = (TrainConfig.preset(v, dataset="cifar10") for v in ("sadajem", "jempp", "jem"))
+    assert (sada.pd_augment, sada.bound_on, sada.refresh_every, sada.holdout) == (False, "l_px", 0, 0)
+    assert (jempp.holdout, jempp.refresh_every, jempp.bound_on) == (5000, 100, "loss")
+    assert (jem.refresh_every, jem.holdout) == (100, 0)
+    assert TrainConfig.preset("jempp").holdout == 0   # the digits profile: 1,437 images, none held out
+    # JEM++'s epoch: 45,000 images in batches of 64 (its decay milestones fall there)
+    assert (50_000 - jempp.holdout) // jempp.batch_size == 703
+    assert TrainConfig.preset("sadajem").pd_augment   # the digits profile's documented choice
+    t = Trainer(TrainConfig.preset("sadajem", mode="reference", pd_augment=False, **TINY))
+    assert not t.pd_loader.augment and t.lab_loader.augment
+    with pytest.raises(ValueError, match="reference mode runs the published fp32"):
+        TrainConfig.preset("sadajem", mode="reference", precision="bf16")
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_buffer_refresh_every_n_iterations(mode):
+    """After iteration N (N a multiple of refresh_every) one more sampler call on the buffer
+    (in the sampler's train/eval mode): JEM's and JEM++'s extra refresh."""
+    t = Trainer(TrainConfig.preset("jempp", mode=mode, refresh_every=2, **{**TINY, "sgld_steps": 1}))
+    calls = []
+    sample = t.chains.sample
+    t.chains.sample = lambda n: calls.append(t.step) or sample(n)
+    for _ in range(4):
+        t.train_step()
+    assert calls == [0, 1, 2, 2, 3, 4]   # the iteration's own draw, plus one after steps 2 and 4
+
+
+def test_divergence_watch_published_per_iteration_fast_at_check():
+    """Reference mode reads SADA-JEM's |p(x) term| every iteration (the published loop's
+    check); fast mode folds it on the device and raises at the next check (log time)."""
+    from ebjdat.train import TrainingDiverged
+    ref = Trainer(TrainConfig.preset("sadajem", mode="reference", loss_bound=1e-12, **TINY))
+    with pytest.raises(TrainingDiverged, match=r"\|the l_px term\| reached .* by step 1"):
+        ref.train_step()
+    fast = Trainer(TrainConfig.preset("sadajem", mode="fast", loss_bound=1e-12, **TINY))
+    fast.train_step()
+    fast.train_step()
+    with pytest.raises(TrainingDiverged, match="by step 2"):
+        fast.check_finite()
+    fast.check_finite()   # the window starts again empty

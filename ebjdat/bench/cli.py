@@ -18,18 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from ..checks import resolve_device
 
 SUITES = ("ops", "loops", "overhead", "attack", "step", "threads")
-
-
-def _device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda given but no CUDA GPU is available")
-    return dev
 
 
 def _suites(suite) -> list[str]:
@@ -61,7 +52,7 @@ def run_bench(suite="all", device: str | None = None, quick: bool = False,
     out = out or sys.stdout
     names = _suites(suite)
     path = _check_json_path(json_path)
-    dev = _device(device)
+    dev = resolve_device(device or "auto")
     t0 = time.perf_counter()
     deadline = None if budget_s is None else t0 + budget_s
     ceil = timing.ceilings(dev)

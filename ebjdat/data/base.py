@@ -3,6 +3,7 @@ seeded subsets and the split / count checks (datasets.py and cifar.py import it;
 imports neither)."""
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass
 
@@ -106,4 +107,13 @@ def subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int, name: str
     return x[idx], y[idx]
 
 
-# ---- digits ------------------------------------------------------------------------------
+def hold_out(ds: "Dataset", n: int, seed: int) -> "Dataset":
+    """ds without n of its samples, drawn by a seeded permutation (JEM++ trains on 45,000
+    of CIFAR's 50,000 images); the kept samples stay in their original order."""
+    if n == 0:
+        return ds
+    if not 0 < n < len(ds):
+        raise ValueError(f"holdout={n} must be in [0, {len(ds)}): the training split has {len(ds)} images")
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(ds), generator=g)[n:].sort().values
+    return dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep])

@@ -15,17 +15,10 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from ..checks import as_device
 from .base import Dataset
 
 __all__ = ["Loader", "augment_batch"]
-
-
-def _device(device) -> torch.device:
-    """A bare "cuda" -> the current CUDA device, so comparisons with tensors' devices hold."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
 
 
 def augment_batch(x: torch.Tensor, *, pad: int = 0, flip: bool = False, noise_sigma: float = 0.0,
@@ -91,13 +84,13 @@ class Loader:
         if (isinstance(noise_sigma, bool) or not isinstance(noise_sigma, numbers.Real)
                 or not math.isfinite(noise_sigma) or noise_sigma < 0):
             raise ValueError(f"noise_sigma must be a finite number >= 0, got {noise_sigma!r}")
-        self.device = _device(device)
+        self.device = as_device(device)
         if generator is None:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
         elif not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        elif _device(generator.device) != self.device:
+        elif as_device(generator.device) != self.device:
             raise ValueError(f"generator is on {generator.device}, expected {self.device}; create "
                              f"it with torch.Generator(device={str(self.device)!r})")
         if augment and ds.pad >= min(ds.x.shape[2], ds.x.shape[3]):

@@ -7,12 +7,12 @@ sanity checks. ``evaluate_checkpoint(path, ...)`` adds the energy landscape, SGL
 grids and FID / IS for a training checkpoint. See REFERENCE.md for why the protocols differ.
 """
 from .autoattack import apgd_correct, autoattack_correct
-from .checkpoint import evaluate_checkpoint, load_for_eval
 from .core import PROTOCOLS, REFERENCE, evaluate, reference_protocol
 from .fid import fid_is
 from .landscape import energy_landscape, generate, marginal_energies, sample_grids
 from .robustness import correct, noise_correct, pgd_correct, zero_gradient
 from .sanity import run_checks
+from .trained import evaluate_checkpoint, load_for_eval
 from .wrapper import PixelModel, from_pixels, to_pixels
 
 __all__ = [

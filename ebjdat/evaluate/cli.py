@@ -127,7 +127,7 @@ def check_args(args) -> None:
         raise ValueError("--eps 0: radii must be > 0 (the PGD curve always includes eps 0, as a check)")
     if args.alpha is not None and not (0 < args.alpha and math.isfinite(args.alpha)):
         raise ValueError(f"--alpha {args.alpha:g}: the PGD step must be a finite number > 0")
-    from ..train.trainer import resolve_device
+    from ..checks import resolve_device
     resolve_device(args.device)
     check_outputs(args)
 
@@ -142,8 +142,8 @@ def check_outputs(args) -> None:
         check_output(args.out, name="--out", folder=True)
     else:
         from ..train.checkpoint import resolve_checkpoint
-        from .checkpoint import _default_out
-        run = _default_out(resolve_checkpoint(args.checkpoint), 0).parent
+        from .trained import default_out
+        run = default_out(resolve_checkpoint(args.checkpoint), 0).parent
         check_output(run, name="the run folder (where eval_step_N goes; or pass --out)", folder=True)
     if args.json is not None:
         check_output(args.json, name="--json", overwrite=False)
@@ -151,7 +151,7 @@ def check_outputs(args) -> None:
 
 def _eval(args) -> int:
     from . import autoattack as aa
-    from .checkpoint import evaluate_checkpoint
+    from .trained import evaluate_checkpoint
     try:
         check_args(args)
     except (ValueError, OSError) as e:

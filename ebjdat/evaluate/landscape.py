@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .. import ops, plots
-from ..energy import ClassifierEnergy, logits_of, marginal
-from ..sampling import PYLD, SGLD
+from .. import build, ops, plots
+from ..energy import logits_of, marginal
 from .robustness import batches
 from .wrapper import autocast_for, kept_modes
 
@@ -36,17 +35,6 @@ def marginal_energies(model: nn.Module, x: Tensor, *, batch_size: int = 256, pre
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def build_sampler(model: nn.Module, cfg, *, n_steps: int | None = None, seed: int = 0) -> SGLD:
-    """The run's sampler over ``model``'s marginal energy (cfg: a TrainConfig), without a
-    buffer, on a PhiloxGenerator seeded with ``seed``; ``n_steps`` overrides sgld_steps."""
-    dev = next(model.parameters()).device
-    kw = dict(n_steps=cfg.sgld_steps if n_steps is None else n_steps, step_size=cfg.sgld_step_size,
-              noise_std=cfg.sgld_noise, grad_clip=cfg.sgld_clip,
-              clamp=(-1.0, 1.0) if cfg.sgld_clamp else None, generator=ops.PhiloxGenerator(seed, device=dev))
-    energy = ClassifierEnergy(model)
-    return PYLD(energy, n_inner=cfg.sgld_inner, **kw) if cfg.sgld_inner > 1 else SGLD(energy, **kw)
-
-
 def generate(model: nn.Module, cfg, x_init: Tensor, *, y: Tensor | None = None, n_steps: int | None = None,
              batch_size: int = 256, seed: int = 0) -> Tensor:
     """(N, ...) samples: the run's sampler from x_init (N, ...) in [-1, 1] (x_init is not
@@ -56,7 +44,8 @@ def generate(model: nn.Module, cfg, x_init: Tensor, *, y: Tensor | None = None, 
     SADA-JEM, eval for JEM) so that BatchNorm statistics of ``model`` stay as they are.
     """
     twin = copy.deepcopy(model).train(bool(cfg.sampler_train_mode))
-    sampler = build_sampler(twin, cfg, n_steps=n_steps, seed=seed)
+    dev = next(twin.parameters()).device
+    sampler = build.sampler(cfg, twin, generator=ops.PhiloxGenerator(seed, device=dev), n_steps=n_steps)
     out = []
     for s in batches(len(x_init), batch_size):
         out.append(sampler.sample(x_init=x_init[s], y=None if y is None else y[s]).detach())

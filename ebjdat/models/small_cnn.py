@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .wideresnet import _norm
+from .wideresnet import norm_layer
 
 
 class SmallCNN(nn.Module):
@@ -22,9 +22,9 @@ class SmallCNN(nn.Module):
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1), _norm(w, norm), nn.LeakyReLU(leak),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), _norm(2 * w, norm), nn.LeakyReLU(leak),
-            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), _norm(2 * w, norm), nn.LeakyReLU(leak),
+            nn.Conv2d(in_channels, w, 3, padding=1), norm_layer(w, norm), nn.LeakyReLU(leak),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), norm_layer(2 * w, norm), nn.LeakyReLU(leak),
+            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), norm_layer(2 * w, norm), nn.LeakyReLU(leak),
         )
         self.head = nn.Linear(2 * w, n_classes)
         self.feature_dim = 2 * w

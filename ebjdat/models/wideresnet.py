@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _norm(channels: int, norm: str | None) -> nn.Module:
+def norm_layer(channels: int, norm: str | None) -> nn.Module:
     if norm in (None, "none"):
         return nn.Identity()
     if norm == "batch":
@@ -21,7 +21,7 @@ class WideBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int, norm: str | None, leak: float):
         super().__init__()
-        self.bn1, self.bn2 = _norm(cin, norm), _norm(cout, norm)
+        self.bn1, self.bn2 = norm_layer(cin, norm), norm_layer(cout, norm)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.conv2 = nn.Conv2d(cout, cout, 3, stride=stride, padding=1)
         self.act = nn.LeakyReLU(leak)
@@ -53,7 +53,7 @@ class WideResNet(nn.Module):
                 blocks.append(WideBlock(cin, cout, 2 if stage and i == 0 else 1, norm, leak))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.bn = _norm(cin, norm)
+        self.bn = norm_layer(cin, norm)
         self.act = nn.LeakyReLU(leak)
         self.head = nn.Linear(cin, n_classes)
         self.feature_dim = cin

@@ -4,7 +4,7 @@ Every op updates its first argument in place and returns it, computes in fp32 re
 (fp64 for fp64 x) with one rounding to x's dtype, runs on the current stream without a
 host synchronisation, and is a ``torch.library`` custom op (``torch.ops.ebjdat.*``), so it
 is safe inside torch.compile and CUDA-graph capture. The math is specified in
-``ebjdat/ops/reference.py`` (the ``torch`` backend); ``triton`` and ``cuda`` compute the
+``ebjdat/ops/spec.py`` (the ``torch`` backend); ``triton`` and ``cuda`` compute the
 same function, with the same Philox noise (``ebjdat/ops/philox.py``).
 """
 from __future__ import annotations

@@ -20,7 +20,7 @@ def _interpreting() -> bool:
 
 def _module(name: str) -> ModuleType:
     return importlib.import_module({
-        "torch": "ebjdat.ops.reference",
+        "torch": "ebjdat.ops.spec",
         "triton": "ebjdat.ops.triton_kernels",
         "cuda": "ebjdat.ops.cuda",
     }[name])

@@ -339,7 +339,7 @@ def _layout_args(layout):
     return c, h * w, c * h * w, True
 
 
-def _device(x: torch.Tensor):
+def _launch_device(x: torch.Tensor):
     """Launch on x's GPU (Triton launches on the current device, on its current stream)."""
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
@@ -358,7 +358,7 @@ def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=No
     n = x.numel()
     noise = noise_std > 0
     c, hw, d, cl = _layout_args(layout if noise else None)  # only the noise needs it
-    with _device(x):
+    with _launch_device(x):
         _sgld_kernel[(triton.cdiv(n, _BLOCK),)](
             x, grad, state if noise else x, n, c, hw, d,
             float(step_size), float(noise_std), float(grad_clip), float(lo), float(hi),
@@ -371,7 +371,7 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
     n = x.numel()
     has_eps = eps is not None
     e = float(eps) if has_eps else 0.0
-    with _device(x):
+    with _launch_device(x):
         if norm == "linf":
             _pgd_linf_kernel[(triton.cdiv(n, _BLOCK),)](
                 x, grad, x_orig, n, float(alpha), e, float(lo), float(hi),
@@ -391,7 +391,7 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     advances the generator by x.numel()."""
     n = x.numel()
     c, hw, d, cl = _layout_args(layout)
-    with _device(x):
+    with _launch_device(x):
         if norm == "linf":
             _init_linf_kernel[(triton.cdiv(n, _BLOCK),)](
                 x, x_orig, state, n, c, hw, d, float(eps), float(lo), float(hi),

@@ -47,6 +47,8 @@ from pathlib import Path
 
 import torch
 
+from .runs import run_folder_of
+
 _STEP_FILE = re.compile(r"step_(\d{8,})\.pt")
 _TEMP_FILE = re.compile(r"\.step_\d{8,}\.pt\..*\.tmp")
 # what the weights_only unpickler rebuilds (checked before writing, so a run does not
@@ -465,3 +467,43 @@ def resolve_checkpoint(path) -> Path:
     if not p.exists():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
     return p
+
+
+# ---- the run's initial distribution, beside its checkpoints --------------------------------
+INIT_FILE = "init.pt"
+
+
+def save_init(folder, record: dict, state) -> None:
+    """Write a run's fitted class-Gaussian once into its folder as INIT_FILE (checksummed),
+    so that sampling needs no dataset; ``record`` is what the checkpoints keep of it
+    ({"kind", "file", "sha256"}), ``state()`` returns the tensors. The folder's own file
+    is kept (a fresh run starts in an empty folder, a resume reads it back); a file that
+    holds another distribution is an error, never overwritten."""
+    if record["kind"] == "uniform":
+        return
+    path = Path(folder) / INIT_FILE
+    if path.exists():
+        if state_digest(load_checkpoint(path)) != record["sha256"]:
+            raise ValueError(f"{path} holds another initial distribution than this run's: it belongs to "
+                             f"another run; move it away, or write this run into a new folder (--out)")
+        return
+    save_checkpoint(path, state())
+
+
+def load_init(checkpoint_file, record: dict | None, *, missing_ok: bool = False) -> dict | None:
+    """The class-Gaussian state a checkpoint's ``record`` names (INIT_FILE in its run
+    folder, digest checked); None for a uniform init, a checkpoint without a record, or
+    (``missing_ok``: a resume fits it to the data again) a file that is not there."""
+    if record is None or record.get("kind") == "uniform":
+        return None
+    path = run_folder_of(Path(checkpoint_file)) / record["file"]
+    if missing_ok and not path.exists():
+        return None
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: the run's class-Gaussian initial distribution, kept in the run "
+                         f"folder beside checkpoints/; copy it along with the checkpoint")
+    state = load_checkpoint(path)
+    if state_digest(state) != record["sha256"]:
+        raise ValueError(f"{path} is not the initial distribution {checkpoint_file} was trained with "
+                         f"(its digest differs): it belongs to another run")
+    return state

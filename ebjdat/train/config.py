@@ -36,8 +36,11 @@ class TrainConfig:
     # batches and buffer
     batch_size: int = 64               # unlabelled x_pd batch (and SGLD batch)
     label_batch_size: int = 128        # labelled batch (and attack batch)
+    holdout: int = 0                   # training images never trained on (JEM++: 5,000)
+    pd_augment: bool = True            # crop/flip x_pd (SADA-JEM's code does not)
     buffer_size: int = 10000
     reinit_freq: float = 0.05
+    refresh_every: int = 0             # > 0: an extra sampler call on the buffer every N iterations
     init: str = "class_gaussian"       # "uniform" over [-1, 1] or "class_gaussian"
     # generative sampler
     sgld_steps: int = 10
@@ -60,6 +63,7 @@ class TrainConfig:
     w_pxadv: float = 0.1
     w_pyxadv: float = 1.0
     loss_bound: float = 1e5
+    bound_on: str = "loss"             # what loss_bound watches: "loss" or "l_px" (SADA-JEM)
     # optimiser and schedule
     optimizer: str = "sgd"             # "sgd" (momentum) or "adam"
     lr: float = 0.01
@@ -141,7 +145,8 @@ class TrainConfig:
         choices = {"variant": VARIANTS, "mode": MODES, "precision": PRECISIONS,
                    "adv_objective": ADV_OBJECTIVES, "optimizer": ("sgd", "adam"),
                    "init": ("uniform", "class_gaussian"), "noise_on": ("all", "pd"),
-                   "model": ("auto", "wrn", "small_cnn"), "norm": (None, "none", "batch")}
+                   "model": ("auto", "wrn", "small_cnn"), "norm": (None, "none", "batch"),
+                   "bound_on": ("loss", "l_px")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -149,7 +154,7 @@ class TrainConfig:
                      "adv_micro_batch", "ckpt_every", "log_every", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("sgld_steps", "pgd_steps", "warmup_iters", "eval_pgd_steps"):
+        for name in ("sgld_steps", "pgd_steps", "warmup_iters", "eval_pgd_steps", "holdout", "refresh_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "sgld_step_size", "sgld_noise", "pgd_eps", "pgd_alpha", "sigma",
@@ -161,6 +166,9 @@ class TrainConfig:
             raise ValueError(f"reinit_freq must be in [0, 1], got {self.reinit_freq}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
+        if self.mode == "reference" and self.precision != "fp32":
+            raise ValueError(f"precision {self.precision!r} is a fast-mode choice; reference mode runs the "
+                             f"published fp32 computation (use mode='fast' for bf16)")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None (chosen by the trainer), got {self.threads}")
         return self
@@ -219,22 +227,27 @@ PRESETS = {
     "jem": dict(norm=None, batch_size=128, label_batch_size=128, init="uniform",
                 sgld_steps=10, sgld_step_size=1.0, sgld_noise=0.01, sgld_clip=None,
                 sgld_clamp=False, sgld_inner=1, sampler_train_mode=False,
-                w_px=0.45, w_pyx=0.45, w_pxadv=0.05, w_pyxadv=0.45, loss_bound=1e8,
+                w_px=0.45, w_pyx=0.45, w_pxadv=0.05, w_pyxadv=0.45, loss_bound=1e8, refresh_every=100,
                 optimizer="adam", lr=1e-5, weight_decay=0.0, sam_rho=0.0, epochs=200,
                 decay_epochs=[160, 180], decay_rate=0.3, noise_on="all"),
     "jempp": dict(norm="batch", batch_size=64, label_batch_size=64, init="class_gaussian",
                   sgld_steps=10, sgld_step_size=0.2, sgld_noise=0.0, sgld_clip=1.0,
                   sgld_clamp=True, sgld_inner=5, sampler_train_mode=True,
-                  w_px=1.0, w_pyx=1.0, w_pxadv=0.1, w_pyxadv=1.0, loss_bound=1e8,
+                  w_px=1.0, w_pyx=1.0, w_pxadv=0.1, w_pyxadv=1.0, loss_bound=1e8, refresh_every=100,
+                  holdout=5000,
                   optimizer="sgd", lr=0.01, weight_decay=4e-4, sam_rho=0.0, epochs=150,
                   decay_epochs=[40, 80, 120], decay_rate=0.2, noise_on="all"),
     "sadajem": dict(norm="batch", batch_size=64, label_batch_size=128, init="class_gaussian",
                     sgld_steps=10, sgld_step_size=1.0, sgld_noise=0.0, sgld_clip=1.0,
                     sgld_clamp=True, sgld_inner=1, sampler_train_mode=True,
-                    w_px=1.0, w_pyx=1.0, w_pxadv=0.1, w_pyxadv=1.0, loss_bound=1e5,
+                    w_px=1.0, w_pyx=1.0, w_pxadv=0.1, w_pyxadv=1.0, loss_bound=1e5, bound_on="l_px",
+                    pd_augment=False,
                     optimizer="sgd", lr=0.01, weight_decay=5e-4, sam_rho=2.0, epochs=200,
                     decay_epochs=[50, 100, 150], decay_rate=0.2, noise_on="pd"),
 }
-# the embedded digits data: 1437 training images of 8x8, about 11 labelled batches an epoch
-DIGITS = dict(model="small_cnn", buffer_size=2000, warmup_iters=100, epochs=60,
+# the embedded digits data: 1437 training images of 8x8, about 11 labelled batches an epoch.
+# x_pd stays augmented here (SADA-JEM's code does not augment it): on these 1437 images an
+# unaugmented x_pd lets the p(x) term run away (loss -3700 by step 525 of the default run,
+# where the augmented run ends near -13); none are held out (JEM++'s 5,000 exceed the data)
+DIGITS = dict(model="small_cnn", holdout=0, pd_augment=True, buffer_size=2000, warmup_iters=100, epochs=60,
               decay_epochs=[45], ckpt_every=200, log_every=25)

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import ops, plots
-from ..attacks import PGD
-from ..energy import logits_of, marginal
+from .. import plots
+from ..evaluate.core import evaluate as evaluate_model
+from ..evaluate.landscape import energy_landscape, generate
 from . import checkpoint
 from . import distributed as dist
 from .runs import METRICS, TrainingDiverged, run_folder_of
@@ -130,9 +130,11 @@ def _train(trainer, out: Path, total: int, main: bool) -> None:
 
 
 def save(trainer, path: Path) -> None:
-    """Checkpoint (every rank takes part in gathering buffer shards; rank 0 writes)."""
+    """Checkpoint (every rank takes part in gathering buffer shards; rank 0 writes), with
+    the run's initial distribution beside it (save_init)."""
     state = trainer.state_dict()
     if dist.is_main():
+        checkpoint.save_init(run_folder_of(path), trainer.state_dict_init(), trainer.init_state)
         checkpoint.save_checkpoint(path, state)
         checkpoint.prune(path.parent, keep=3)
     dist.barrier()
@@ -185,50 +187,28 @@ def _diverged(trainer, out: Path, err: TrainingDiverged) -> TrainingDiverged:
 
 
 def evaluate(trainer, n_energy: int = 256) -> dict:
-    """Clean and PGD accuracy on the held-out split (eval mode), plus the pictures, leaving
-    the training state as it was: the attack draws from its own generator, and the picture
-    samples' buffer writes, random draws and BatchNorm updates are undone, so a run's
-    training state does not depend on whether (or how often) it was evaluated."""
-    snapshot = copy.deepcopy(trainer.rank_state())
-    try:
-        return _evaluate(trainer, n_energy)
-    finally:
-        trainer.load_rank_state(snapshot)
-
-
-@torch.no_grad()
-def _evaluate(trainer, n_energy: int) -> dict:
-    """PGD: linf, eval_pgd_steps steps, eps = cfg.eval_eps in [0, 1] pixel units, so 2 * eps
-    in the model's [-1, 1] units, step eps / 4, random start."""
-    cfg, model = trainer.cfg, trainer.model
-    model.eval()
+    """The closing evaluation, through ``ebjdat.evaluate`` on a copy of the model with
+    generators of its own, so the training state is untouched (the state after ``fit``
+    equals that of the same iterations without it): clean and PGD accuracy on the test
+    split (linf, eps = cfg.eval_eps in [0, 1] pixels, cfg.eval_pgd_steps steps of eps / 4,
+    random start), the energy landscape of n_energy clean, adversarial and generated points
+    (buffer rows continued by the run's sampler), and on the main rank samples.png and
+    energy.png in the run folder."""
+    cfg = trainer.cfg
+    model = copy.deepcopy(trainer.model).eval()
     x, y = trainer.test_set.x.to(trainer.device), trainer.test_set.y.to(trainer.device)
-    eps = 2 * cfg.eval_eps
-    attack = PGD(model, eps=eps, alpha=eps / 4, steps=cfg.eval_pgd_steps, clamp=(-1.0, 1.0),
-                 generator=ops.PhiloxGenerator(cfg.seed + 7919, device=trainer.device))
-    clean = adv = 0
-    for i in range(0, len(x), 500):
-        xb, yb = x[i:i + 500], y[i:i + 500]
-        clean += (logits_of(model, xb).argmax(1) == yb).sum()
-        adv += (logits_of(model, attack(xb, yb)).argmax(1) == yb).sum()
-    result = {"clean_acc": float(clean) / len(x), "pgd_acc": float(adv) / len(x)}
-    if dist.is_main() and trainer.cfg.out:
-        _pictures(trainer, Path(trainer.cfg.out), x[:n_energy], y[:n_energy], attack)
-    model.train(True)
-    return result
-
-
-def _pictures(trainer, out: Path, x, y, attack) -> None:
-    """samples.png (SGLD samples from the buffer) and energy.png (energy histograms)."""
-    model = trainer.model
-    saved = [b.clone() for b in model.buffers()]   # train-mode sampling moves BatchNorm stats
-    with torch.enable_grad():
-        x_adv = attack(x, y)
-        x_gen = trainer.sample_q()
-    for b, s in zip(model.buffers(), saved):
-        b.copy_(s)
-    model.eval()
-    plots.save_grid(out / "samples.png", x_gen[:64].float().cpu())
-    energies = {name: marginal(logits_of(model, v)).float().cpu()
-                for name, v in (("clean", x), ("adversarial", x_adv), ("generated", x_gen))}
-    plots.save_histograms(out / "energy.png", energies, title=f"E(x) = -logsumexp logits, step {trainer.step}")
+    seed = cfg.seed + 7919
+    res, x_adv = evaluate_model(model, x, y, eps=cfg.eval_eps, steps=cfg.eval_pgd_steps, alpha=cfg.eval_eps / 4,
+                                batch_size=500, seed=seed, return_adv=True)
+    rows = trainer.buffer.data
+    pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n_energy]
+    x_gen = generate(model, cfg, rows[pick.to(rows.device)].to(trainer.device), seed=seed)
+    main_out = Path(cfg.out) if dist.is_main() and cfg.out else None
+    png = main_out / "energy.png" if main_out else None
+    landscape = energy_landscape(model, x[:n_energy], x_adv[:n_energy], x_gen, png=png,
+                                 title=f"E(x) = -logsumexp logits, step {trainer.step}")
+    if main_out:
+        plots.save_grid(main_out / "samples.png", x_gen[:64].float().cpu())
+    return {"clean_acc": res["clean_acc"], "pgd_acc": res["pgd_acc"], "noise_acc": res["noise_acc"],
+            "energy_gap_adv": landscape["energy_gap_adv"], "energy_gap_gen": landscape["energy_gap_gen"],
+            "sanity": res["sanity"]}

@@ -1,115 +1,103 @@
-"""The EB-JDAT trainer: one iteration draws SGLD samples, adversarial examples and two
-data batches, and takes an (optionally SAM) optimiser step on REFERENCE.md's objective.
+"""The EB-JDAT trainer: one iteration draws SGLD samples, two data batches and adversarial
+examples, and takes an (optionally SAM) optimiser step on REFERENCE.md's objective.
 
-``mode="reference"`` runs the published loop's computation: replay buffer on the host,
-the attack in micro-batches of 2 with recomputed clean logits and duplicated forwards,
-x_pd and x_adv forwarded twice. ``mode="fast"`` computes the same losses without that
-waste: a device buffer, a whole-batch attack with one clean forward, one forward per
-input, and on a GPU bf16 autocast, channels_last, torch.compile, CUDA-graph sampler and
-attack loops and foreach optimiser steps. Nothing in an iteration reads a value back to
-the host: metrics stay on the device until a log interval reads them.
+The iteration (``train_step``) is the same in both modes; the mode decides which objects
+it is built from. ``mode="reference"`` builds the published code's parts
+(``ebjdat.published``): the replay buffer on the host, the attack in micro-batches of 2
+with recomputed clean logits, x_pd and x_adv forwarded again after the attack, optimiser
+steps one tensor at a time, fp32. ``mode="fast"`` builds parts that compute the same
+losses without that waste: a device buffer, a whole-batch attack with one clean forward,
+one forward per input, foreach optimiser steps, and on a GPU bf16 autocast,
+channels_last, torch.compile and CUDA-graph sampler and attack loops. Nothing in a fast
+iteration reads a value back to the host: metrics stay on the device until a log
+interval reads them.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .. import ops
-from ..attacks import PGD
-from ..data import Loader, load_dataset
-from ..energy import ClassifierEnergy, logits_of
-from ..models import SmallCNN, WideResNet
+from .. import build, objectives, ops, published
+from ..checks import resolve_device
+from ..data import Loader, hold_out, load_dataset
+from ..energy import logits_of
 from ..models.batchnorm import frozen_batchnorm
-from ..objectives import learning_rate, objective
-from ..published import published_attack
-from ..sampling import PYLD, SGLD, ClassGaussianInit, ReplayBuffer
+from ..objectives import learning_rate
+from ..sampling import ClassGaussianInit
 from . import distributed as dist
 from . import loop
-from .checkpoint import load_checkpoint, resolve_checkpoint
+from .checkpoint import (
+    INIT_FILE,
+    load_checkpoint,
+    load_init,
+    resolve_checkpoint,
+    state_digest,
+)
 from .config import TrainConfig, check_resume
-from .runs import METRICS, TrainingDiverged, run_folder_of  # noqa: F401 (re-exported)
+from .runs import METRICS, DivergenceWatch, TrainingDiverged, run_folder_of  # noqa: F401 (re-exported)
 from .sam import SAM
 
 SMALL_MODEL_PARAMS = 1_000_000
 
 
-def build_model(cfg: TrainConfig, channels: int, n_classes: int) -> nn.Module:
-    """The classifier a config trains: SmallCNN on digits ("auto"), else the JEM WideResNet."""
-    kind = cfg.model if cfg.model != "auto" else ("small_cnn" if cfg.dataset == "digits" else "wrn")
-    norm = None if cfg.norm in (None, "none") else cfg.norm
-    if kind == "small_cnn":
-        return SmallCNN(channels, n_classes, norm=norm)
-    return WideResNet(cfg.depth, cfg.width, n_classes, channels, norm=norm)
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" (the GPU when torch sees one, else the CPU), "cpu", "cuda" or "cuda:N" as a
-    torch.device; ValueError, phrased for --device, for a name that is no such device or a
-    GPU torch cannot see (checked here: torch's own error comes later, and is cryptic)."""
-    if not isinstance(name, str):
-        raise TypeError(f"device must be a string (auto, cpu, cuda or cuda:N), got {type(name).__name__}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type != "cuda":
-        raise ValueError(f"--device {name}: ebjdat runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA GPU is visible to torch (torch.cuda.is_available() "
-                         f"is False); use --device cpu or auto")
-    count = torch.cuda.device_count()
-    if dev.index is not None and dev.index >= count:
-        raise ValueError(f"--device {name}: torch sees {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}; "
-                         f"use one of those, cuda or auto")
-    return dev
-
-
 class Trainer:
     """Trains one JEM-style classifier with EB-JDAT. See the module docstring."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, *, init_state: dict | None = None):
+        """``init_state``: a saved class-Gaussian (Trainer.init_state) used instead of a
+        fit to the data (a resumed run continues with its own)."""
         self.cfg = cfg = cfg.validated()
         self.rank, self.world = dist.rank_and_world()
         self.device = dist.local_device(resolve_device(cfg.device))
         seed = cfg.seed + 1000 * self.rank          # rank-aware: each rank its own stream
         torch.manual_seed(seed)
-        self.fast = cfg.mode == "fast"
+        reference = cfg.mode == "reference"
         self.gpu = self.device.type == "cuda"
         ops.check_backend(cfg.backend, self.device)   # ValueError saying what to use instead
         ops.set_backend(cfg.backend)
         self.resumed_from: Path | None = None   # the checkpoint this trainer continues
         self.resumes: list[dict] = []            # every resume of the run: step, file, changes
 
-        self.train_set = load_dataset(cfg.dataset, "train", root=cfg.data_root, image_size=cfg.image_size)
+        train = load_dataset(cfg.dataset, "train", root=cfg.data_root, image_size=cfg.image_size)
+        self.train_set = hold_out(train, cfg.holdout, seed=cfg.seed)
         self.test_set = load_dataset(cfg.dataset, "test", root=cfg.data_root, image_size=cfg.image_size)
-        gen = lambda s: torch.Generator(self.device).manual_seed(seed + s)  # noqa: E731
+        ds = self.train_set
+        gen = lambda s, where=self.device: torch.Generator(where).manual_seed(seed + s)  # noqa: E731
         noise_lab = cfg.sigma if cfg.noise_on == "all" else 0.0
-        self.lab_loader = Loader(self.train_set, cfg.label_batch_size, device=self.device,
+        self.lab_loader = Loader(ds, cfg.label_batch_size, device=self.device,
                                  augment=True, noise_sigma=noise_lab, generator=gen(1))
-        self.pd_loader = Loader(self.train_set, cfg.batch_size, device=self.device,
-                                augment=True, noise_sigma=cfg.sigma, generator=gen(2))
+        self.pd_loader = Loader(ds, cfg.batch_size, device=self.device,
+                                augment=cfg.pd_augment, noise_sigma=cfg.sigma, generator=gen(2))
 
-        self.model = self._build_model().to(self.device)
+        self.model = build.model(cfg, ds.channels, ds.n_classes).to(self.device)
         self.threads, self.threads_reason = self._choose_threads()
-        if self.fast and self.gpu and cfg.channels_last:
+        fast_gpu = not reference and self.gpu
+        if fast_gpu and cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         dist.broadcast_model(self.model)
         self.net = torch.compile(self.model) if cfg.compile else self.model
-        self.optimizer = self._build_optimizer()
+        self.optimizer = self._build_optimizer(foreach=not reference)
         self.philox = ops.PhiloxGenerator(seed, device=self.device)
-        self.buffer = self._build_buffer(gen(3))
-        self.sampler = self._build_sampler()
-        self.attack = self._build_attack()
+        where = torch.device("cpu") if reference else self.device   # the published buffer is on the host
+        self.init = build.initial_distribution(cfg, data=(ds.x, ds.y, ds.n_classes), state=init_state,
+                                               device=where, generator=gen(4, where))
+        self._init_digest: str | None = None
+        self.buffer = build.replay_buffer(cfg, tuple(ds.x.shape[1:]), self.init, device=where,
+                                          generator=gen(3, where), world=self.world)
+        graphs = fast_gpu and cfg.cuda_graph
+        self.sampler = build.sampler(cfg, self.net, generator=self.philox, cuda_graph=graphs,
+                                     buffer=None if reference else self.buffer)
+        # the parts the iteration runs: the published code's, or their fast equivalents
+        self.chains = published.HostChains(self.buffer, self.sampler, self.device) if reference else self.sampler
+        self.attack = (published.PublishedAttack(self.net, cfg, self.philox) if reference
+                       else build.attack(cfg, self.net, generator=self.philox, cuda_graph=graphs))
+        self.objective = published.objective if reference else objectives.objective
+        self.autocast_dtype = torch.bfloat16 if cfg.precision == "bf16" else None   # fp32 in reference mode
+        self.watch = DivergenceWatch(cfg.loss_bound, cfg.bound_on, self.device, every_step=reference)
         self.step = 0
-        self._worst = torch.zeros((), device=self.device)   # max |loss| since the last check
         # the log window (sums of the metrics since the last row, their count) and the
         # training time so far: checkpointed, so a resumed run logs what an uninterrupted one would
         self.log_sums = {k: torch.zeros((), device=self.device) for k in METRICS}
@@ -132,88 +120,59 @@ class Trainer:
             return 1, f"{n_params} parameters < {SMALL_MODEL_PARAMS}: one thread survives a loaded machine"
         return torch.get_num_threads(), f"{n_params} parameters: torch's default"
 
-    def _build_model(self) -> nn.Module:
-        ds = self.train_set
-        return build_model(self.cfg, ds.channels, ds.n_classes)
-
-    def _build_optimizer(self) -> torch.optim.Optimizer:
+    def _build_optimizer(self, foreach: bool) -> torch.optim.Optimizer:
+        """SGD (momentum) or Adam, in SAM when sam_rho > 0; ``foreach``: multi-tensor
+        updates (the published loop steps one tensor at a time)."""
         cfg = self.cfg
-        foreach = {"foreach": self.fast}   # multi-tensor updates; the published loop steps per tensor
         if cfg.optimizer == "adam":
             base, kw = torch.optim.Adam, dict(lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
         else:
             base, kw = torch.optim.SGD, dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         if cfg.sam_rho > 0:
-            return SAM(self.model.parameters(), base, rho=cfg.sam_rho, **kw, **foreach)
-        return base(self.model.parameters(), **kw, **foreach)
+            return SAM(self.model.parameters(), base, rho=cfg.sam_rho, foreach=foreach, **kw)
+        return base(self.model.parameters(), foreach=foreach, **kw)
 
-    def _build_buffer(self, generator: torch.Generator) -> ReplayBuffer:
-        cfg, ds = self.cfg, self.train_set
-        # the reference keeps the buffer on the host; each rank owns a shard
-        where = self.device if self.fast else torch.device("cpu")
-        if where != self.device:
-            generator = torch.Generator().manual_seed(cfg.seed + 1000 * self.rank + 3)
-        init = "uniform"
-        if cfg.init == "class_gaussian":
-            init = ClassGaussianInit.fit(ds.x, ds.y, ds.n_classes, device=where, generator=
-                                         torch.Generator(where).manual_seed(cfg.seed + self.rank + 4))
-        size = max(cfg.batch_size, cfg.buffer_size // self.world)
-        return ReplayBuffer(size, tuple(ds.x.shape[1:]), reinit_freq=cfg.reinit_freq, init=init,
-                            device=where, generator=generator)
+    def init_state(self) -> dict:
+        """The initial distribution of the chains, as sampling needs it without the data:
+        {"kind": "uniform"} or {"kind": "class_gaussian", mean, chol, sample_shape, bounds}."""
+        if isinstance(self.init, ClassGaussianInit):
+            return {"kind": "class_gaussian", **{k: v.cpu() for k, v in self.init.state_dict().items()}}
+        return {"kind": "uniform"}
 
-    def _build_sampler(self) -> SGLD:
-        cfg = self.cfg
-        kw = dict(n_steps=cfg.sgld_steps, step_size=cfg.sgld_step_size, noise_std=cfg.sgld_noise,
-                  grad_clip=cfg.sgld_clip, clamp=(-1.0, 1.0) if cfg.sgld_clamp else None,
-                  generator=self.philox, cuda_graph=self._graphs(),
-                  buffer=self.buffer if self.fast else None)
-        energy = ClassifierEnergy(self.net)
-        if cfg.sgld_inner > 1:
-            return PYLD(energy, n_inner=cfg.sgld_inner, **kw)
-        return SGLD(energy, **kw)
-
-    def _build_attack(self) -> PGD:
-        cfg = self.cfg
-        return PGD(self.net, eps=cfg.pgd_eps if cfg.pgd_project else None, start_eps=cfg.pgd_eps,
-                   alpha=cfg.pgd_alpha, steps=cfg.pgd_steps, random_start=True, norm="linf",
-                   clamp=(-1.0, 1.0), loss=cfg.adv_objective, generator=self.philox,
-                   cuda_graph=self._graphs())
-
-    def _graphs(self) -> bool:
-        return self.fast and self.gpu and self.cfg.cuda_graph
+    def state_dict_init(self) -> dict:
+        """What a checkpoint records of init_state: {"kind"}, plus the file and its digest
+        for a class-Gaussian (loop.save_init writes it once per run folder)."""
+        state = self.init_state()
+        if state["kind"] == "uniform":
+            return state
+        if self._init_digest is None:   # hashing K D^2 floats: once per trainer
+            self._init_digest = state_digest(state)
+        return {"kind": state["kind"], "file": INIT_FILE, "sha256": self._init_digest}
 
     # ------------------------------------------------------------------ one iteration
     @property
     def steps_per_epoch(self) -> int:
         return self.lab_loader.steps_per_epoch
 
-    def _autocast(self):
-        if self.fast and self.cfg.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _precision(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _logits(self, x: Tensor) -> Tensor:
         return logits_of(self.net, x).float()
 
     def sample_q(self) -> Tensor:
-        """(batch_size, ...) SGLD samples from the buffer, written back to it."""
+        """(batch_size, ...) SGLD samples continuing buffer chains (written back to them),
+        the model in the sampler's train/eval mode."""
         self.model.train(self.cfg.sampler_train_mode)
         try:
-            if self.fast:
-                return self.sampler.sample(self.cfg.batch_size)
-            x, idx = self.buffer.sample(self.cfg.batch_size)     # host rows, moved over
-            x = self.sampler.sample(x_init=x.to(self.device))
-            self.buffer.update_(idx, x.cpu())
-            return x
+            return self.chains.sample(self.cfg.batch_size)
         finally:
             self.model.train(True)
 
     def adversarial(self, x: Tensor, y: Tensor) -> Tensor:
         """x_adv of the labelled batch, the model in eval mode (REFERENCE.md)."""
-        if not self.fast:   # the published micro-batched attack, from the same random start
-            start = torch.empty_like(x)
-            ops.pgd_init_(start, x, eps=self.cfg.pgd_eps, clamp=(-1.0, 1.0), generator=self.philox)
-            return published_attack(self.net, x, y, self.cfg, start)
         self.model.eval()
         try:
             return self.attack(x, y)
@@ -225,14 +184,8 @@ class Trainer:
         return self._logits(x_pd), self._logits(x_q), self._logits(x_lab)
 
     def loss(self, clean: tuple, x_pd: Tensor, x_adv: Tensor, y_lab: Tensor) -> tuple[Tensor, dict]:
-        """The objective from the clean logits and the forwards after the attack. The
-        published loop forwards x_pd once more and x_adv twice (in that order, which moves
-        BatchNorm's running statistics); fast mode forwards x_adv once."""
-        if self.fast:
-            return objective(self.cfg, *clean, y_lab, self._logits(x_adv))
-        logits_pd2, logits_adv = self._logits(x_pd), self._logits(x_adv)
-        return objective(self.cfg, *clean, y_lab, logits_adv, logits_pd2=logits_pd2,
-                         logits_adv2=self._logits(x_adv))
+        """(loss, terms) from the clean logits and the forwards after the attack."""
+        return self.objective(self.cfg, self._logits, clean, x_pd, x_adv, y_lab)
 
     def train_step(self, x_lab: Tensor | None = None, y_lab: Tensor | None = None,
                    x_pd: Tensor | None = None) -> dict:
@@ -240,7 +193,8 @@ class Trainer:
         batches when none are given: x_q from the sampler; the train-mode forwards of x_pd,
         x_q and x_lab; the attack in eval mode, which so sees BatchNorm running statistics
         that include this iteration's batches; the forwards of x_adv; the optimiser step
-        (SAM: a second pass over the same x_q and x_adv with BatchNorm frozen).
+        (SAM: a second pass over the same x_q and x_adv with BatchNorm frozen); every
+        refresh_every iterations one more sampler call on the buffer (JEM, JEM++).
 
         Returns {"loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv", "lr"}: the first five are
         0-d tensors on the device (reading them syncs), lr a float.
@@ -253,16 +207,19 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train(True)
-        with self._autocast():
+        with self._precision():
             x_q = self.sample_q()
             self.optimizer.zero_grad(set_to_none=True)
             clean = self.clean_logits(x_pd, x_q, x_lab)
             x_adv = self.adversarial(x_lab, y_lab)
             loss, terms = self.loss(clean, x_pd, x_adv, y_lab)
             self._optimise(loss, lambda: self.loss(self.clean_logits(x_pd, x_q, x_lab), x_pd, x_adv, y_lab)[0])
-        self._worst = torch.maximum(self._worst, loss.detach().abs().nan_to_num(math.inf))
         self.step += 1
         self.last_samples = x_q   # pictured if the run diverges
+        self.watch.observe(loss, terms, self.step)
+        if self.cfg.refresh_every and self.step % self.cfg.refresh_every == 0:
+            with self._precision():
+                self.sample_q()
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "lr": lr}
 
     def _optimise(self, loss: Tensor, second_pass) -> None:
@@ -281,19 +238,17 @@ class Trainer:
         self.optimizer.second_step()
 
     def check_finite(self) -> None:
-        """Raise TrainingDiverged if any loss since the last check was non-finite or
-        exceeded cfg.loss_bound (reads one value: a host sync, at log/checkpoint time)."""
-        worst = float(self._worst)
-        self._worst.zero_()
-        if not worst <= self.cfg.loss_bound:
-            raise TrainingDiverged(f"|loss| reached {worst:g} (bound {self.cfg.loss_bound:g}) "
-                                   f"by step {self.step}")
+        """Raise TrainingDiverged if the watched value (cfg.bound_on) since the last check was
+        non-finite or exceeded cfg.loss_bound (reads one value: a host sync)."""
+        self.watch.check(self.step)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         """Everything a resumed run needs, tensors and plain values only: the shared
         model, optimiser, step and config, and each rank's buffer shard and random streams."""
         return {"step": self.step, "config": self.cfg.to_dict(), "model": self.model.state_dict(),
+                "init": self.state_dict_init(),
+                "data": {"n_classes": self.train_set.n_classes, "sample_shape": list(self.train_set.x.shape[1:])},
                 "optimizer": self.optimizer.state_dict(), "wall_s": self.wall_s, "resumes": self.resumes,
                 "log": {"sums": {k: v.detach().cpu() for k, v in self.log_sums.items()},
                         "count": self.log_count},
@@ -370,7 +325,8 @@ class Trainer:
             raise ValueError(f"checkpoint {ckpt} holds a config this ebjdat cannot read: {e}") from None
         check_resume(stored, overrides)
         overrides.setdefault("out", str(run_folder_of(ckpt)))
-        trainer = cls(stored.with_overrides(**overrides))
+        init = load_init(ckpt, sd.get("init"), missing_ok=True)   # None: fitted to the data again
+        trainer = cls(stored.with_overrides(**overrides), init_state=init)
         try:
             trainer.load_state_dict(sd)
         except (RuntimeError, KeyError, ValueError) as e:

@@ -1,8 +1,11 @@
-"""``evaluate_checkpoint``: everything ``ebjdat eval`` reports for one training checkpoint.
+"""A trained run, loaded for evaluation and sampling: ``load_trained`` (model, config,
+replay buffer and initial distribution of a checkpoint, no dataset needed) and
+``evaluate_checkpoint``, everything ``ebjdat eval`` reports for one checkpoint.
 
 The checkpoint (a file, or a run folder: its newest ``checkpoints/step_N.pt``) gives the
-model weights, the TrainConfig (dataset, model, sampler settings) and rank 0's replay
-buffer. Evaluation uses the first n points of the dataset's test split.
+model weights, the TrainConfig (dataset, model, sampler settings), rank 0's replay buffer
+and a record of the run's initial distribution (its file beside checkpoints/).
+Evaluation uses the first n points of the dataset's test split.
 """
 from __future__ import annotations
 
@@ -10,20 +13,26 @@ from pathlib import Path
 
 import torch
 
+from .. import build
+from ..checks import resolve_device
 from ..data import load_dataset
-from ..train.checkpoint import load_checkpoint, resolve_checkpoint
+from ..train.checkpoint import load_checkpoint, load_init, resolve_checkpoint
 from ..train.config import TrainConfig
-from ..train.trainer import build_model, resolve_device
 from .core import NORMS, PROTOCOLS, eps_list, evaluate
 from .fid import fid_is
 from .landscape import energy_landscape, generate, sample_grids
 from .wrapper import PRECISIONS
 
 
-def load_for_eval(path, *, device="cpu", data_root=None) -> dict:
+def load_trained(path, *, device="cpu", data_root=None, test_set: bool = False) -> dict:
     """{"path", "step", "config" (TrainConfig), "model" (eval mode, on device), "buffer"
-    ((M, C, H, W) replay-buffer samples in [-1, 1], or None), "test_set"}. ``data_root``
-    replaces the run's data folder (the run may have trained on another machine)."""
+    ((M, C, H, W) replay-buffer samples in [-1, 1], or None), "n_classes", "sample_shape",
+    "init" (a callable returning the class-Gaussian state, or None for a uniform init),
+    "test_set" (the dataset's test split when ``test_set``, else None)}.
+
+    Checkpoints of earlier versions, which do not record their data's shape, load the test
+    split to learn it. ``data_root`` replaces the run's data folder (the run may have
+    trained on another machine)."""
     p = resolve_checkpoint(path)
     sd = load_checkpoint(p)
     missing = [k for k in ("config", "model") if k not in sd]
@@ -35,8 +44,12 @@ def load_for_eval(path, *, device="cpu", data_root=None) -> dict:
         raise ValueError(f"checkpoint {p} holds a config this ebjdat cannot read: {e}") from None
     if data_root is not None:
         cfg = cfg.with_overrides(data_root=str(data_root))
-    ds = load_dataset(cfg.dataset, "test", root=cfg.data_root, image_size=cfg.image_size)
-    model = build_model(cfg, ds.channels, ds.n_classes)
+    ds = None
+    if test_set or "data" not in sd:
+        ds = load_dataset(cfg.dataset, "test", root=cfg.data_root, image_size=cfg.image_size)
+    n_classes = sd["data"]["n_classes"] if "data" in sd else ds.n_classes
+    shape = tuple(sd["data"]["sample_shape"]) if "data" in sd else tuple(ds.x.shape[1:])
+    model = build.model(cfg, shape[0], n_classes)
     try:
         model.load_state_dict(sd["model"])
     except RuntimeError as e:
@@ -46,8 +59,16 @@ def load_for_eval(path, *, device="cpu", data_root=None) -> dict:
     ranks = sd.get("ranks") or []
     if ranks and isinstance(ranks[0], dict) and "buffer" in ranks[0]:
         buffer = ranks[0]["buffer"]["buffer"]  # rank 0's shard: the whole buffer of 1-GPU runs
+    record = sd.get("init")
+    init = None if record is None or record.get("kind") == "uniform" else (lambda: load_init(p, record))
     return {"path": p, "step": sd.get("step"), "config": cfg, "model": model.to(device).eval(),
-            "buffer": buffer, "test_set": ds}
+            "buffer": buffer, "n_classes": n_classes, "sample_shape": shape, "init": init,
+            "test_set": ds if test_set else None}
+
+
+def load_for_eval(path, *, device="cpu", data_root=None) -> dict:
+    """``load_trained`` with the test split (``test_set``)."""
+    return load_trained(path, device=device, data_root=data_root, test_set=True)
 
 
 def evaluate_checkpoint(path, *, n: int = 1000, eps=None, norm: str = "linf", steps: int = 20,
@@ -87,7 +108,7 @@ def evaluate_checkpoint(path, *, n: int = 1000, eps=None, norm: str = "linf", st
                           autoattack=autoattack, autoattack_steps=autoattack_steps,
                           autoattack_queries=autoattack_queries, protocol=protocol, batch_size=batch_size,
                           precision=precision, seed=seed, progress=progress, return_adv=True)
-    out_dir = Path(out) if out is not None else _default_out(p, ck["step"])
+    out_dir = Path(out) if out is not None else default_out(p, ck["step"])
     res.update(checkpoint=str(p), step=ck["step"], variant=cfg.variant, dataset=cfg.dataset, device=str(dev),
                out=str(out_dir))
     files = []
@@ -115,6 +136,6 @@ def evaluate_checkpoint(path, *, n: int = 1000, eps=None, norm: str = "linf", st
     return res
 
 
-def _default_out(p: Path, step) -> Path:
+def default_out(p: Path, step) -> Path:
     run = p.parent.parent if p.parent.name == "checkpoints" else p.parent
     return run / f"eval_step_{step if step is not None else 'unknown'}"
