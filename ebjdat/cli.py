@@ -24,6 +24,7 @@ TRAIN_FLAGS = {  # flag: (config field, type, help)
     "--log-every": ("log_every", int, "a metrics.jsonl row every N iterations"),
     "--threads": ("threads", int, "CPU threads (default: 1 for small models, else torch's)"),
     "--variant": ("variant", str, "jem | jempp | sadajem (default sadajem)"),
+    "--objective": ("objective", str, "ebjdat (default) | standard | at | jem: terms switched off"),
     "--dataset": ("dataset", str, "digits (default, offline) | cifar10 | cifar100 | synthetic"),
     "--data-root": ("data_root", str, "folder holding the CIFAR python-pickle batches"),
     "--mode": ("mode", str, "fast (default) | reference (the published loop's waste)"),

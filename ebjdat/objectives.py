@@ -24,20 +24,29 @@ def weighted(cfg, terms: dict) -> Tensor:
             + cfg.w_pxadv * terms["l_pxadv"] + cfg.w_pyxadv * terms["l_pyxadv"])
 
 
-def objective(cfg, logits, clean: tuple, x_pd: Tensor, x_adv: Tensor, y_lab: Tensor) -> tuple[Tensor, dict]:
+def terms_of(logits_pd, logits_q, logits_lab, y_lab, logits_pxadv, logits_pd_adv, logits_pyxadv) -> dict:
+    """The four terms from the logits each one reads; a term whose logits are None (its
+    weight is 0 and its work skipped) is a 0 tensor."""
+    zero = next(t for t in (logits_lab, logits_pyxadv, logits_pd) if t is not None).new_zeros(())
+    return {"l_px": zero if logits_q is None else px_term(logits_pd, logits_q),
+            "l_pyx": zero if logits_lab is None else F.cross_entropy(logits_lab, y_lab),
+            "l_pxadv": zero if logits_pxadv is None else px_term(logits_pd_adv, logits_pxadv),
+            "l_pyxadv": zero if logits_pyxadv is None else F.cross_entropy(logits_pyxadv, y_lab)}
+
+
+def objective(cfg, logits, clean: tuple, x_pd: Tensor, x_adv: Tensor | None, y_lab: Tensor) -> tuple[Tensor, dict]:
     """(loss, terms) of one iteration, forwarding x_adv once (fast mode; the published
     loop's extra forwards are ``ebjdat.published.objective``).
 
-    logits: the model's forward, x -> (B, K) float32 logits; clean: the (B, K) logits of
-    x_pd, x_q and x_lab from before the attack; terms: 0-d tensors, no host sync.
+    logits: the model's forward, x -> (B, K) float32 logits (None -> None); clean: the
+    (B, K) logits of x_pd, x_q and x_lab from before the attack, None where an objective
+    switched their terms off (x_adv too); terms: 0-d tensors, no host sync.
     """
     logits_pd, logits_q, logits_lab = clean
     logits_adv = logits(x_adv)
-    terms = {"l_px": px_term(logits_pd, logits_q),
-             "l_pyx": F.cross_entropy(logits_lab, y_lab),
-             "l_pxadv": px_term(logits_pd, logits_adv),
-             "l_pyxadv": F.cross_entropy(logits_adv, y_lab)}
-    return weighted(cfg, terms), terms
+    pxadv = logits_adv if cfg.w_pxadv else None
+    return_terms = terms_of(logits_pd, logits_q, logits_lab, y_lab, pxadv, logits_pd, logits_adv)
+    return weighted(cfg, return_terms), return_terms
 
 
 def learning_rate(cfg, step: int, steps_per_epoch: int) -> float:

@@ -146,6 +146,48 @@ def save_grid(path, x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> P
     return _save(Image.fromarray(grid.numpy(), "RGB"), path, fmt)
 
 
+def save_class_grid(path, x: torch.Tensor, y: torch.Tensor, n_classes: int, *, per_class: int = 10,
+                    title: str = "", cell: int = 32, row_labels=None) -> Path:
+    """Images x (B, C, H, W) in [-1, 1] sorted into one labelled row per class y (B,):
+    the first ``per_class`` of each class, left to right (a short row stays grey), each
+    enlarged to about ``cell`` pixels (nearest neighbour), a title above. ``row_labels``:
+    the rows' names (default the class numbers). Returns the path."""
+    fmt = image_format(path)
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"x must be a (B, C, H, W) tensor with C = 1 or 3, got {getattr(x, 'shape', x)!r}")
+    n_classes, per_class = checks.integer("n_classes", n_classes), checks.integer("per_class", per_class)
+    b, c, h, w = x.shape
+    scale = max(1, round(cell / max(h, w)))
+    labels = [str(k) for k in range(n_classes)] if row_labels is None else [str(r) for r in row_labels]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max(text_size(measure, t, font(14))[0] for t in labels) + 14
+    th, tw, pad, top = h * scale, w * scale, 2, 28 if title else 4
+    x = ((x.detach().float().cpu().nan_to_num(0.0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    x = x.expand(b, 3, h, w) if c == 1 else x
+    cells = x.permute(0, 2, 3, 1).repeat_interleave(scale, 1).repeat_interleave(scale, 2).numpy()
+    width = label_w + per_class * (tw + pad) + pad
+    if title:
+        width = max(width, text_size(measure, title, font(13))[0] + 12)
+    img = Image.new("RGB", (width, top + n_classes * (th + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    ys = y.detach().cpu().long()
+    for k in range(n_classes):
+        y0 = top + pad + k * (th + pad)
+        label = labels[k]
+        lw, lh = text_size(draw, label, font(14))
+        draw.text((label_w - 8 - lw, y0 + th / 2 - lh / 2 - 2), label, fill=(0, 0, 0), font=font(14))
+        mine = (ys == k).nonzero().flatten()[:per_class].tolist()
+        for j in range(per_class):
+            x0 = label_w + pad + j * (tw + pad)
+            if j < len(mine):
+                img.paste(Image.fromarray(cells[mine[j]], "RGB"), (x0, y0))
+            else:
+                draw.rectangle([x0, y0, x0 + tw - 1, y0 + th - 1], fill=PAD_COLOUR)
+    if title:
+        draw.text((6, 6), title, fill=(0, 0, 0), font=font(13))
+    return _save(img, path, fmt)
+
+
 # -- histograms ----------------------------------------------------------------------
 
 def font(size: int):
@@ -183,7 +225,7 @@ def text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
 
 
 def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlabel: str = "energy",
-                    size: tuple[int, int] = (640, 420)) -> Path:
+                    size: tuple[int, int] = (640, 420), notes=()) -> Path:
     """Overlapping histograms of each series (e.g. ``{"data": E(x), "samples": E(x_q)}``)
     in its own colour, on one common bin range, as a picture of ``size`` pixels in the
     format the suffix of ``path`` names (as ``save_grid``).
@@ -191,7 +233,8 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
     Each series is normalised to fractions of its finite values (series of different
     lengths compare), drawn as translucent bars with a solid step outline. Non-finite
     values are dropped and counted in the legend, which names each series with its mean
-    and count. Empty or all-NaN series are listed but not drawn. Returns the path.
+    and count. Empty or all-NaN series are listed but not drawn. ``notes``: lines of text
+    under the axis (the picture grows to hold them). Returns the path.
     """
     fmt = image_format(path)
     if not isinstance(series, dict):
@@ -216,7 +259,8 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
     if hi - lo < 1e-12 * max(1.0, abs(lo)):  # one value: a unit-wide range around it
         lo, hi = lo - 0.5, hi + 0.5
     fracs = [np.histogram(v, bins=bins, range=(lo, hi))[0] / v.size if v.size else None for _, v, _ in data]
-    img = Image.new("RGBA", (width, height), (255, 255, 255, 255))
+    notes = [str(n) for n in notes]
+    img = Image.new("RGBA", (width, height + 18 * len(notes)), (255, 255, 255, 255))
     draw = ImageDraw.Draw(img)
     regular, small, big = font(13), font(11), font(15)
     left, right, top, bottom = 58, width - 16, 34 if title else 16, height - 48
@@ -305,6 +349,8 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
     if title:
         tw, _ = text_size(draw, title, big)
         draw.text((width / 2 - tw / 2, 8), title, fill=(0, 0, 0), font=big)
+    for i, note in enumerate(notes):
+        draw.text((left, height - 2 + 18 * i), note, fill=(20, 20, 20), font=regular)
 
     ly = top + 6
     box = Image.new("RGBA", img.size, (0, 0, 0, 0))
@@ -323,3 +369,58 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
 def _fmt_mean(v: np.ndarray) -> str:
     m = float(v.mean())
     return f"{m:.4g}" if abs(m) < 1e5 else f"{m:.3e}"
+
+
+# -- scatter -------------------------------------------------------------------------
+
+def save_scatter(path, points: dict, *, xlabel: str, ylabel: str, title: str = "",
+                 size: tuple[int, int] = (640, 460), notes=()) -> Path:
+    """One labelled point per entry of ``points`` {name: (x, y, x_err, y_err)} with error
+    bars (errors may be 0), on axes with room around the extremes, in the format the
+    suffix of ``path`` names. ``notes``: lines under the axis. Returns the path."""
+    fmt = image_format(path)
+    if not points:
+        raise ValueError("points is empty: nothing to draw")
+    width, height = size
+    notes = [str(n) for n in notes]
+    img = Image.new("RGB", (width, height + 18 * len(notes)), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    regular, small, big = font(13), font(11), font(15)
+    left, right, top, bottom = 70, width - 20, 40 if title else 16, height - 52
+    xs = [v[0] + s * v[2] for v in points.values() for s in (-1, 1)]
+    ys = [v[1] + s * v[3] for v in points.values() for s in (-1, 1)]
+    (x0, x1), (y0, y1) = [(min(a), max(a)) for a in (xs, ys)]
+    pad_x, pad_y = max(x1 - x0, 1e-3) * 0.15, max(y1 - y0, 1e-3) * 0.15
+    x0, x1, y0, y1 = x0 - pad_x, x1 + pad_x, y0 - pad_y, y1 + pad_y
+
+    def px(v):
+        return left + (v - x0) / (x1 - x0) * (right - left)
+
+    def py(v):
+        return bottom - (v - y0) / (y1 - y0) * (bottom - top)
+    for ticks, step, axis in ((*_nice_ticks(x0, x1, 6), "x"), (*_nice_ticks(y0, y1, 6), "y")):
+        for t in ticks:
+            label = _fmt(t, step)
+            tw, th = text_size(draw, label, small)
+            if axis == "x":
+                draw.line([(px(t), top), (px(t), bottom)], fill=(236, 236, 236))
+                draw.text((px(t) - tw / 2, bottom + 6), label, fill=(60, 60, 60), font=small)
+            else:
+                draw.line([(left, py(t)), (right, py(t))], fill=(236, 236, 236))
+                draw.text((left - 8 - tw, py(t) - th / 2 - 2), label, fill=(60, 60, 60), font=small)
+    draw.line([(left, top), (left, bottom), (right, bottom)], fill=(40, 40, 40))
+    for k, (name, (x, y, ex, ey)) in enumerate(points.items()):
+        colour = PALETTE[k % len(PALETTE)]
+        draw.line([(px(x - ex), py(y)), (px(x + ex), py(y))], fill=colour, width=2)
+        draw.line([(px(x), py(y - ey)), (px(x), py(y + ey))], fill=colour, width=2)
+        draw.ellipse([px(x) - 5, py(y) - 5, px(x) + 5, py(y) + 5], fill=colour)
+        draw.text((px(x) + 8, py(y) - 18), str(name), fill=colour, font=regular)
+    tw, _ = text_size(draw, xlabel, regular)
+    draw.text((left + (right - left) / 2 - tw / 2, bottom + 24), xlabel, fill=(20, 20, 20), font=regular)
+    draw.text((6, top - 18 if title else 2), ylabel, fill=(20, 20, 20), font=regular)
+    if title:
+        tw, _ = text_size(draw, title, big)
+        draw.text((width / 2 - tw / 2, 6), title, fill=(0, 0, 0), font=big)
+    for i, note in enumerate(notes):
+        draw.text((left, height - 2 + 18 * i), note, fill=(20, 20, 20), font=regular)
+    return _save(img, path, fmt)

@@ -29,7 +29,7 @@ from .bench.profiling import phase as _phase
 from .energy import logits_of as _logits
 from .energy import perceptual_distance
 from .models.batchnorm import frozen_batchnorm
-from .objectives import learning_rate, px_term, weighted
+from .objectives import learning_rate, terms_of, weighted
 from .sampling import ClassGaussianInit
 
 __all__ = ["PublishedLoop", "PublishedAttack", "HostChains", "published_attack", "objective"]
@@ -79,11 +79,13 @@ def objective(cfg, logits, clean: tuple, x_pd, x_adv, y_lab) -> tuple[torch.Tens
     """(loss, terms) with the published code's forwards after the attack: x_pd again (for
     p(x, x_adv)), then x_adv twice (p(x, x_adv), then p(y | x_adv)). The values equal
     ``ebjdat.objectives.objective``'s; the extra train-mode forwards move BatchNorm's
-    running statistics. logits: x -> (B, K) logits; clean: those of x_pd, x_q, x_lab."""
+    running statistics. logits: x -> (B, K) logits (None -> None); clean: those of x_pd,
+    x_q, x_lab (None where an objective switched their terms off, x_adv too)."""
     l_pd, l_q, l_lab = clean
-    l_pd2, l_adv, l_adv2 = logits(x_pd), logits(x_adv), logits(x_adv)
-    terms = {"l_px": px_term(l_pd, l_q), "l_pyx": F.cross_entropy(l_lab, y_lab),
-             "l_pxadv": px_term(l_pd2, l_adv), "l_pyxadv": F.cross_entropy(l_adv2, y_lab)}
+    pxadv = cfg.w_pxadv != 0
+    l_pd2, l_adv = logits(x_pd if pxadv else None), logits(x_adv if pxadv else None)
+    l_adv2 = logits(x_adv)
+    terms = terms_of(l_pd, l_q, l_lab, y_lab, l_adv, l_pd2, l_adv2)
     return weighted(cfg, terms), terms
 
 
@@ -219,7 +221,7 @@ class PublishedLoop:
         return f(x_pd), f(x_q), f(x_lab)
 
     def loss(self, clean, x_pd, x_adv, y_lab) -> tuple[torch.Tensor, dict]:
-        return objective(self.cfg, lambda x: _logits(self.model, x), clean, x_pd, x_adv, y_lab)
+        return objective(self.cfg, lambda x: None if x is None else _logits(self.model, x), clean, x_pd, x_adv, y_lab)
 
     def _lr(self) -> float:
         return learning_rate(self.cfg, self.t, self.steps_per_epoch)

@@ -207,7 +207,7 @@ def test_attack_follows_the_clean_forwards(mode):
     """The published order: the train-mode forwards of x_pd, x_q and x_lab run after the
     sampler and before the eval-mode attack, so the attack sees BatchNorm statistics that
     include this iteration's batches (num_batches_tracked counts train-mode forwards)."""
-    cfg = TrainConfig.preset("sadajem", mode=mode, device="cpu", buffer_size=64, batch_size=8,
+    cfg = TrainConfig.preset("sadajem", mode=mode, device="cpu", norm="batch", buffer_size=64, batch_size=8,
                              label_batch_size=8, sgld_steps=2, pgd_steps=1)
     t = Trainer(cfg)
     bn = next(m for m in t.model.modules() if isinstance(m, torch.nn.BatchNorm2d))

@@ -88,6 +88,11 @@ def format_report(r: dict) -> str:
                                                           ("generated - clean", "energy_gap_gen")) if key in r]
         if gaps:
             lines.append("  gaps: " + ", ".join(gaps) + f"  (generated from {r.get('energy_generated_from', '?')})")
+    for suffix, what in (("", "buffer samples"), ("_fresh", "fresh chains from the initial distribution")):
+        if "gen_fd" + suffix in r:
+            lines.append(f"generation (digits network), {what}: FD {r['gen_fd' + suffix]:.2f} to the test split, "
+                         f"{100 * r['gen_cond_acc' + suffix]:.1f}% of {r['gen_n' + suffix]} look like the "
+                         f"model's class")
     if "fid" in r:
         lines.append(f"FID {r['fid']:.3f}, IS {r['is']:.3f} +- {r['is_std']:.3f} "
                      f"({r['fid_n_generated']} generated vs {r['fid_n_real']} test images)")

@@ -53,12 +53,14 @@ def generate(model: nn.Module, cfg, x_init: Tensor, *, y: Tensor | None = None, 
 
 
 def energy_landscape(model: nn.Module, x_clean: Tensor, x_adv: Tensor | None, x_gen: Tensor | None, *,
-                     batch_size: int = 256, precision: str = "fp32", png=None, title: str = "") -> dict:
+                     batch_size: int = 256, precision: str = "fp32", png=None, title: str = "",
+                     notes=None) -> dict:
     """Means of E over clean, adversarial and generated points (each (N_i, ...) in
     [-1, 1], eval mode) and the two gaps; writes a histogram PNG when ``png`` is a path.
 
     Returns {"energy_clean_mean", "energy_adv_mean", "energy_gen_mean", "energy_gap_adv",
-    "energy_gap_gen"} (entries of a missing set are left out)."""
+    "energy_gap_gen"} (entries of a missing set are left out). ``notes(result)``: lines
+    written under the histogram (default: lower is more probable, and the gaps)."""
     with kept_modes(model):
         model.eval()
         series = {"clean": marginal_energies(model, x_clean, batch_size=batch_size, precision=precision)}
@@ -75,8 +77,16 @@ def energy_landscape(model: nn.Module, x_clean: Tensor, x_adv: Tensor | None, x_
         out["energy_gen_mean"] = means["generated"]
         out["energy_gap_gen"] = means["generated"] - means["clean"]
     if png is not None:
-        plots.save_histograms(png, series, title=title or "E(x) = -logsumexp logits")
+        lines = (notes or _notes)(out)
+        plots.save_histograms(png, series, title=title or "E(x) = -logsumexp logits", notes=lines,
+                              bins=min(60, max(15, int(min(len(v) for v in series.values()) ** 0.5 * 2))))
     return out
+
+
+def _notes(res: dict) -> list[str]:
+    gaps = [f"{name} - clean: {res[k]:+.3g}" for name, k in (("adversarial", "energy_gap_adv"),
+                                                               ("generated", "energy_gap_gen")) if k in res]
+    return ["lower energy = more probable under the model"] + (["gaps: " + ";  ".join(gaps)] if gaps else [])
 
 
 def sample_grids(model: nn.Module, cfg, out_dir, *, n_classes: int, shape: tuple, buffer: Tensor | None = None,

@@ -18,10 +18,13 @@ from ..checks import resolve_device
 from ..data import load_dataset
 from ..train.checkpoint import load_checkpoint, load_init, resolve_checkpoint
 from ..train.config import TrainConfig
+from . import generation
 from .core import NORMS, PROTOCOLS, eps_list, evaluate
 from .fid import fid_is
 from .landscape import energy_landscape, generate, sample_grids
 from .wrapper import PRECISIONS
+
+N_GEN = 2000   # generated points by default: a digits FD of 2000 varies by about 0.1 between draws
 
 
 def load_trained(path, *, device="cpu", data_root=None, test_set: bool = False) -> dict:
@@ -80,13 +83,16 @@ def evaluate_checkpoint(path, *, n: int = 1000, eps=None, norm: str = "linf", st
                         progress: bool = False) -> dict:
     """Evaluate a checkpoint: ``evaluate`` on n test points (see its arguments), then the
     energy landscape (clean, PGD adversarial and generated points; generated = ``n_gen``
-    buffer rows, default min(n, buffer size), continued by the run's sampler for its
+    buffer rows, default min(N_GEN, buffer size), continued by the run's sampler for its
     sgld_steps), sample grids (``samples``; fresh chains run ``sample_steps`` steps) and
     FID / IS of the generated points against the test points (``inception_weights``).
 
     PNGs go to ``out`` (default: ``eval_step_N`` beside the run's checkpoints folder).
     Returns evaluate's dict plus checkpoint, step, variant, dataset, the energy keys
-    (energy_gap_adv, energy_gap_gen, ...), fid / is or fid_note, and files (PNG paths).
+    (energy_gap_adv, energy_gap_gen, ...), on the digits gen_fd and gen_cond_acc of the
+    generated points and gen_fd_fresh, gen_cond_acc_fresh of as many fresh chains from the
+    run's initial distribution (ebjdat.evaluate.generation; against the whole test split,
+    labels from the model), fid / is or fid_note, and files (PNG paths).
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n (test points) must be an integer >= 1, got {n!r}")
@@ -117,13 +123,19 @@ def evaluate_checkpoint(path, *, n: int = 1000, eps=None, norm: str = "linf", st
     buf = ck["buffer"]
     g = torch.Generator().manual_seed(seed)
     if buf is not None and len(buf):
-        m = min(n_gen or k, len(buf))
+        m = min(n_gen or N_GEN, len(buf))
         x0, gen_steps = buf[torch.randperm(len(buf), generator=g)[:m]].to(dev), None
     else:
-        m = n_gen or k
+        m = n_gen or N_GEN
         x0, gen_steps = (torch.rand((m, *ds.x.shape[1:]), generator=g) * 2 - 1).to(dev), sample_steps
     x_gen = generate(model, cfg, x0, n_steps=gen_steps, batch_size=batch_size, seed=seed)
     res["energy_generated_from"] = "buffer" if gen_steps is None else f"uniform noise, {sample_steps} steps"
+    if generation.applies_to(tuple(ds.x.shape[1:]), ds.n_classes):   # digits: FD and the model's labels checked
+        res.update(generation.labelled_metrics(model, x_gen, ds.x, batch_size=batch_size))
+        starts = generation.fresh_starts(ck["init"]() if ck["init"] else None, len(x_gen),
+                                         tuple(ds.x.shape[1:]), seed, dev)
+        res.update(generation.labelled_metrics(model, generate(model, cfg, starts, seed=seed + 1), ds.x,
+                                               suffix="_fresh", batch_size=batch_size))
     png = out_dir / "energy.png"
     res.update(energy_landscape(model, x, x_adv, x_gen, batch_size=batch_size, precision=precision, png=png,
                                 title=f"E(x) = -logsumexp logits, {cfg.variant} step {ck['step']}"))

@@ -43,6 +43,16 @@ from .sam import SAM
 SMALL_MODEL_PARAMS = 1_000_000
 
 
+class Off:
+    """A part an objective switched off: sampling or attacking gives None (no work)."""
+
+    def sample(self, n: int) -> None:
+        return None
+
+    def __call__(self, x: Tensor, y: Tensor) -> None:
+        return None
+
+
 class Trainer:
     """Trains one JEM-style classifier with EB-JDAT. See the module docstring."""
 
@@ -90,10 +100,16 @@ class Trainer:
         graphs = fast_gpu and cfg.cuda_graph
         self.sampler = build.sampler(cfg, self.net, generator=self.philox, cuda_graph=graphs,
                                      buffer=None if reference else self.buffer)
-        # the parts the iteration runs: the published code's, or their fast equivalents
+        # the parts the iteration runs: the published code's, or their fast equivalents;
+        # an objective that switches a term off (weight 0) switches its work off too
         self.chains = published.HostChains(self.buffer, self.sampler, self.device) if reference else self.sampler
         self.attack = (published.PublishedAttack(self.net, cfg, self.philox) if reference
                        else build.attack(cfg, self.net, generator=self.philox, cuda_graph=graphs))
+        self.uses = {"pd": bool(cfg.w_px or cfg.w_pxadv), "lab": bool(cfg.w_pyx)}
+        if not cfg.w_px:
+            self.chains = Off()
+        if not (cfg.w_pxadv or cfg.w_pyxadv):
+            self.attack = Off()
         self.objective = published.objective if reference else objectives.objective
         self.autocast_dtype = torch.bfloat16 if cfg.precision == "bf16" else None   # fp32 in reference mode
         self.watch = DivergenceWatch(cfg.loss_bound, cfg.bound_on, self.device, every_step=reference)
@@ -159,8 +175,8 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _logits(self, x: Tensor) -> Tensor:
-        return logits_of(self.net, x).float()
+    def _logits(self, x: Tensor | None) -> Tensor | None:
+        return None if x is None else logits_of(self.net, x).float()
 
     def sample_q(self) -> Tensor:
         """(batch_size, ...) SGLD samples continuing buffer chains (written back to them),
@@ -179,9 +195,11 @@ class Trainer:
         finally:
             self.model.train(True)
 
-    def clean_logits(self, x_pd: Tensor, x_q: Tensor, x_lab: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The train-mode forwards before the attack: x_pd and x_q (p(x)), x_lab (p(y|x))."""
-        return self._logits(x_pd), self._logits(x_q), self._logits(x_lab)
+    def clean_logits(self, x_pd: Tensor, x_q: Tensor | None, x_lab: Tensor) -> tuple:
+        """The train-mode forwards before the attack: x_pd and x_q (p(x)), x_lab (p(y|x));
+        None for the inputs of terms the objective switched off."""
+        return (self._logits(x_pd if self.uses["pd"] else None), self._logits(x_q),
+                self._logits(x_lab if self.uses["lab"] else None))
 
     def loss(self, clean: tuple, x_pd: Tensor, x_adv: Tensor, y_lab: Tensor) -> tuple[Tensor, dict]:
         """(loss, terms) from the clean logits and the forwards after the attack."""
