@@ -50,19 +50,19 @@ void pgd_init_loop(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch
   if (!l2) {
     LogicalWalk walk(L, 0);
     for (int64_t m = 0; m < n; ++m, walk.next())
-      x[m] = pgd_init_linf_element<XT>(xo[m], philox4x32(seed, offset + (uint64_t)walk.get()).r0, p);
+      x[m] = pgd_init_linf_element<XT>(xo[m], word_of(seed, offset, (uint64_t)walk.get()), p);
   } else {
     const int64_t D = n / batch;
     const int T = l2_threads(D);
     std::vector<C> part(T);
     for (int64_t b = 0; b < batch; ++b) {
       for (int t = 0; t < T; ++t) part[t] = l2_init_sq_partial<C>(seed, offset, L, b, D, t, T);
-      const C scale = l2_init_scale<C>(seed, offset, b, D, block_sum_host(part.data(), T), p);
+      const C scale = l2_init_scale<C>(seed, offset, n, b, block_sum_host(part.data(), T), p);
       for (int64_t m = b * D; m < (b + 1) * D; ++m)
         x[m] = l2_init_element<XT>(xo[m], l2_init_z<C>(seed, offset, L, m), scale, p);
     }
   }
-  state[1] = (int64_t)(offset + (uint64_t)n);
+  state[1] = (int64_t)(offset + counters_for((uint64_t)n) + (l2 ? (uint64_t)batch : 0));
 }
 
 void check_pgd(uintptr_t x, uintptr_t xo, int64_t n, int64_t batch, int x_dtype, bool l2,

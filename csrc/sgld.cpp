@@ -1,7 +1,7 @@
 // sgld_step: argument checks, dtype dispatch, the CUDA launch (sgld_step) and the host
 // loop over the same element math (sgld_step_host) for CPU memory.
 // Noise is drawn iff noise_std > 0 (as in reference.py); the generator state
-// [seed, offset, done] is then required and its offset advances by n.
+// [seed, offset, done] is then required and its offset advances by ceil(n / 4).
 #include "common.h"
 
 namespace ebjdat {
@@ -45,16 +45,14 @@ void sgld_step_loop(XT* x, const GT* g, int64_t* state, int64_t n,
     seed = (uint64_t)state[0];
     offset = (uint64_t)state[1];
   }
-  LogicalWalk walk(L, 0);
-  for (int64_t m = 0; m < n; ++m) {
-    float z = 0.0f;
-    if (noise) {
-      z = normal_at(seed, offset + (uint64_t)walk.get());
-      walk.next();
-    }
-    x[m] = sgld_step_element<XT, GT>(x[m], g[m], z, noise, p);
+  constexpr int N = 4;   // the kernel's chunking for 4-byte types: noise_chunk's amortised path
+  for (int64_t base = 0; base < n; base += N) {
+    float zs[N] = {};
+    if (noise) noise_chunk<N>(seed, offset, L, base, n, zs);
+    for (int j = 0; j < N && base + j < n; ++j)
+      x[base + j] = sgld_step_element<XT, GT>(x[base + j], g[base + j], zs[j], noise, p);
   }
-  if (noise) state[1] = (int64_t)(offset + (uint64_t)n);
+  if (noise) state[1] = (int64_t)(offset + counters_for((uint64_t)n));
 }
 
 void sgld_step_host(uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n, int x_dtype,

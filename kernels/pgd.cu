@@ -57,7 +57,7 @@ pgd_init_linf_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* sta
                      PgdParams<compute_t<XT>> p, Layout L, bool aligned) {
   constexpr int N = kElemsPerThread<XT>;
   uint64_t seed, offset;
-  claim_generator(state, n, seed, offset);
+  claim_generator(state, (int64_t)counters_for((uint64_t)n), seed, offset);
   const int64_t chunks = (n + N - 1) / N;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < chunks; k += stride) {
@@ -69,9 +69,9 @@ pgd_init_linf_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* sta
 #pragma unroll
     for (int j = 0; j < N; ++j) {
       if (!full && base + j >= n) break;
-      const Philox4 r = philox4x32(seed, offset + (uint64_t)walk.get());
+      const uint32_t r = word_of(seed, offset, (uint64_t)walk.get());
       walk.next();
-      xs[j] = pgd_init_linf_element<XT>(os[j], r.r0, p);
+      xs[j] = pgd_init_linf_element<XT>(os[j], r, p);
     }
     store_chunk<N>(x, base, n, full, xs);
   }
@@ -83,11 +83,11 @@ pgd_init_l2_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* state
                    int64_t batch, int64_t D, PgdParams<compute_t<XT>> p, Layout L) {
   using C = compute_t<XT>;
   uint64_t seed, offset;
-  claim_generator(state, n, seed, offset);
+  claim_generator(state, (int64_t)counters_for((uint64_t)n) + batch, seed, offset);
   const int tid = threadIdx.x, T = blockDim.x;
   for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
     const C zsq = block_sum(l2_init_sq_partial<C>(seed, offset, L, b, D, tid, T));
-    const C scale = l2_init_scale<C>(seed, offset, b, D, zsq, p);
+    const C scale = l2_init_scale<C>(seed, offset, n, b, zsq, p);
     for (int64_t i = tid; i < D; i += T) {
       const int64_t m = b * D + i;
       x[m] = l2_init_element<XT>(xo[m], l2_init_z<C>(seed, offset, L, m), scale, p);

@@ -8,8 +8,8 @@
 //             [eps] d = v - xo, dn = sqrt(sum d^2), f = dn <= eps ? 1 : eps / dn,
 //             v = xo + d * f;  clamp.
 // linf init:  v = xo + eps * (u(r0) * 2 - 1);  clamp.
-// l2 init:    z = normal(r0, r1) per element, zn = sqrt(sum z^2), radius = u(r2) of the
-//             sample's first counter; v = xo + z * ((radius / zn) * eps);  clamp.
+// l2 init:    z = the elements' normals, zn = sqrt(sum z^2), radius = u(r0) of counter
+//             offset + ceil(n / 4) + b; v = xo + z * ((radius / zn) * eps);  clamp.
 // Sums run over one sample (D consecutive memory elements); each thread t of T sums
 // elements t, t + T, ... in order, then reduce.cuh combines the T partial sums in a fixed
 // tree, so host and device reduce in the same order.
@@ -95,10 +95,10 @@ EBJDAT_HD XT l2_step_element(XT x, GT g, XT xo, compute_t<XT> gn, compute_t<XT> 
 }
 
 // ---- l2 init -------------------------------------------------------------------------
-// z of memory element m (sample-relative index i of sample b): counter offset + logical.
+// z of memory element m: the normal of its logical index (philox.cuh).
 template <class C>
 EBJDAT_HD C l2_init_z(uint64_t seed, uint64_t offset, const Layout& L, int64_t m) {
-  return static_cast<C>(normal_at(seed, offset + (uint64_t)logical_index(L, m)));
+  return static_cast<C>(normal_of(seed, offset, (uint64_t)logical_index(L, m)));
 }
 
 template <class C>  // thread tid's share of sum z^2 over sample b
@@ -112,11 +112,11 @@ EBJDAT_HD C l2_init_sq_partial(uint64_t seed, uint64_t offset, const Layout& L, 
   return acc;
 }
 
-template <class C>  // (radius / zn) * eps, radius = u(r2) of the sample's first counter
-EBJDAT_HD C l2_init_scale(uint64_t seed, uint64_t offset, int64_t b, int64_t D, C zsq,
+template <class C>  // (radius / zn) * eps, radius = u(r0) of counter offset + ceil(n / 4) + b
+EBJDAT_HD C l2_init_scale(uint64_t seed, uint64_t offset, int64_t n, int64_t b, C zsq,
                           const PgdParams<C>& p) {
-  const Philox4 r = philox4x32(seed, offset + (uint64_t)(b * D));
-  const C radius = static_cast<C>(uniform01(r.r2));
+  const Philox4 r = philox4x32(seed, offset + counters_for((uint64_t)n) + (uint64_t)b);
+  const C radius = static_cast<C>(uniform01(r.r0));
   return (radius / sqrt_rn(zsq)) * p.eps;
 }
 

@@ -1,9 +1,11 @@
 // Philox4x32-10 and the noise it feeds, exactly as ebjdat/ops/philox.py specifies.
 //
-// key (k0, k1) = (seed lo32, seed hi32); counter of logical element i of a call at
-// offset o: c = o + i (64 bits), words (c lo32, c hi32, 0, 0). The integer words are
-// bit-identical to the torch reference; the normal differs only through logf and cosf
-// (within ebjdat.ops.philox.NOISE_ATOL).
+// key (k0, k1) = (seed lo32, seed hi32); one Philox call serves four consecutive
+// elements: logical element i of a call at offset o uses counter c = o + i / 4 (64 bits,
+// words (c lo32, c hi32, 0, 0)) and output j = i % 4; a call advances the offset by
+// ceil(n / 4). Normals: Box-Muller on the pair (r_2p, r_2p+1), p = j / 2, cos for even j,
+// sin for odd j. The integer words are bit-identical to the torch reference; the normal
+// differs only through logf, cospif and sinpif (within ebjdat.ops.philox.NOISE_ATOL).
 #pragma once
 
 #include "common.cuh"
@@ -63,19 +65,57 @@ EBJDAT_HD float cos_2pi_centered(float u) {
 #endif
 }
 
-// Standard normal (Box-Muller): sqrt(-2 log u(r0)) * cos(2 pi (u(r1) - 0.5)).
-EBJDAT_HD float box_muller(uint32_t r0, uint32_t r1) {
-  const float radius = sqrtf(-2.0f * logf(uniform01(r0)));
-  return radius * cos_2pi_centered(uniform01(r1));
+// sin(2 pi (u - 0.5)) as sinpi(2u - 1), the sine branch of the same pair.
+EBJDAT_HD float sin_2pi_centered(float u) {
+#if defined(__CUDA_ARCH__)
+  return sinpif(2.0f * u - 1.0f);
+#else
+  return (float)sin(3.141592653589793 * (double)(2.0f * u - 1.0f));
+#endif
 }
 
-EBJDAT_HD float normal_at(uint64_t seed, uint64_t counter) {
-  const Philox4 r = philox4x32(seed, counter);
-  return box_muller(r.r0, r.r1);
+// Standard normal (Box-Muller) of the pair (ra, rb): sqrt(-2 log u(ra)) times
+// cos(2 pi (u(rb) - 0.5)), or sin of the same angle for the pair's second element.
+EBJDAT_HD float box_muller(uint32_t ra, uint32_t rb, bool sine) {
+  const float radius = sqrtf(-2.0f * logf(uniform01(ra)));
+  const float u = uniform01(rb);
+  return radius * (sine ? sin_2pi_centered(u) : cos_2pi_centered(u));
+}
+
+// Both normals of the pair (ra, rb): the cos and the sin branch of one radius and angle.
+EBJDAT_HD void box_muller2(uint32_t ra, uint32_t rb, float& zc, float& zs) {
+  const float radius = sqrtf(-2.0f * logf(uniform01(ra)));
+  const float u = uniform01(rb);
+  zc = radius * cos_2pi_centered(u);
+  zs = radius * sin_2pi_centered(u);
+}
+
+// Counters a call of n elements draws.
+EBJDAT_HD uint64_t counters_for(uint64_t n) { return (n + 3) / 4; }
+
+// The 32-bit word of logical element i of a call at offset: r_(i % 4) of counter offset + i / 4.
+EBJDAT_HD uint32_t word_of(uint64_t seed, uint64_t offset, uint64_t i) {
+  const Philox4 r = philox4x32(seed, offset + i / 4);
+  const unsigned j = (unsigned)(i % 4);
+  return j == 0 ? r.r0 : j == 1 ? r.r1 : j == 2 ? r.r2 : r.r3;
+}
+
+// The normal of logical element i of a call at offset (any order: channels_last walks).
+EBJDAT_HD float normal_of(uint64_t seed, uint64_t offset, uint64_t i) {
+  const Philox4 r = philox4x32(seed, offset + i / 4);
+  const unsigned j = (unsigned)(i % 4);
+  return j < 2 ? box_muller(r.r0, r.r1, j == 1) : box_muller(r.r2, r.r3, j == 3);
+}
+
+// The normals z[0..3] of logical elements 4q .. 4q + 3: one Philox call for four.
+EBJDAT_HD void normals4(uint64_t seed, uint64_t offset, uint64_t q, float* z) {
+  const Philox4 r = philox4x32(seed, offset + q);
+  box_muller2(r.r0, r.r1, z[0], z[1]);
+  box_muller2(r.r2, r.r3, z[2], z[3]);
 }
 
 #if defined(__CUDACC__)
-// Reads the generator state [seed, offset, done] and advances it by n in the same launch,
+// Reads the generator state [seed, offset, done] and advances it by n counters in the same launch,
 // race-free and without a host sync. Every block calls this once, with all its threads:
 // thread 0 reads seed and offset, fences, and counts its block in state[2]; the last block
 // to count (all others have read by then) writes offset + n and resets the count. The

@@ -2,19 +2,21 @@
 // elements (16-byte accesses when aligned), grid-striding over the tensor. The element
 // math is sgld_step_element (kernels/sgld.cuh), the same function the host loop runs.
 // NOISE is a template flag so that the noiseless kernel contains no Philox and no
-// generator traffic at all.
+// generator traffic at all; CL (channels_last) one too, so that a kernel holds one noise
+// path: logical order draws one Philox call per 4 elements, channels_last one per element.
 #include "device.cuh"
 #include "launch.h"
 
 namespace ebjdat {
 
-template <class XT, class GT, bool NOISE>
+template <class XT, class GT, bool NOISE, bool CL>
 __global__ void __launch_bounds__(kThreads)
 sgld_step_kernel(XT* __restrict__ x, const GT* __restrict__ g, int64_t* state, int64_t n,
                  SgldParams<compute_t<XT>> p, Layout L, bool aligned) {
+  L.channels_last = CL;   // a template flag: each kernel holds one noise path
   constexpr int N = kElemsPerThread<XT>;
   uint64_t seed = 0, offset = 0;
-  if (NOISE) claim_generator(state, n, seed, offset);
+  if (NOISE) claim_generator(state, (int64_t)counters_for((uint64_t)n), seed, offset);
   const int64_t chunks = (n + N - 1) / N;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < chunks; k += stride) {
@@ -24,16 +26,12 @@ sgld_step_kernel(XT* __restrict__ x, const GT* __restrict__ g, int64_t* state, i
     GT gs[N];
     load_chunk<N>(x, base, n, full, xs);
     load_chunk<N>(g, base, n, full, gs);
-    LogicalWalk walk(L, base);
+    float zs[N] = {};
+    if (NOISE) noise_chunk<N>(seed, offset, L, base, n, zs);
 #pragma unroll
     for (int j = 0; j < N; ++j) {
       if (!full && base + j >= n) break;
-      float z = 0.0f;
-      if (NOISE) {
-        z = normal_at(seed, offset + (uint64_t)walk.get());
-        walk.next();
-      }
-      xs[j] = sgld_step_element<XT, GT>(xs[j], gs[j], z, NOISE, p);
+      xs[j] = sgld_step_element<XT, GT>(xs[j], gs[j], zs[j], NOISE, p);
     }
     store_chunk<N>(x, base, n, full, xs);
   }
@@ -50,10 +48,12 @@ const char* sgld_step_launch(XT* x, const GT* g, int64_t* state, int64_t n,
   constexpr int N = kElemsPerThread<XT>;
   const unsigned blocks = grid_for((n + N - 1) / N, device);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  if (noise)
-    sgld_step_kernel<XT, GT, true><<<blocks, kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
+  if (noise && L.channels_last)
+    sgld_step_kernel<XT, GT, true, true><<<blocks, kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
+  else if (noise)
+    sgld_step_kernel<XT, GT, true, false><<<blocks, kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
   else
-    sgld_step_kernel<XT, GT, false><<<blocks, kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
+    sgld_step_kernel<XT, GT, false, false><<<blocks, kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
   return launch_status();
 }
 

@@ -57,13 +57,12 @@ def pgd_step(x, g, xo, *, alpha, eps, norm, clamp):
 
 def pgd_init(xo, *, eps, norm, clamp, seed, offset):
     state = torch.tensor([seed, offset, 0], dtype=torch.int64)
-    r0, r1, r2, _ = philox.philox4x32(state[0], philox.counters(state, xo.numel()))
-    e = _s(eps, xo)
+    n, e = xo.numel(), _s(eps, xo)
     if norm == "linf":
-        v = xo.double() + e * (philox.uniform(r0).double().reshape(xo.shape) * 2 - 1)
+        v = xo.double() + e * (philox.uniforms(state, n).double().reshape(xo.shape) * 2 - 1)
     else:
-        z = philox.box_muller(r0, r1).double().reshape(xo.shape)
+        z = philox.normals(state, n).double().reshape(xo.shape)
         b = xo.shape[0]
-        r = philox.uniform(r2.reshape(b, -1)[:, 0]).double().reshape((b,) + (1,) * (xo.dim() - 1))
+        r = philox.radii(state, n, b).double().reshape((b,) + (1,) * (xo.dim() - 1))
         v = xo.double() + z * (r / _norm(z) * e)
     return _clamp(v, *clamp, xo) if clamp is not None else v

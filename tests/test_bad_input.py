@@ -30,7 +30,7 @@ def no_gpu(monkeypatch):
 @pytest.fixture
 def no_triton(monkeypatch, no_gpu):
     """Triton counts as unavailable: no GPU and no TRITON_INTERPRET (the tests set it)."""
-    monkeypatch.setattr(backends, "_interpreting", lambda: False)
+    monkeypatch.setattr(backends, "interpreting", lambda: False)
 
 
 def fails(capsys, argv, *words) -> str:
@@ -241,7 +241,7 @@ def test_demo_device_backend_and_steps(no_triton, capsys):
 
 def test_demo_triton_on_cpu_tensors_of_a_gpu_machine(monkeypatch, capsys):
     """A GPU, but CPU tensors without the interpreter: the first op would fail mid-demo."""
-    monkeypatch.setattr(backends, "_interpreting", lambda: False)
+    monkeypatch.setattr(backends, "interpreting", lambda: False)
     monkeypatch.setattr(backends, "triton_status", lambda: None)
     fails(capsys, ["demo", "--device", "cpu", "--backend", "triton"], "--backend triton", "CUDA tensors")
 

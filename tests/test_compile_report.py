@@ -111,14 +111,19 @@ def test_triton_variants_through_the_cli(tmp_path):
 def test_cuda_variants_of_sgld_cu():
     found = cr.cuda_variants(90, sources=[cr.ROOT / "kernels" / "sgld.cu"])
     v = {e["variant"]: e for e in found}
-    assert len(v) == 32  # 4 x dtypes * 4 grad dtypes * noise or not
+    assert len(v) == 48  # 4 x dtypes * 4 grad dtypes * (no noise, noise, noise channels_last)
     assert all(e["ok"] and e["registers"] > 0 and e["sass_instructions"] > 0 for e in found)
-    plain = v["ebjdat::sgld_step_kernel<float, float, false>"]
+    plain = v["ebjdat::sgld_step_kernel<float, float, false, false>"]
     assert plain["kernel"] == "sgld_step_kernel" and plain["family"] == "sgld_step no-noise"
     assert plain["vector_loads"] and plain["spill_bytes"] == 0 and plain["elements_per_thread"] == 4
-    noisy = v["ebjdat::sgld_step_kernel<ebjdat::bf16, ebjdat::bf16, true>"]
+    noisy = v["ebjdat::sgld_step_kernel<ebjdat::bf16, ebjdat::bf16, true, false>"]
     assert noisy["family"] == "sgld_step noise" and noisy["elements_per_thread"] == 8
     assert noisy["sass_instructions"] > plain["sass_instructions"]
+    gathered = v["ebjdat::sgld_step_kernel<ebjdat::bf16, ebjdat::bf16, true, true>"]
+    assert gathered["family"] == "sgld_step noise channels_last"
+    # one Philox call per four elements in logical order, one per element when gathered
+    fp32 = [v[f"ebjdat::sgld_step_kernel<float, float, true, {cl}>"]["sass_instructions"] for cl in ("false", "true")]
+    assert fp32[0] < fp32[1]
 
 
 def test_missing_nvcc_is_one_failed_entry(monkeypatch, tmp_path, capsys):

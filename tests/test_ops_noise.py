@@ -87,7 +87,7 @@ def test_consecutive_calls_are_independent():
     a, b = torch.zeros(n), torch.zeros(n)
     ops.sgld_step_(a, torch.zeros(n), step_size=0.0, noise_std=1.0, generator=gen)
     ops.sgld_step_(b, torch.zeros(n), step_size=0.0, noise_std=1.0, generator=gen)
-    assert gen.offset == 2 * n
+    assert gen.offset == 2 * n // 4   # ceil(n / 4) counters a call
     corr = torch.corrcoef(torch.stack([a, b]).double())[0, 1]
     assert abs(corr) < 5 / math.sqrt(n)
     # the second call continues the stream exactly where the first stopped
@@ -139,4 +139,29 @@ def test_noise_identical_across_backends(backend):
     ref, g_ref = draw(n, seed, offset, "torch")
     got, g_got = draw(n, seed, offset, backend)
     assert (got - ref).abs().max() <= philox.NOISE_ATOL
-    assert g_got.offset == g_ref.offset == offset + n
+    assert g_got.offset == g_ref.offset == offset + philox.counters_for(n)
+
+
+def test_one_philox_call_serves_four_elements():
+    """Element i: output i % 4 of counter offset + i // 4; normals by Box-Muller on the word
+    pairs (r0, r1) and (r2, r3), cos for the pair's first element, sin for its second."""
+    seed, offset = 2**40 + 3, 17
+    state = torch.tensor([seed, offset, 0])
+    r = philox.philox4x32(state[0], torch.tensor([offset + 1]))     # elements 4..7
+    u = [philox.uniform(w) for w in r]
+    assert torch.equal(philox.uniforms(state, 7)[4:7], torch.cat(u)[:3])
+    z = philox.normals(state, 8)[4:]
+    for p in (0, 1):
+        rho = torch.sqrt(-2.0 * torch.log(u[2 * p]))
+        theta = (u[2 * p + 1] - 0.5) * philox.TWO_PI_F32
+        assert torch.equal(z[2 * p], (rho * torch.cos(theta))[0])
+        assert torch.equal(z[2 * p + 1], (rho * torch.sin(theta))[0])
+    assert [philox.counters_for(n) for n in (0, 1, 4, 5, 8)] == [0, 1, 1, 2, 2]
+
+
+def test_cos_and_sin_branches_are_uncorrelated():
+    """The two normals of one word pair are independent N(0, 1) (Box-Muller): over 2**18
+    pairs their correlation is within 4 standard errors of 0."""
+    z = philox.normals(torch.tensor([5, 0, 0]), 1 << 20).double().reshape(-1, 2)
+    corr = float(torch.corrcoef(z.T)[0, 1])
+    assert abs(corr) < 4 / math.sqrt(z.shape[0])

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from ebjdat import ops
+from ebjdat.ops import philox
 
 from . import oracle
 from .inputs import DTYPES, cases, gaps_untouched, make
@@ -72,7 +73,8 @@ def test_pgd_init(backend, shape, layout, dtype, variant):
         gen.state[1] = OFFSET
         with ops.use_backend(name):
             assert ops.pgd_init_(xa, xo, generator=gen, **kw) is xa
-        assert gen.offset == OFFSET + xa.numel() and int(gen.state[2]) == 0
+        drawn = philox.counters_for(xa.numel()) + (xa.shape[0] if kw["norm"] == "l2" else 0)
+        assert gen.offset == OFFSET + drawn and int(gen.state[2]) == 0
         assert gaps_untouched(xa)
         return xa, xo
 
@@ -82,8 +84,8 @@ def test_pgd_init(backend, shape, layout, dtype, variant):
     tol = (tol[0], tol[1] + 1e-5 * kw["eps"])
     assert_close(xa, oracle.pgd_init(xo, seed=SEED, offset=OFFSET, **kw), tol)
     d = (xa.double() - xo.double()).reshape(xa.shape[0], -1)
-    if kw["norm"] == "linf":
-        assert d.abs().max() <= kw["eps"] * (1 + 1e-6)
+    if kw["norm"] == "linf":   # the box, widened by the rounding to x's dtype (half an ulp at 1)
+        assert d.abs().max() <= kw["eps"] * (1 + 1e-6) + torch.finfo(dtype).eps / 2
     else:
         assert (d.norm(dim=1) <= kw["eps"] * (1 + 1e-2)).all()
     if backend != "torch":

@@ -316,12 +316,14 @@ def cuda_family(kernel: str, targs: list[str]) -> tuple[str, int | None]:
     kElemsPerThread<XT> consecutive elements for the elementwise kernels; one for the l2
     kernels (a block per sample, thread t takes elements t, t + T, ... in each pass)."""
     family = kernel.removesuffix("_kernel").replace("_linf", " linf").replace("_l2", " l2")
+    suffix = ""
     if family == "sgld_step":
         family += " noise" if targs[2] == "true" else " no-noise"
+        suffix = " channels_last" if len(targs) > 3 and targs[3] == "true" else ""
     if family.endswith(" l2"):
         return family, 1
     if family in ("sgld_step noise", "sgld_step no-noise", "pgd_step linf", "pgd_init linf"):
-        return family, cuda_elems_per_thread()[targs[0] in ("ebjdat::f16", "ebjdat::bf16")]
+        return family + suffix, cuda_elems_per_thread()[targs[0] in ("ebjdat::f16", "ebjdat::bf16")]
     return family, None  # a kernel this report does not know yet
 
 

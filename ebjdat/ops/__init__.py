@@ -28,7 +28,7 @@ def check_backend(name: str, device: torch.device | str | None = None) -> None:
         raise ValueError(f"--backend {name}: not a backend; use one of {', '.join(backends.NAMES)}")
     reason = {"triton": backends.triton_status, "cuda": backends.cuda_status}.get(name, lambda: None)()
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    if reason is None and name == "triton" and dev.type != "cuda" and not backends._interpreting():
+    if reason is None and name == "triton" and dev.type != "cuda" and not backends.interpreting():
         reason = "the triton backend needs CUDA tensors (CPU tensors run only under TRITON_INTERPRET=1, for tests)"
     if reason is not None:
         raise ValueError(f"--backend {name}: {reason}; use --backend torch or auto")
@@ -42,7 +42,8 @@ def sgld_step_(x: torch.Tensor, grad: torch.Tensor, *, step_size: float, noise_s
     x: (*) float tensor, updated in place. grad: (*) the direction to move along (for an
     energy E, ``-dE/dx``), any float dtype. ``clip(g) = clamp(g, -grad_clip, grad_clip)``
     when grad_clip is set; ``z ~ N(0, 1)`` from ``generator`` (the device's default one
-    when None), drawn only when noise_std > 0, advancing the generator by ``x.numel()``;
+    when None), drawn only when noise_std > 0, advancing the generator by ``ceil(x.numel() / 4)``
+    counters (one Philox call serves four elements: ops/philox.py);
     the final clamp to ``clamp = (lo, hi)`` when set. Returns x.
     """
     checks.tensor("x", x)
@@ -84,7 +85,8 @@ def pgd_step_(x_adv: torch.Tensor, grad: torch.Tensor, x_orig: torch.Tensor, *, 
 def pgd_init_(x_adv: torch.Tensor, x_orig: torch.Tensor, *, eps: float, norm: str = "linf",
               clamp: tuple[float, float] | None = (0.0, 1.0),
               generator: PhiloxGenerator | None = None) -> torch.Tensor:
-    """Random start of a PGD attack, in place, advancing the generator by ``x_adv.numel()``.
+    """Random start of a PGD attack, in place, advancing the generator by ``ceil(n / 4)``
+    counters, n = x_adv.numel() (l2: ``ceil(n / 4) + B``, one more per sample for its radius).
 
     linf: ``x_adv = clamp(x_orig + U(-eps, eps))`` elementwise.
     l2 (torchattacks' convention): ``x_adv = clamp(x_orig + eps * r * z / ||z||)`` with

@@ -14,7 +14,7 @@ NAMES = ("auto", "torch", "triton", "cuda")
 _current = "auto"
 
 
-def _interpreting() -> bool:
+def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
@@ -35,7 +35,7 @@ def triton_status() -> str | None:
     """None when the triton backend can run here, else the reason it cannot."""
     if not _has_triton():
         return "triton is not installed (pip install triton)"
-    if not (torch.cuda.is_available() or _interpreting()):
+    if not (torch.cuda.is_available() or interpreting()):
         return "the triton backend needs a CUDA GPU, or TRITON_INTERPRET=1 for CPU tensors"
     return None
 
@@ -97,7 +97,7 @@ def resolve(name: str, x: torch.Tensor) -> ModuleType:
                 name = "torch"
         else:
             name = "torch"
-    if name == "triton" and not x.is_cuda and not _interpreting():
+    if name == "triton" and not x.is_cuda and not interpreting():
         raise RuntimeError("the triton backend runs CPU tensors only under TRITON_INTERPRET=1; "
                            "use the torch backend on the CPU")
     if name in ("triton", "cuda") and x.device.type not in ("cuda", "cpu"):

@@ -5,13 +5,20 @@ This file is the specification of ebjdat's random numbers; the Triton kernels
 same functions.
 
 * Key: the 64-bit seed, ``k0 = seed & 0xFFFFFFFF``, ``k1 = seed >> 32``.
-* Counter of element ``i`` (row-major logical index) of a call at offset ``o``:
-  ``c = o + i`` as 64 bits, ``(c0, c1, c2, c3) = (c & 0xFFFFFFFF, c >> 32, 0, 0)``.
+* One Philox call serves four consecutive elements. Element ``i`` (row-major logical
+  index) of a call at offset ``o`` uses counter ``c = o + i // 4`` (64 bits; words
+  ``(c & 0xFFFFFFFF, c >> 32, 0, 0)``) and its output ``j = i % 4``; the call advances the
+  offset by ``ceil(n / 4)`` counters (``counters_for(n)``).
 * Output: four 32-bit words ``r0..r3`` (Random123's Philox4x32 with 10 rounds).
-* Uniform: ``u(r) = ((r >> 9) + 0.5) * 2**-23`` lies in (0, 1) and is exact in fp32.
-* Normal (Box-Muller): ``z = sqrt(-2 log u(r0)) * cos(2*pi*(u(r1) - 0.5))`` in fp32.
+* Uniform of element i: ``u(r_j)``, ``u(r) = ((r >> 9) + 0.5) * 2**-23``, in (0, 1), exact in fp32.
+* Normal of element i (Box-Muller on the pair ``p = j // 2``: words ``(r_2p, r_2p+1)``):
+  ``rho = sqrt(-2 log u(r_2p))``, ``theta = 2*pi*(u(r_2p+1) - 0.5)``; ``z = rho cos(theta)``
+  for even j, ``rho sin(theta)`` for odd j (both branches: no word is wasted), in fp32.
   The integer words are bit-identical in every backend; ``z`` differs between backends
-  only through ``log`` and ``cos`` (see ``NOISE_ATOL``).
+  only through ``log``, ``cos`` and ``sin`` (see ``NOISE_ATOL``).
+* The l2 random start also needs one radius per sample b: ``u(r0)`` of counter
+  ``o + ceil(n / 4) + b``, after the elements' counters; that call advances the offset by
+  ``ceil(n / 4) + B``.
 """
 from __future__ import annotations
 
@@ -64,15 +71,39 @@ def uniform(r: torch.Tensor) -> torch.Tensor:
     return ((r >> 9).to(torch.float32) + 0.5) * INV_2_23
 
 
-def box_muller(r0: torch.Tensor, r1: torch.Tensor) -> torch.Tensor:
-    """fp32 standard normal from two words (see the module docstring)."""
-    radius = torch.sqrt(-2.0 * torch.log(uniform(r0)))
-    return radius * torch.cos((uniform(r1) - 0.5) * TWO_PI_F32)
+def counters_for(n: int) -> int:
+    """Counters a call of n elements draws: ceil(n / 4)."""
+    return (n + 3) // 4
 
 
 def counters(state: torch.Tensor, n: int) -> torch.Tensor:
-    """Counters ``offset + arange(n)`` of a call, computed on state's device (no host sync)."""
+    """The counters ``offset + arange(n)`` (n counters, not elements), on state's device."""
     return state[1] + torch.arange(n, dtype=torch.int64, device=state.device)
+
+
+def _words(state: torch.Tensor, n: int) -> torch.Tensor:
+    """(4 * ceil(n / 4),) int64: element i's word r_(i % 4) of counter offset + i // 4."""
+    r = philox4x32(state[0], counters(state, counters_for(n)))
+    return torch.stack(r, dim=1).reshape(-1)
+
+
+def uniforms(state: torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) fp32 uniforms of a call's n elements at the state's offset (does not advance)."""
+    return uniform(_words(state, n)[:n])
+
+
+def sin_2pi_centered(u: torch.Tensor) -> torch.Tensor:
+    return torch.sin((u - 0.5) * TWO_PI_F32)
+
+
+def normals(state: torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) fp32 N(0, 1) of a call's n elements at the state's offset (does not advance)."""
+    r = philox4x32(state[0], counters(state, counters_for(n)))
+    rho = [torch.sqrt(-2.0 * torch.log(uniform(r[p]))) for p in (0, 2)]
+    theta = [(uniform(r[p]) - 0.5) * TWO_PI_F32 for p in (1, 3)]
+    z = torch.stack([rho[0] * torch.cos(theta[0]), rho[0] * torch.sin(theta[0]),
+                     rho[1] * torch.cos(theta[1]), rho[1] * torch.sin(theta[1])], dim=1)
+    return z.reshape(-1)[:n]
 
 
 def normal(state: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -80,5 +111,12 @@ def normal(state: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     n = 1
     for s in shape:
         n *= s
-    r0, r1, _, _ = philox4x32(state[0], counters(state, n))
-    return box_muller(r0, r1).reshape(shape)
+    return normals(state, n).reshape(shape)
+
+
+def radii(state: torch.Tensor, n: int, b: int) -> torch.Tensor:
+    """(b,) fp32 uniforms of the l2 random start's radii: u(r0) of counter
+    offset + ceil(n / 4) + k for sample k, after a call's n elements."""
+    r0 = philox4x32(state[0], state[1] + counters_for(n) + torch.arange(b, dtype=torch.int64,
+                                                                      device=state.device))[0]
+    return uniform(r0)

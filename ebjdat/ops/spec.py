@@ -52,7 +52,7 @@ def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=No
     v = x.to(c) + _scalar(step_size, c) * g
     if noise_std > 0:
         v = v + _scalar(noise_std, c) * philox.normal(state, x.shape).to(c)
-        state[1] += x.numel()
+        state[1] += philox.counters_for(x.numel())
     x.copy_(_clamp(v, lo, hi))
 
 
@@ -83,22 +83,22 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
 def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     """Random start around x_orig, clamped to [lo, hi].
 
-    linf: x = x_orig + eps * (2 u(r0) - 1), uniform in the box.
-    l2 (torchattacks' PGDL2 convention): z = N(0, I) per sample, radius u(r2) of the
-    sample's first counter; x = x_orig + z * (u / ||z|| * eps).
+    linf: x = x_orig + eps * (2 u - 1), u the elements' uniforms (philox.py).
+    l2 (torchattacks' PGDL2 convention): z = N(0, I) per sample from the elements' normals,
+    radius u the sample's radius (philox.radii); x = x_orig + z * (u / ||z|| * eps).
     """
     c = compute_dtype(x)
     n = x.numel()
-    r0, r1, r2, _ = philox.philox4x32(state[0], philox.counters(state, n))
     e = _scalar(eps, c)
     if norm == "linf":
-        u = philox.uniform(r0).reshape(x.shape).to(c)
+        u = philox.uniforms(state, n).reshape(x.shape).to(c)
         v = x_orig.to(c) + e * (u * 2.0 - 1.0)
+        state[1] += philox.counters_for(n)
     else:
-        z = philox.box_muller(r0, r1).reshape(x.shape).to(c)
+        z = philox.normal(state, x.shape).to(c)
         b = x.shape[0]
-        radius = philox.uniform(r2.reshape(b, -1)[:, 0]).to(c)
+        radius = philox.radii(state, n, b).to(c)
         scale = (radius.reshape((b,) + (1,) * (x.dim() - 1)) / _norms(z)) * e
         v = x_orig.to(c) + z * scale
-    state[1] += n
+        state[1] += philox.counters_for(n) + b
     x.copy_(_clamp(v, lo, hi))

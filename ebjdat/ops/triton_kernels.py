@@ -15,21 +15,24 @@ sample (dim 0) is a contiguous run of ``D = numel / N`` elements in either layou
 Arithmetic: loads are widened to the compute dtype CDT (fp64 for fp64 x, else fp32), every
 op is rounded as in the reference (launched with ``enable_fp_fusion=False``: no FMA
 contraction), and the result is rounded once to x's dtype at the store. Python scalars
-arrive as fp64 and are rounded to CDT in the kernel, like ``reference._scalar``. Noise is
-Philox4x32-10 (``philox.py``) in fp32, widened to CDT.
+arrive as fp64 and are rounded to CDT in the kernel, like ``spec._scalar``. Noise is
+Philox4x32-10 (``philox.py``) in fp32, widened to CDT: in logical order one call per four
+lanes, its outputs interleaved (``_noise_run``); channels_last gathers a call per element.
 
 Generator: ``state`` is the int64 ``[seed, offset, done]`` tensor. Every program reads
 seed and offset; the last program to finish (counted by an atomic on ``done``) writes
-``offset + numel`` and resets ``done`` to 0, in the same launch: no host sync, no
-allocation, and fresh noise on every CUDA-graph replay.
+``offset + ceil(numel / 4)`` (the l2 start: plus one per sample) and resets ``done`` to 0,
+in the same launch: no host sync, no allocation, and fresh noise on every CUDA-graph replay.
 """
 import contextlib
 
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 from . import philox
+from .backends import interpreting
 
 # Philox4x32-10 and noise constants (see philox.py); tl.constexpr so kernels may read them.
 _M0 = tl.constexpr(philox.PHILOX_M0)
@@ -80,17 +83,66 @@ def _uniform(r):
 
 
 @triton.jit
-def _normal(r0, r1):
-    """fp32 N(0, 1) by Box-Muller: sqrt(-2 log u(r0)) * cos(2pi (u(r1) - 0.5))."""
-    radius = tl.sqrt_rn(-2.0 * tl.log(_uniform(r0)))  # tl.sqrt is approximate on GPUs
-    return radius * tl.cos((_uniform(r1) - 0.5) * _TWO_PI)
+def _pair(ra, rb, PI_TRIG: tl.constexpr):
+    """The Box-Muller pair of two uint32 words: (rho cos theta, rho sin theta) in fp32,
+    rho = sqrt(-2 log u(ra)), theta = 2pi (u(rb) - 0.5). PI_TRIG (compiled for a GPU):
+    cospi / sinpi of 2u - 1 (exact), which need no slow-path argument reduction, as the
+    CUDA kernels do; the interpreter, which lacks them, takes cos / sin of theta."""
+    rho = tl.sqrt_rn(-2.0 * tl.log(_uniform(ra)))  # tl.sqrt is approximate on GPUs
+    if PI_TRIG:
+        t = _uniform(rb) * 2.0 - 1.0
+        return rho * libdevice.cospi(t), rho * libdevice.sinpi(t)
+    theta = (_uniform(rb) - 0.5) * _TWO_PI
+    return rho * tl.cos(theta), rho * tl.sin(theta)
 
 
 @triton.jit
-def _noise(seed, counter):
-    """fp32 N(0, 1) noise of the int64 counters (Box-Muller of their words r0, r1)."""
-    r0, r1, _r2, _r3 = _philox_at(seed, counter)
-    return _normal(r0, r1)
+def _interleave4(a0, a1, a2, a3):
+    """(BLOCK / 4,) x 4 -> (BLOCK,): a0[k], a1[k], a2[k], a3[k] at 4k .. 4k + 3."""
+    return tl.interleave(tl.interleave(a0, a2), tl.interleave(a1, a3))
+
+
+@triton.jit
+def _noise_at(seed, offset, idx, PI_TRIG: tl.constexpr):
+    """fp32 N(0, 1) of the int64 logical elements idx of a call at offset (any order):
+    element i takes output i % 4 of counter offset + i // 4 (philox.py): the pair's words
+    are selected first, so each element pays one log and one square root."""
+    r0, r1, r2, r3 = _philox_at(seed, offset + idx // 4)
+    j = idx % 4
+    second = j >= 2
+    rho = tl.sqrt_rn(-2.0 * tl.log(_uniform(tl.where(second, r2, r0))))
+    u = _uniform(tl.where(second, r3, r1))
+    odd = (j % 2) == 1   # the same functions as _pair: a layout never changes a bit of noise
+    if PI_TRIG:
+        t = u * 2.0 - 1.0
+        return rho * tl.where(odd, libdevice.sinpi(t), libdevice.cospi(t))
+    theta = (u - 0.5) * _TWO_PI
+    return rho * tl.where(odd, tl.sin(theta), tl.cos(theta))
+
+
+@triton.jit
+def _noise_run(seed, offset, first, BLOCK: tl.constexpr, PI_TRIG: tl.constexpr):
+    """fp32 N(0, 1) of the BLOCK consecutive logical elements first, first + 1, ...
+    (first % 4 == 0): one Philox call and one pair of logs and square roots per 4."""
+    r0, r1, r2, r3 = _philox_at(seed, offset + first // 4 + tl.arange(0, BLOCK // 4).to(tl.int64))
+    c0, s0 = _pair(r0, r1, PI_TRIG)
+    c1, s1 = _pair(r2, r3, PI_TRIG)
+    return _interleave4(c0, s0, c1, s1)
+
+
+@triton.jit
+def _uniform_at(seed, offset, idx):
+    """fp32 uniforms u(r_(i % 4)) of counter offset + i // 4 of the logical elements idx."""
+    r0, r1, r2, r3 = _philox_at(seed, offset + idx // 4)
+    j = idx % 4
+    return _uniform(tl.where(j < 2, tl.where(j == 0, r0, r1), tl.where(j == 2, r2, r3)))
+
+
+@triton.jit
+def _uniform_run(seed, offset, first, BLOCK: tl.constexpr):
+    """fp32 uniforms of the BLOCK consecutive logical elements from first (first % 4 == 0)."""
+    r0, r1, r2, r3 = _philox_at(seed, offset + first // 4 + tl.arange(0, BLOCK // 4).to(tl.int64))
+    return _interleave4(_uniform(r0), _uniform(r1), _uniform(r2), _uniform(r3))
 
 
 @triton.jit
@@ -187,7 +239,7 @@ def _sgld_kernel(x_ptr, g_ptr, state_ptr, numel, C, HW, D,
                  step: tl.float64, noise_std: tl.float64, clip: tl.float64,
                  lo: tl.float64, hi: tl.float64,
                  CDT: tl.constexpr, HAS_NOISE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                 BIG: tl.constexpr, BLOCK: tl.constexpr):
+                 BIG: tl.constexpr, BLOCK: tl.constexpr, PI_TRIG: tl.constexpr):
     """x[m] <- clamp(x + step * clamp(g, -clip, clip) + noise_std * z[logical(m)], lo, hi)."""
     offs, mask = _block(numel, BIG, BLOCK)
     clip = tl.full((), clip, CDT)
@@ -196,11 +248,14 @@ def _sgld_kernel(x_ptr, g_ptr, state_ptr, numel, C, HW, D,
     if HAS_NOISE:
         seed = tl.load(state_ptr)
         offset = tl.load(state_ptr + 1)
-        idx = _logical(offs, C, HW, D, CHANNELS_LAST)
-        v = v + tl.full((), noise_std, CDT) * _noise(seed, offset + idx.to(tl.int64)).to(CDT)
+        if CHANNELS_LAST:   # memory order is not logical order: each element its own word
+            z = _noise_at(seed, offset, _logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG)
+        else:               # a block of consecutive elements: one Philox call per 4
+            z = _noise_run(seed, offset, tl.program_id(0).to(tl.int64) * BLOCK, BLOCK, PI_TRIG)
+        v = v + tl.full((), noise_std, CDT) * z.to(CDT)
     _store(x_ptr + offs, _clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
     if HAS_NOISE:
-        _advance(state_ptr, offset, numel)
+        _advance(state_ptr, offset, (numel + 3) // 4)
 
 
 @triton.jit
@@ -274,26 +329,27 @@ def _init_linf_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
                       eps: tl.float64, lo: tl.float64, hi: tl.float64,
                       CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, BIG: tl.constexpr,
                       BLOCK: tl.constexpr):
-    """x[m] <- clamp(xo + eps * (2 u(r0) - 1), lo, hi), r0 from counter offset + logical(m)."""
+    """x[m] <- clamp(xo + eps * (2 u - 1), lo, hi), u the uniform of logical(m) (philox.py)."""
     offs, mask = _block(numel, BIG, BLOCK)
     seed = tl.load(state_ptr)
     offset = tl.load(state_ptr + 1)
-    idx = _logical(offs, C, HW, D, CHANNELS_LAST)
-    r0, _r1, _r2, _r3 = _philox_at(seed, offset + idx.to(tl.int64))
-    u = _uniform(r0).to(CDT)
+    if CHANNELS_LAST:
+        u = _uniform_at(seed, offset, _logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64))
+    else:
+        u = _uniform_run(seed, offset, tl.program_id(0).to(tl.int64) * BLOCK, BLOCK)
     xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
-    v = xo + tl.full((), eps, CDT) * (u * 2.0 - 1.0)
+    v = xo + tl.full((), eps, CDT) * (u.to(CDT) * 2.0 - 1.0)
     _store(x_ptr + offs, _clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
-    _advance(state_ptr, offset, numel)
+    _advance(state_ptr, offset, (numel + 3) // 4)
 
 
 @triton.jit
 def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
                     eps: tl.float64, lo: tl.float64, hi: tl.float64,
                     CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, BIG: tl.constexpr,
-                    BLOCK: tl.constexpr):
-    """One program per sample b: z = N(0, I) from (r0, r1) of each element's counter,
-    radius = u(r2) of the sample's first counter offset + b*D;
+                    BLOCK: tl.constexpr, PI_TRIG: tl.constexpr):
+    """One program per sample b: z = N(0, I), the normals of its elements' logical
+    indices b*D + logical(s); radius = u(r0) of counter offset + ceil(numel / 4) + b;
     x <- clamp(xo + z * ((radius / ||z||) * eps), lo, hi). z is drawn twice (norm, write)."""
     b = tl.program_id(0)
     if BIG:
@@ -301,23 +357,24 @@ def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
     base = b * D
     seed = tl.load(state_ptr)
     offset = tl.load(state_ptr + 1)
-    first = offset + base.to(tl.int64)  # counter of the sample's logical element 0
+    first = base.to(tl.int64)  # logical index of the sample's element 0
     acc = tl.zeros([BLOCK], CDT)
     for start in range(0, D, BLOCK):
         s = start + tl.arange(0, BLOCK)  # memory index inside the sample
-        z = _noise(seed, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64)).to(CDT)
+        z = _noise_at(seed, offset, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
         acc += tl.where(s < D, z * z, 0.0)
-    _q0, _q1, q2, _q3 = _philox_at(seed, first)
-    scale = _div(_uniform(q2).to(CDT), _sqrt(tl.sum(acc, axis=0))) * tl.full((), eps, CDT)
+    n_counters = (numel + 3) // 4
+    q0, _q1, _q2, _q3 = _philox_at(seed, offset + n_counters + b.to(tl.int64))
+    scale = _div(_uniform(q0).to(CDT), _sqrt(tl.sum(acc, axis=0))) * tl.full((), eps, CDT)
     lo = tl.full((), lo, CDT)
     hi = tl.full((), hi, CDT)
     for start in range(0, D, BLOCK):
         s = start + tl.arange(0, BLOCK)
         mask = s < D
-        z = _noise(seed, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64)).to(CDT)
+        z = _noise_at(seed, offset, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
         xo = tl.load(xo_ptr + base + s, mask=mask).to(CDT)
         _store(x_ptr + base + s, _clamp(xo + z * scale, lo, hi), mask)
-    _advance(state_ptr, offset, numel)
+    _advance(state_ptr, offset, n_counters + numel // D)
 
 
 # ----------------------------------------------------------------------------- host side
@@ -344,11 +401,12 @@ def _launch_device(x: torch.Tensor):
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
-def _l2_block(d: int, dtype: torch.dtype):
+def _l2_block(d: int, dtype: torch.dtype, noise: bool = False):
     """(BLOCK, num_warps) of the per-sample kernels: the sample in chunks of at most 2048
-    elements, up to 8 per thread (fp64: 512, 4 per thread: 8 fp64 values per thread spill
-    registers in the l2 random start, as the sm_90 compile report showed)."""
-    cap = 512 if dtype == torch.float64 else 2048
+    elements, up to 8 per thread; the l2 random start (``noise``: a Philox call per
+    element) half of that; fp64 a quarter of those (more values per thread spill
+    registers, as the sm_90 compile report showed)."""
+    cap = (512 if dtype == torch.float64 else 2048) // (2 if noise else 1)
     block = min(cap, max(128, triton.next_power_of_2(d)))
     return block, (4 if block <= 1024 else 8)
 
@@ -358,12 +416,15 @@ def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=No
     n = x.numel()
     noise = noise_std > 0
     c, hw, d, cl = _layout_args(layout if noise else None)  # only the noise needs it
+    # channels_last noise draws a Philox call per element: half the block keeps its four
+    # words and indices in registers (8 per thread spill, as the sm_90 compile report showed)
+    block = _BLOCK // 2 if cl else _BLOCK
     with _launch_device(x):
-        _sgld_kernel[(triton.cdiv(n, _BLOCK),)](
+        _sgld_kernel[(triton.cdiv(n, block),)](
             x, grad, state if noise else x, n, c, hw, d,
             float(step_size), float(noise_std), float(grad_clip), float(lo), float(hi),
-            CDT=_cdt(x), HAS_NOISE=noise, CHANNELS_LAST=cl, BIG=_big(n, _BLOCK),
-            BLOCK=_BLOCK, num_warps=_WARPS, enable_fp_fusion=False)
+            CDT=_cdt(x), HAS_NOISE=noise, CHANNELS_LAST=cl, BIG=_big(n, block),
+            BLOCK=block, PI_TRIG=not interpreting(), num_warps=_WARPS, enable_fp_fusion=False)
 
 
 def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
@@ -388,7 +449,7 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
 
 def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     """Random start around x_orig (uniform in the linf box, or torchattacks' l2 ball), clamped;
-    advances the generator by x.numel()."""
+    advances the generator by ceil(x.numel() / 4) counters (l2: plus one per sample)."""
     n = x.numel()
     c, hw, d, cl = _layout_args(layout)
     with _launch_device(x):
@@ -399,8 +460,8 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
                 num_warps=_WARPS, enable_fp_fusion=False)
         else:
             d = n // x.shape[0]
-            block, warps = _l2_block(d, x.dtype)
+            block, warps = _l2_block(d, x.dtype, noise=True)
             _init_l2_kernel[(x.shape[0],)](
                 x, x_orig, state, n, c, hw, d, float(eps), float(lo), float(hi),
                 CDT=_cdt(x), CHANNELS_LAST=cl, BIG=_big(n, block), BLOCK=block,
-                num_warps=warps, enable_fp_fusion=False)
+                PI_TRIG=not interpreting(), num_warps=warps, enable_fp_fusion=False)
