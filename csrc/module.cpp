@@ -34,6 +34,16 @@ PYBIND11_MODULE(_C, m) {
       "Philox4x32-10 words (r0, r1, r2, r3) of the 64-bit counter under the 64-bit seed.",
       py::arg("seed"), py::arg("counter"));
   m.def(
+      "generator_count_host",
+      [](uint64_t done, uint64_t offset, uint32_t grid) {
+        bool advance = false;
+        const uint64_t after = ebjdat::count_done(done, offset, grid, advance);
+        return py::make_tuple(after, advance);
+      },
+      "One finished block's count on the generator's done-word, as the kernels' CAS makes it: "
+      "(the word after it, whether this block advances the offset); offset: what the block read.",
+      py::arg("done"), py::arg("offset"), py::arg("grid"));
+  m.def(
       "has_device_code", [] { return EBJDAT_DEVICE_CODE != 0; },
       "True when the module carries the CUDA kernels (not only the host twins).");
 }

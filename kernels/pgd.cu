@@ -57,7 +57,7 @@ pgd_init_linf_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* sta
                      PgdParams<compute_t<XT>> p, Layout L, bool aligned) {
   constexpr int N = kElemsPerThread<XT>;
   uint64_t seed, offset;
-  claim_generator(state, (int64_t)counters_for((uint64_t)n), seed, offset);
+  read_generator(state, seed, offset);
   const int64_t chunks = (n + N - 1) / N;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < chunks; k += stride) {
@@ -75,6 +75,7 @@ pgd_init_linf_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* sta
     }
     store_chunk<N>(x, base, n, full, xs);
   }
+  finish_generator(state, offset, counters_for((uint64_t)n));
 }
 
 template <class XT>
@@ -83,7 +84,7 @@ pgd_init_l2_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* state
                    int64_t batch, int64_t D, PgdParams<compute_t<XT>> p, Layout L) {
   using C = compute_t<XT>;
   uint64_t seed, offset;
-  claim_generator(state, (int64_t)counters_for((uint64_t)n) + batch, seed, offset);
+  read_generator(state, seed, offset);
   const int tid = threadIdx.x, T = blockDim.x;
   for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
     const C zsq = block_sum(l2_init_sq_partial<C>(seed, offset, L, b, D, tid, T));
@@ -93,6 +94,7 @@ pgd_init_l2_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* state
       x[m] = l2_init_element<XT>(xo[m], l2_init_z<C>(seed, offset, L, m), scale, p);
     }
   }
+  finish_generator(state, offset, counters_for((uint64_t)n) + (uint64_t)batch);
 }
 
 template <class XT, class GT>

@@ -114,30 +114,51 @@ EBJDAT_HD void normals4(uint64_t seed, uint64_t offset, uint64_t q, float* z) {
   box_muller2(r.r2, r.r3, z[2], z[3]);
 }
 
+// The generator's done-count, state[2]: (tag << 32) | count, the tag being the low 32
+// bits of the offset the counting launch read. A block that finishes adds itself to the
+// count if the tag is its own and starts a fresh count otherwise (a count left by another
+// offset is stale: dropped); the block that brings the count to its grid size advances
+// the offset and leaves the count at 0. Launches that never overlap therefore advance
+// once, at their last block in time. Overlapping launches on one generator (two streams)
+// share an offset, so they draw the same noise, but they cannot wedge the counter: each
+// launch's blocks count from 0 or on top of each other, a count reaching either grid
+// advances, and whatever count they leave carries a tag that the next offset does not
+// match. The host twin below is what tests interleave.
+EBJDAT_HD uint64_t count_done(uint64_t done, uint64_t offset, uint32_t grid, bool& advance) {
+  const uint32_t tag = (uint32_t)offset;
+  const uint32_t seen = (uint32_t)(done >> 32) == tag ? (uint32_t)done : 0u;
+  advance = seen + 1u >= grid;
+  return ((uint64_t)tag << 32) | (uint64_t)(advance ? 0u : seen + 1u);
+}
+
 #if defined(__CUDACC__)
-// Reads the generator state [seed, offset, done] and advances it by n counters in the same launch,
-// race-free and without a host sync. Every block calls this once, with all its threads:
-// thread 0 reads seed and offset, fences, and counts its block in state[2]; the last block
-// to count (all others have read by then) writes offset + n and resets the count. The
-// values come back through shared memory to every thread of the block.
-__device__ __forceinline__ void claim_generator(int64_t* state, int64_t n, uint64_t& seed,
-                                                uint64_t& offset) {
-  __shared__ uint64_t s_seed, s_offset;
+// A launch's generator: every thread reads seed and offset at its start (two loads, no
+// barrier, no atomic: no block waits before its own loads) ...
+__device__ __forceinline__ void read_generator(const int64_t* state, uint64_t& seed, uint64_t& offset) {
+  const volatile int64_t* vs = state;
+  seed = (uint64_t)vs[0];
+  offset = (uint64_t)vs[1];
+}
+
+// ... and after its work each block counts itself done once (every thread of the block
+// calls this after its last use of seed and offset); the block that completes the count
+// writes offset + n counters.
+__device__ __forceinline__ void finish_generator(int64_t* state, uint64_t offset, uint64_t n) {
+  __syncthreads();   // every thread of the block has read (it read at its start)
   if (threadIdx.x == 0) {
-    volatile int64_t* vs = state;
-    s_seed = (uint64_t)vs[0];
-    s_offset = (uint64_t)vs[1];
     __threadfence();
-    const unsigned long long old =
-        atomicAdd(reinterpret_cast<unsigned long long*>(state + 2), 1ull);
-    if (old == (unsigned long long)gridDim.x - 1ull) {
-      vs[1] = (int64_t)(s_offset + (uint64_t)n);
-      vs[2] = 0;
+    unsigned long long* word = reinterpret_cast<unsigned long long*>(state + 2);
+    unsigned long long old = *reinterpret_cast<volatile unsigned long long*>(word), assumed;
+    bool advance = false;
+    do {
+      assumed = old;
+      old = atomicCAS(word, assumed, (unsigned long long)count_done(assumed, offset, gridDim.x, advance));
+    } while (old != assumed);
+    if (advance) {
+      volatile int64_t* vs = state;
+      vs[1] = (int64_t)(offset + n);
     }
   }
-  __syncthreads();
-  seed = s_seed;
-  offset = s_offset;
 }
 #endif
 

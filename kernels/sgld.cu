@@ -16,7 +16,7 @@ sgld_step_kernel(XT* __restrict__ x, const GT* __restrict__ g, int64_t* state, i
   L.channels_last = CL;   // a template flag: each kernel holds one noise path
   constexpr int N = kElemsPerThread<XT>;
   uint64_t seed = 0, offset = 0;
-  if (NOISE) claim_generator(state, (int64_t)counters_for((uint64_t)n), seed, offset);
+  if (NOISE) read_generator(state, seed, offset);
   const int64_t chunks = (n + N - 1) / N;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < chunks; k += stride) {
@@ -35,6 +35,7 @@ sgld_step_kernel(XT* __restrict__ x, const GT* __restrict__ g, int64_t* state, i
     }
     store_chunk<N>(x, base, n, full, xs);
   }
+  if (NOISE) finish_generator(state, offset, counters_for((uint64_t)n));
 }
 
 template <class XT, class GT>

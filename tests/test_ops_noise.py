@@ -165,3 +165,49 @@ def test_cos_and_sin_branches_are_uncorrelated():
     z = philox.normals(torch.tensor([5, 0, 0]), 1 << 20).double().reshape(-1, 2)
     corr = float(torch.corrcoef(z.T)[0, 1])
     assert abs(corr) < 4 / math.sqrt(z.shape[0])
+
+
+def _count(done, offset, grid):
+    from ebjdat import _C
+    return _C.generator_count_host(done, offset, grid)
+
+
+def test_generator_count_advances_once_at_the_last_block():
+    """A launch of g blocks that overlaps no other: only its g-th finished block advances."""
+    require_backend("cuda")
+    done, offset = 0, 2**40 + 7
+    for grid in (1, 2, 5, 132):
+        seen = []
+        for _ in range(grid):
+            done, advance = _count(done, offset, grid)
+            seen.append(advance)
+        assert seen == [False] * (grid - 1) + [True] and done & 0xFFFFFFFF == 0
+        offset += 1000
+
+
+def test_generator_count_cannot_wedge_under_interleaved_launches():
+    """Two launches sharing one generator (two streams) read the same offset and finish
+    their blocks interleaved in any order, from any done-word (a stale one too): the
+    offset moves, and every later launch again advances exactly once, at its last block,
+    so no interleaving can leave the generator drawing the same noise forever."""
+    require_backend("cuda")
+    import random
+    rng = random.Random(0)
+    for _ in range(500):
+        grids = {"A": rng.randint(1, 6), "B": rng.randint(1, 6)}
+        done = rng.choice([0, (0x1234 << 32) | 3, (100 << 32) | 1])
+        offset, read = 100, 100
+        events = ["A"] * grids["A"] + ["B"] * grids["B"]
+        rng.shuffle(events)
+        for e in events:
+            done, advance = _count(done, read, grids[e])
+            if advance:
+                offset = read + 50
+        assert offset != read
+        for grid in (7, 3, 1):   # a grid of 1 would hide a stale count: it comes last
+            read, seen = offset, []
+            for _ in range(grid):
+                done, advance = _count(done, read, grid)
+                seen.append(advance)
+            assert seen == [False] * (grid - 1) + [True]
+            offset = read + 50

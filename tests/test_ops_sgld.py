@@ -44,7 +44,7 @@ def test_sgld_step(backend, shape, layout, dtype, variant):
     expected = oracle.sgld(x0, g, z=oracle.noise(SEED, OFFSET, shape), **kw)
     assert_close(x, expected, noise_tol(dtype, kw.get("noise_std", 0.0)) if noisy else TOL[dtype])
     assert gen.offset == OFFSET + (philox.counters_for(x.numel()) if noisy else 0)
-    assert int(gen.state[2]) == 0
+    assert int(gen.state[2]) & 0xFFFFFFFF == 0
     if backend != "torch":  # the same function as the specification, bit for bit without noise
         ref, _, _ = _run("torch", shape, dtype, layout, kw, gdtype)
         if noisy:

@@ -215,18 +215,32 @@ def _block(numel, BIG: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _advance(state_ptr, offset, numel):
-    """Count this program done; the last one moves the generator offset by numel.
+def _counted(done, tag, grid):
+    """(the done-word after one finished program, whether it advances the offset): the
+    CUDA kernels' count_done (kernels/philox.cuh). done = (tag << 32) | count; a count of
+    another tag is stale and dropped; the program that completes the count advances."""
+    seen = tl.where(((done >> 32) & 0xFFFFFFFF) == tag, done & 0xFFFFFFFF, 0)
+    advance = seen + 1 >= grid
+    return (tag << 32) | tl.where(advance, 0, seen + 1), advance
 
-    Race-free on a GPU: every warp has read seed and offset before the barrier, the
-    acq_rel atomic orders those reads before the last program's store, and the last
-    program is the one that sees done == num_programs - 1.
-    """
+
+@triton.jit
+def _advance(state_ptr, offset, counters):
+    """Count this program done; the one that completes the count moves the offset by
+    ``counters``. Every program read seed and offset at its start (no wait before its
+    loads); the barrier orders those reads before this count. Cannot wedge: a count left
+    by overlapping launches carries a tag the next offset does not match."""
     tl.debug_barrier()
-    done = tl.atomic_add(state_ptr + 2, 1, sem="acq_rel")
-    last = done == tl.num_programs(0) - 1
-    tl.store(state_ptr + 1, offset + numel, mask=last)
-    tl.atomic_xchg(state_ptr + 2, 0, mask=last, sem="relaxed")
+    tag = offset & 0xFFFFFFFF
+    grid = tl.num_programs(0).to(tl.int64)
+    old = tl.atomic_add(state_ptr + 2, 0, sem="acquire")   # an atomic read
+    new, advance = _counted(old, tag, grid)
+    seen = tl.atomic_cas(state_ptr + 2, old, new, sem="acq_rel")
+    while seen != old:
+        old = seen
+        new, advance = _counted(old, tag, grid)
+        seen = tl.atomic_cas(state_ptr + 2, old, new, sem="acq_rel")
+    tl.store(state_ptr + 1, offset + counters, mask=advance)
 
 
 # ----------------------------------------------------------------------------- kernels
