@@ -117,3 +117,22 @@ def test_traced_calls_go_through_the_dispatcher():
         ops.sgld_step_(x, g, step_size=1.0)
     assert seen == ["ebjdat.sgld_step_.default"]
     assert torch.equal(x, torch.full((4,), 2.0))
+
+
+def test_backend_resolution_is_decided_once_per_selection_and_device(monkeypatch):
+    """The launch path decides the backend module once per (selection, device kind) and
+    then looks it up; a refusal (triton on CPU tensors without the interpreter) is never
+    cached."""
+    from ebjdat.ops import backends
+    monkeypatch.setattr(backends, "_RESOLVED", {})
+    decided = []
+    decide = backends._decide
+    monkeypatch.setattr(backends, "_decide", lambda name, x: decided.append(name) or decide(name, x))
+    x = torch.zeros(3)
+    mods = [backends.resolve("auto", x) for _ in range(3)] + [backends.resolve("torch", x)]
+    assert decided == ["auto", "torch"] and all(m.__name__ == "ebjdat.ops.spec" for m in mods)
+    monkeypatch.setattr(backends, "interpreting", lambda: False)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+            backends.resolve("triton", x)
+    assert decided == ["auto", "torch", "triton", "triton"]

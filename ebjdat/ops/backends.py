@@ -84,8 +84,21 @@ def use_backend(name: str):
         set_backend(prev)
 
 
+_RESOLVED: dict = {}
+
+
 def resolve(name: str, x: torch.Tensor) -> ModuleType:
-    """The backend module that runs an op on x under the selection ``name``."""
+    """The backend module that runs an op on x under the selection ``name``: decided once
+    per (selection, CUDA / CPU / other device, and for triton TRITON_INTERPRET) and cached
+    (``_decide``); a call costs a tuple and a dict lookup."""
+    key = (name, x.is_cuda, x.is_cpu, name == "triton" and interpreting())
+    impl = _RESOLVED.get(key)
+    if impl is None:
+        impl = _RESOLVED[key] = _decide(name, x)
+    return impl
+
+
+def _decide(name: str, x: torch.Tensor) -> ModuleType:
     if name == "auto":
         if x.is_cuda:
             from . import cuda

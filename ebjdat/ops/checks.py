@@ -34,7 +34,7 @@ def writable(name: str, t: torch.Tensor) -> None:
     if torch.compiler.is_compiling():  # not traceable; eager calls catch the mistake
         return
     no_autograd(name, t)
-    if t.numel() > 1 and torch._debug_has_internal_overlap(t) == 1:
+    if not t.is_contiguous() and t.numel() > 1 and torch._debug_has_internal_overlap(t) == 1:
         raise ValueError(f"{name} has overlapping memory (an expanded view?); pass a tensor that owns its elements")
 
 
@@ -56,6 +56,8 @@ def no_autograd(name: str, t: torch.Tensor) -> None:
 
 def number(name: str, v, *, nonneg: bool = True, allow_none: bool = False) -> float | None:
     """A finite real number (non-negative unless nonneg=False); None passes when allowed."""
+    if type(v) is float and v == v and v not in _INFS and (v >= 0 or not nonneg):
+        return v   # the common case, without the numbers.Real ABC check (a microsecond a call)
     if v is None and allow_none:
         return None
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
@@ -68,10 +70,14 @@ def number(name: str, v, *, nonneg: bool = True, allow_none: bool = False) -> fl
     return v
 
 
+_INFS = (math.inf, -math.inf)
+_NO_CLAMP = (-math.inf, math.inf)
+
+
 def clamp_range(v) -> tuple[float, float]:
     """None, or a (lo, hi) pair with lo <= hi (either may be +-inf); returns floats."""
     if v is None:
-        return -math.inf, math.inf
+        return _NO_CLAMP
     if not isinstance(v, (tuple, list)) or len(v) != 2:
         raise TypeError(f"clamp must be None or a (lo, hi) pair, got {v!r}")
     lo, hi = v

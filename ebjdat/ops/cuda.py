@@ -18,6 +18,7 @@ reduction order.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 
 import torch
@@ -64,16 +65,22 @@ def _ext_or_raise():
     return ext
 
 
+@functools.cache
+def _host_entry(name: str):
+    """``_C.<name>_host``, looked up once."""
+    return getattr(_ext_or_raise(), name + "_host")
+
+
 def _call(name: str, x: torch.Tensor, *args) -> None:
     """Run ``_C.<name>`` on x's device: the kernel on the current stream, or the host loop."""
-    ext = _ext_or_raise()
     if x.is_cuda:
+        ext = _ext_or_raise()
         if not ext.has_device_code():
             raise RuntimeError("ebjdat._C was built without device code; " + _BUILD_HINT)
         stream = torch.cuda.current_stream(x.device).cuda_stream
         getattr(ext, name)(*args, x.device.index, stream)
-    elif x.device.type == "cpu":
-        getattr(ext, name + "_host")(*args)
+    elif x.is_cpu:
+        _host_entry(name)(*args)
     else:
         raise RuntimeError(f"the cuda backend does not run on {x.device.type} tensors")
 

@@ -36,13 +36,22 @@ def _like_x(t: Tensor, layout) -> Tensor:
     return t.contiguous(memory_format=fmt)
 
 
+def _all_contiguous(x: Tensor, others: tuple[Tensor, ...]) -> bool:
+    if not x.is_contiguous():
+        return False
+    for o in others:
+        if not o.is_contiguous():
+            return False
+    return True
+
+
 def _run(fn, x: Tensor, others: tuple[Tensor, ...], backend: str, *args) -> None:
     """Call backend fn(x, *others, *args, layout) on dense memory; copy back if needed."""
     if x.numel() == 0:
         return
     impl = backends.resolve(backend, x)
-    if getattr(impl, "ANY_LAYOUT", False):
-        getattr(impl, fn)(x, *others, *args, None)
+    if impl.ANY_LAYOUT or _all_contiguous(x, others):   # the common case: no layout work
+        getattr(impl, fn)(x, *others, *args, CONTIGUOUS)
         return
     dense, layout = _dense_layout(x)
     target = x if dense else x.contiguous()

@@ -43,6 +43,7 @@ _TWO_PI = tl.constexpr(philox.TWO_PI_F32)
 _INV_2_23 = tl.constexpr(philox.INV_2_23)
 _L2_TINY = tl.constexpr(1e-10)  # added to ||grad|| in pgd l2, as in the reference
 
+ANY_LAYOUT = False  # dense contiguous / channels_last only; library.py copies the rest
 _BLOCK = 2048   # elements per program of the elementwise kernels (8 per thread)
 _WARPS = 8
 _INT32_LIMIT = 2**31
