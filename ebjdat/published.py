@@ -266,9 +266,10 @@ class PublishedLoop:
             loss, terms = self.loss(clean, x_pd, x_adv, y_lab)
             self.update(loss, lambda: self.loss(self.clean_logits(x_pd, x_q, x_lab), x_pd, x_adv, y_lab)[0])
         self.t += 1
-        watched = (loss if cfg.bound_on == "loss" else terms[cfg.bound_on]).detach()
+        term = cfg.bound_on if cfg.w_px else "loss"
+        watched = (loss if term == "loss" else terms[term]).detach()
         if not abs(float(watched)) <= cfg.loss_bound:     # read every iteration: a host sync
-            raise FloatingPointError(f"|{cfg.bound_on}| = {float(watched):g} exceeds {cfg.loss_bound:g}")
+            raise FloatingPointError(f"|{term}| = {float(watched):g} exceeds {cfg.loss_bound:g}")
         if cfg.refresh_every and self.t % cfg.refresh_every == 0:
             self.sample_q()                                 # JEM's and JEM++'s buffer refresh
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}

@@ -51,6 +51,17 @@ def test_objectives_switch_terms_and_their_work_off(objective, on):
     assert torch.equal(before, t.buffer.data) == ("l_px" not in on)
 
 
+def test_objectives_without_p_x_watch_the_loss():
+    """SADA-JEM watches its p(x) term; with that term switched off the loss is watched."""
+    from ebjdat.train import TrainingDiverged
+    assert Trainer(TrainConfig.preset("sadajem", **SMALL)).watch.term == "l_px"
+    t = Trainer(TrainConfig.preset("sadajem", objective="standard", loss_bound=1e-6, **SMALL))
+    assert t.watch.term == "loss"
+    t.train_step()
+    with pytest.raises(TrainingDiverged, match=r"\|loss\| reached"):
+        t.check_finite()
+
+
 def test_at_attack_is_projected_ce_pgd():
     t = Trainer(TrainConfig.preset("sadajem", objective="at", **{**SMALL, "pgd_steps": 7}))
     assert TrainConfig.preset("sadajem", objective="at").pgd_steps == 7

@@ -112,7 +112,8 @@ class Trainer:
             self.attack = Off()
         self.objective = published.objective if reference else objectives.objective
         self.autocast_dtype = torch.bfloat16 if cfg.precision == "bf16" else None   # fp32 in reference mode
-        self.watch = DivergenceWatch(cfg.loss_bound, cfg.bound_on, self.device, every_step=reference)
+        watched = cfg.bound_on if cfg.w_px else "loss"   # an objective without p(x) watches the loss
+        self.watch = DivergenceWatch(cfg.loss_bound, watched, self.device, every_step=reference)
         self.step = 0
         # the log window (sums of the metrics since the last row, their count) and the
         # training time so far: checkpointed, so a resumed run logs what an uninterrupted one would
