@@ -53,41 +53,35 @@ EBJDAT_HD float uniform01(uint32_t r) {
   return ((float)(r >> 9) + 0.5f) * 1.1920928955078125e-07f;
 }
 
-// cos(2 pi (u - 0.5)) as cospi(2u - 1) (2u - 1 is exact for these u): on the device cospif
-// needs no Payne-Hanek argument reduction, so the kernels carry no slow-path call and no
-// local array; the host evaluates the same cosine in double. Both are within a few 1e-7 of
-// the specification's fp32 cos((u - 0.5) * float32(2 pi)) (philox.py, NOISE_ATOL).
-EBJDAT_HD float cos_2pi_centered(float u) {
+// cos(2 pi (u - 0.5)) as cospi(2u - 1), or sin as sinpi(2u - 1) (2u - 1 is exact for
+// these u): on the device cospif / sinpif need no Payne-Hanek argument reduction, so the
+// kernels carry no slow-path call and no local array; the host evaluates the same
+// functions in double. Both are within a few 1e-7 of the specification's fp32
+// cos / sin((u - 0.5) * float32(2 pi)) (philox.py, NOISE_ATOL).
+EBJDAT_HD float trig_2pi_centered(float u, bool sine) {
+  const float t = 2.0f * u - 1.0f;
 #if defined(__CUDA_ARCH__)
-  return cospif(2.0f * u - 1.0f);
+  return sine ? sinpif(t) : cospif(t);
 #else
-  return (float)cos(3.141592653589793 * (double)(2.0f * u - 1.0f));
+  const double a = 3.141592653589793 * (double)t;
+  return (float)(sine ? sin(a) : cos(a));
 #endif
 }
 
-// sin(2 pi (u - 0.5)) as sinpi(2u - 1), the sine branch of the same pair.
-EBJDAT_HD float sin_2pi_centered(float u) {
-#if defined(__CUDA_ARCH__)
-  return sinpif(2.0f * u - 1.0f);
-#else
-  return (float)sin(3.141592653589793 * (double)(2.0f * u - 1.0f));
-#endif
-}
+// Box-Muller radius sqrt(-2 log u(ra)) of a word pair's first word.
+EBJDAT_HD float bm_radius(uint32_t ra) { return sqrtf(-2.0f * logf(uniform01(ra))); }
 
-// Standard normal (Box-Muller) of the pair (ra, rb): sqrt(-2 log u(ra)) times
-// cos(2 pi (u(rb) - 0.5)), or sin of the same angle for the pair's second element.
+// Standard normal of the pair (ra, rb): the radius times cos(2 pi (u(rb) - 0.5)), or sin of
+// the same angle for the pair's second element.
 EBJDAT_HD float box_muller(uint32_t ra, uint32_t rb, bool sine) {
-  const float radius = sqrtf(-2.0f * logf(uniform01(ra)));
-  const float u = uniform01(rb);
-  return radius * (sine ? sin_2pi_centered(u) : cos_2pi_centered(u));
+  return bm_radius(ra) * trig_2pi_centered(uniform01(rb), sine);
 }
 
 // Both normals of the pair (ra, rb): the cos and the sin branch of one radius and angle.
 EBJDAT_HD void box_muller2(uint32_t ra, uint32_t rb, float& zc, float& zs) {
-  const float radius = sqrtf(-2.0f * logf(uniform01(ra)));
-  const float u = uniform01(rb);
-  zc = radius * cos_2pi_centered(u);
-  zs = radius * sin_2pi_centered(u);
+  const float radius = bm_radius(ra), u = uniform01(rb);
+  zc = radius * trig_2pi_centered(u, false);
+  zs = radius * trig_2pi_centered(u, true);
 }
 
 // Counters a call of n elements draws.

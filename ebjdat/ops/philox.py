@@ -92,10 +92,6 @@ def uniforms(state: torch.Tensor, n: int) -> torch.Tensor:
     return uniform(_words(state, n)[:n])
 
 
-def sin_2pi_centered(u: torch.Tensor) -> torch.Tensor:
-    return torch.sin((u - 0.5) * TWO_PI_F32)
-
-
 def normals(state: torch.Tensor, n: int) -> torch.Tensor:
     """(n,) fp32 N(0, 1) of a call's n elements at the state's offset (does not advance)."""
     r = philox4x32(state[0], counters(state, counters_for(n)))
