@@ -1,7 +1,7 @@
 // pgd_step and pgd_init: argument checks, dtype dispatch, the CUDA launches and the host
 // loops (pgd_step_host, pgd_init_host) over the same element math, for CPU memory. The l2
-// host loops replay the device's per-sample reduction order (reduce.cuh), so they give
-// the device's results bit for bit.
+// host loops replay the device's per-sample reduction order (L2Plan in pgd.cuh and
+// reduce.cuh), so they give the device's results bit for bit.
 #include <vector>
 
 #include "common.h"
@@ -10,36 +10,90 @@
 namespace ebjdat {
 namespace {
 
+// block_sum_host on each of the three sums of part[0 .. T).
+template <class C>
+L2Sums<C> tree_sums_host(const std::vector<L2Sums<C>>& part, int T) {
+  std::vector<C> v(T);
+  L2Sums<C> out;
+  for (int t = 0; t < T; ++t) v[t] = part[t].gg;
+  out.gg = block_sum_host(v.data(), T);
+  for (int t = 0; t < T; ++t) v[t] = part[t].dg;
+  out.dg = block_sum_host(v.data(), T);
+  for (int t = 0; t < T; ++t) v[t] = part[t].dd;
+  out.dd = block_sum_host(v.data(), T);
+  return out;
+}
+
 template <class C>
 PgdParams<C> params(double alpha, bool has_eps, double eps, double lo, double hi) {
   return PgdParams<C>{scalar<C>(alpha), scalar<C>(has_eps ? eps : 0.0), scalar<C>(lo),
                       scalar<C>(hi), has_eps};
 }
 
+// The sums of elements [lo, hi) as the device's block of T threads forms them.
+template <class XT, class GT>
+L2Sums<compute_t<XT>> l2_chunk_sums_host(const XT* x, const GT* g, const XT* xo, int64_t lo,
+                                         int64_t hi, int T, bool has_eps,
+                                         std::vector<L2Sums<compute_t<XT>>>& part) {
+  using C = compute_t<XT>;
+  constexpr int N = kElemsPerThread<XT>;
+  for (int t = 0; t < T; ++t) {
+    L2Sums<C> s{C(0), C(0), C(0)};
+    for (int64_t base = lo + (int64_t)t * N; base < hi; base += (int64_t)T * N) {
+      const int count = base + N <= hi ? N : (int)(hi - base);
+      XT xs[N] = {}, os[N] = {};
+      GT gs[N] = {};
+      for (int j = 0; j < count; ++j) {
+        xs[j] = x[base + j];
+        gs[j] = g[base + j];
+        os[j] = xo[base + j];
+      }
+      l2_accumulate<C, N>(s, xs, gs, os, count, has_eps);
+    }
+    part[t] = s;
+  }
+  return tree_sums_host(part, T);
+}
+
+template <class XT, class GT>
+void pgd_step_l2_loop(XT* x, const GT* g, const XT* xo, int64_t n, int64_t batch,
+                      const PgdParams<compute_t<XT>>& p) {
+  using C = compute_t<XT>;
+  const int64_t D = n / batch;
+  const L2Plan plan = l2_plan(batch, D, kElemsPerThread<XT>);
+  const int T = plan.threads;
+  std::vector<L2Sums<C>> part(T), chunks(plan.splits);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t end = (b + 1) * D;
+    for (int64_t c = 0; c < plan.splits; ++c) {
+      const int64_t lo = b * D + c * plan.chunk;
+      chunks[c] = l2_chunk_sums_host(x, g, xo, lo, lo + plan.chunk < end ? lo + plan.chunk : end,
+                                     T, p.has_eps, part);
+    }
+    L2Sums<C> total = chunks[0];
+    if (plan.splits > 1) {  // the finish kernel: thread t takes chunks t, t + T, ...
+      for (int t = 0; t < T; ++t) {
+        L2Sums<C> s{C(0), C(0), C(0)};
+        for (int64_t c = t; c < plan.splits; c += T) {
+          s.gg = s.gg + chunks[c].gg;
+          s.dg = s.dg + chunks[c].dg;
+          s.dd = s.dd + chunks[c].dd;
+        }
+        part[t] = s;
+      }
+      total = tree_sums_host(part, T);
+    }
+    C gn, f;
+    l2_step_scalars(total, p, gn, f);
+    for (int64_t m = b * D; m < end; ++m) x[m] = l2_step_element<XT, GT>(x[m], g[m], xo[m], gn, f, p);
+  }
+}
+
 template <class XT, class GT>
 void pgd_step_loop(XT* x, const GT* g, const XT* xo, int64_t n, int64_t batch,
                    const PgdParams<compute_t<XT>>& p, bool l2) {
-  using C = compute_t<XT>;
-  if (!l2) {
-    for (int64_t m = 0; m < n; ++m) x[m] = pgd_step_linf_element<XT, GT>(x[m], g[m], xo[m], p);
-    return;
-  }
-  const int64_t D = n / batch;
-  const int T = l2_threads(D);
-  std::vector<C> part(T);
-  for (int64_t b = 0; b < batch; ++b) {
-    XT* xb = x + b * D;
-    const GT* gb = g + b * D;
-    const XT* ob = xo + b * D;
-    for (int t = 0; t < T; ++t) part[t] = l2_grad_sq_partial<C>(gb, D, t, T);
-    const C gn = sqrt_rn(block_sum_host(part.data(), T)) + l2_eps_floor<C>();
-    C f = C(1);
-    if (p.has_eps) {
-      for (int t = 0; t < T; ++t) part[t] = l2_diff_sq_partial<C>(xb, gb, ob, D, t, T, gn, p);
-      f = l2_factor(sqrt_rn(block_sum_host(part.data(), T)), p);
-    }
-    for (int64_t i = 0; i < D; ++i) xb[i] = l2_step_element<XT, GT>(xb[i], gb[i], ob[i], gn, f, p);
-  }
+  if (l2) return pgd_step_l2_loop<XT, GT>(x, g, xo, n, batch, p);
+  for (int64_t m = 0; m < n; ++m) x[m] = pgd_step_linf_element<XT, GT>(x[m], g[m], xo[m], p);
 }
 
 template <class XT>
@@ -94,7 +148,7 @@ void pgd_step_host(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t
 
 void pgd_step(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t batch, int x_dtype,
               int grad_dtype, double alpha, bool has_eps, double eps, bool l2, double lo,
-              double hi, int device, uintptr_t stream) {
+              double hi, uintptr_t scratch, int64_t scratch_count, int device, uintptr_t stream) {
   check_pgd(x, xo, n, batch, x_dtype, l2, has_eps, eps);
   check_dtype("grad", grad_dtype);
   check_ptr("grad", grad, n);
@@ -107,11 +161,22 @@ void pgd_step(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t batc
         using GT = decltype(gt);
         err = pgd_step_launch<XT, GT>(as_ptr<XT>(x), as_ptr<const GT>(grad), as_ptr<const XT>(xo),
                                       n, batch, params<compute_t<XT>>(alpha, has_eps, eps, lo, hi),
-                                      l2, device, reinterpret_cast<void*>(stream));
+                                      l2, as_ptr<compute_t<XT>>(scratch), scratch_count, device,
+                                      reinterpret_cast<void*>(stream));
       });
     });
   }
   raise_if_error("pgd_step", err);
+}
+
+// Scratch values (of x's compute type: fp64 for fp64 x, else fp32) pgd_step needs.
+int64_t pgd_l2_scratch(int64_t n, int64_t batch, int x_dtype) {
+  check_count(n);
+  check_dtype("x", x_dtype);
+  check_batch(batch, n);
+  int64_t count = 0;
+  dispatch_dtype(x_dtype, [&](auto xt) { count = l2_scratch<decltype(xt)>(n, batch); });
+  return count;
 }
 
 void pgd_init_host(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_t batch,
@@ -154,7 +219,11 @@ void register_pgd(py::module_& m) {
   m.def("pgd_step", &pgd_step,
         "One PGD step (norm linf, or l2 when l2=True) on CUDA memory, launched on `stream`.",
         "x"_a, "grad"_a, "x_orig"_a, "n"_a, "batch"_a, "x_dtype"_a, "grad_dtype"_a, "alpha"_a,
-        "has_eps"_a, "eps"_a, "l2"_a, "lo"_a, "hi"_a, "device"_a, "stream"_a);
+        "has_eps"_a, "eps"_a, "l2"_a, "lo"_a, "hi"_a, "scratch"_a, "scratch_count"_a, "device"_a,
+        "stream"_a);
+  m.def("pgd_l2_scratch", &pgd_l2_scratch,
+        "Scratch values (x's compute type) pgd_step with l2=True needs on the device; 0: none.",
+        "n"_a, "batch"_a, "x_dtype"_a);
   m.def("pgd_step_host", &pgd_step_host, "pgd_step on CPU memory (same element math).",
         "x"_a, "grad"_a, "x_orig"_a, "n"_a, "batch"_a, "x_dtype"_a, "grad_dtype"_a, "alpha"_a,
         "has_eps"_a, "eps"_a, "l2"_a, "lo"_a, "hi"_a);

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import energy, graphs, ops
-from .ops import checks
+from .ops import checks, prechecked
 
 __all__ = ["PGD"]
 
@@ -69,7 +69,7 @@ class PGD:
             raise ValueError(f"steps must be >= 0, got {steps}")
         self.steps = steps
         self.norm = checks.norm(norm)
-        checks.clamp_range(clamp)
+        self._lohi = checks.clamp_range(clamp)   # as ops.prechecked takes it: the steps skip the checks
         self.clamp = clamp
         if not callable(loss) and loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES} or a callable "
@@ -134,7 +134,8 @@ class PGD:
                 obj = self._objective(logits, y, leaf, x, clean)
                 (grad,) = torch.autograd.grad(obj, leaf)
                 del leaf, logits, obj  # the graph is freed; x_adv may be written again
-                ops.pgd_step_(x_adv, grad, x, alpha=self.alpha, eps=self.eps, norm=self.norm, clamp=self.clamp)
+                # x checked once per call, x_adv made like it, grad from autograd through it
+                prechecked.pgd_step_(x_adv, grad, x, self.alpha, self.eps, self.norm, *self._lohi)
 
     def _objective(self, logits: Tensor, y: Tensor, x_adv: Tensor, x: Tensor, clean) -> Tensor:
         if self.loss == "ce":

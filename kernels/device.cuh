@@ -1,17 +1,15 @@
 // Device-side plumbing for the .cu files: chunked (16-byte vectorised) loads and stores,
-// grid sizing, the current-device guard, and launch error reporting.
+// grid sizing from each kernel's occupancy, the current-device guard, and launch error reporting.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <atomic>
 
 #include "common.cuh"
 #include "reduce.cuh"
 
 namespace ebjdat {
-
-// Elements per thread: 8 for 2-byte x (one 16-byte access), 4 otherwise.
-template <class XT>
-constexpr int kElemsPerThread = sizeof(XT) == 2 ? 8 : 4;
 
 // Chunk loads/stores of N consecutive elements starting at p[base]. `full`: the whole
 // chunk is in range and every tensor pointer is 16-byte aligned, so the chunk (N*sizeof(T)
@@ -65,20 +63,42 @@ __device__ __forceinline__ void store_chunk(T* p, int64_t base, int64_t n, bool 
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-// Blocks for `items` work items (one per thread): enough to cover them, at most 8 blocks of
-// 256 threads per SM (a full H100 wave); kernels grid-stride over the rest. Capping the
-// grid also keeps the generator's per-block atomic count small.
-inline unsigned grid_for(int64_t items, int device) {
-  static int sm_count[64] = {0};
-  int sms = 0;
-  if (device >= 0 && device < 64) {
-    if (!sm_count[device])
-      cudaDeviceGetAttribute(&sm_count[device], cudaDevAttrMultiProcessorCount, device);
-    sms = sm_count[device];
+// SMs of `device` (132 if it cannot be asked), read once per device.
+inline int sm_count(int device) {
+  static std::atomic<int> cache[64] = {};
+  if (device < 0 || device >= 64) return 132;
+  int sms = cache[device].load(std::memory_order_relaxed);
+  if (!sms) {
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0)
+      sms = 132;
+    cache[device].store(sms, std::memory_order_relaxed);
   }
-  if (sms <= 0) sms = 132;
-  int64_t blocks = (items + kThreads - 1) / kThreads;
-  const int64_t cap = (int64_t)sms * 8;
+  return sms;
+}
+
+// Blocks of `threads` for `items` work items (one per thread): enough to cover them, at
+// most one full wave: as many blocks per SM as Kernel's registers and shared memory let
+// be resident (its compiled occupancy, asked once per device), times the SMs. A fixed
+// cap of 8 per SM would make kernels that fit 4-6 run in 1.3-2 waves. Kernels
+// grid-stride over the rest; the cap also keeps the generator's per-block atomics few.
+// `threads` is a multiple of 32 up to kThreads; occupancy is cached per block size.
+template <auto Kernel>
+inline unsigned grid_for(int64_t items, int device, int threads = kThreads) {
+  static std::atomic<int> per_sm[64][kThreads / 32] = {};
+  int fit = 8;
+  if (device >= 0 && device < 64) {
+    std::atomic<int>& cached = per_sm[device][threads / 32 - 1];
+    fit = cached.load(std::memory_order_relaxed);
+    if (!fit) {
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, Kernel, threads, 0) != cudaSuccess || fit <= 0) {
+        cudaGetLastError();  // clear it: the launch's own status is what the caller reads
+        fit = 8;
+      }
+      cached.store(fit, std::memory_order_relaxed);
+    }
+  }
+  int64_t blocks = (items + threads - 1) / threads;
+  const int64_t cap = (int64_t)sm_count(device) * fit;
   if (blocks > cap) blocks = cap;
   return blocks < 1 ? 1u : (unsigned)blocks;
 }

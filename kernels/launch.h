@@ -19,11 +19,22 @@ const char* sgld_step_launch(XT* x, const GT* g, int64_t* state, int64_t n,
                              const SgldParams<compute_t<XT>>& p, bool noise, const Layout& L,
                              int device, void* stream);
 
-// linf: elementwise; l2: one block per sample of n / batch consecutive elements.
+// linf: elementwise; l2: per sample of n / batch consecutive elements, in L2Plan's
+// chunks. part: scratch of part_count >= l2_scratch(...) compute-type values (unused, may
+// be null, when the plan has one chunk per sample).
 template <class XT, class GT>
 const char* pgd_step_launch(XT* x, const GT* g, const XT* xo, int64_t n, int64_t batch,
-                            const PgdParams<compute_t<XT>>& p, bool l2, int device,
-                            void* stream);
+                            const PgdParams<compute_t<XT>>& p, bool l2,
+                            compute_t<XT>* part, int64_t part_count, int device, void* stream);
+
+// Scratch values the l2 step of n elements in `batch` samples of XT needs: 3 per chunk,
+// 0 with one chunk per sample.
+template <class XT>
+inline int64_t l2_scratch(int64_t n, int64_t batch) {
+  if (n <= 0) return 0;
+  const L2Plan plan = l2_plan(batch, n / batch, kElemsPerThread<XT>);
+  return plan.splits == 1 ? 0 : 3 * batch * plan.splits;
+}
 
 // Random start; advances the generator offset by n.
 template <class XT>

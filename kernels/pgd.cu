@@ -1,10 +1,12 @@
 // pgd_step and pgd_init kernels.
 //  * linf: elementwise, chunks of kElemsPerThread<XT> consecutive elements per thread
 //    (16-byte accesses when aligned), grid-striding (like sgld.cu).
-//  * l2: one block of l2_threads(D) threads per sample of D consecutive elements (the
-//    step: exactly one block per sample; the random start grid-strides over samples, which
-//    keeps its generator atomics few): sum pass(es) reduced by block_sum, then the write
-//    pass. No scratch memory: values are recomputed in each pass.
+//  * l2 step: L2Plan's chunks (kernels/pgd.cuh), one block each: a sum pass and a write
+//    pass over 16-byte vectors. With one chunk per sample a single launch; with more, a
+//    launch of sums into the caller's scratch and one that combines them and writes.
+//  * l2 random start: one block of l2_threads(D) threads per sample, grid-striding over
+//    samples (which keeps its generator atomics few): a sum pass reduced by block_sum,
+//    then the write pass, the normals recomputed in each.
 // Element math and per-thread partial sums come from kernels/pgd.cuh, shared with the
 // host loops in csrc/pgd.cpp.
 #include "device.cuh"
@@ -34,21 +36,110 @@ pgd_step_linf_kernel(XT* __restrict__ x, const GT* __restrict__ g, const XT* __r
   }
 }
 
+// The l2 step's pieces (plan and math: kernels/pgd.cuh). A chunk is elements [lo, hi) of
+// the flat tensor; `aligned`: every pointer is 16-byte aligned and every vector starts at
+// a multiple of N (D and the chunk length are), so whole vectors move as 16-byte words.
+template <class XT, class GT>
+__device__ __forceinline__ L2Sums<compute_t<XT>> l2_chunk_sums(
+    const XT* __restrict__ x, const GT* __restrict__ g, const XT* __restrict__ xo, int64_t lo,
+    int64_t hi, bool aligned, bool has_eps) {
+  using C = compute_t<XT>;
+  constexpr int N = kElemsPerThread<XT>;
+  L2Sums<C> s{C(0), C(0), C(0)};
+  for (int64_t base = lo + (int64_t)threadIdx.x * N; base < hi; base += (int64_t)blockDim.x * N) {
+    const bool full = aligned && base + N <= hi;
+    XT xs[N] = {}, os[N] = {};
+    GT gs[N];
+    load_chunk<N>(g, base, hi, full, gs);
+    if (has_eps) {
+      load_chunk<N>(x, base, hi, full, xs);
+      load_chunk<N>(xo, base, hi, full, os);
+    }
+    l2_accumulate<C, N>(s, xs, gs, os, base + N <= hi ? N : (int)(hi - base), has_eps);
+  }
+  s.gg = block_sum(s.gg);
+  if (has_eps) {
+    s.dg = block_sum(s.dg);
+    s.dd = block_sum(s.dd);
+  }
+  return s;
+}
+
+template <class XT, class GT>
+__device__ __forceinline__ void l2_chunk_write(XT* __restrict__ x, const GT* __restrict__ g,
+                                               const XT* __restrict__ xo, int64_t lo, int64_t hi,
+                                               bool aligned, compute_t<XT> gn, compute_t<XT> f,
+                                               const PgdParams<compute_t<XT>>& p) {
+  constexpr int N = kElemsPerThread<XT>;
+  for (int64_t base = lo + (int64_t)threadIdx.x * N; base < hi; base += (int64_t)blockDim.x * N) {
+    const bool full = aligned && base + N <= hi;
+    XT xs[N], os[N] = {};
+    GT gs[N];
+    load_chunk<N>(x, base, hi, full, xs);
+    load_chunk<N>(g, base, hi, full, gs);
+    if (p.has_eps) load_chunk<N>(xo, base, hi, full, os);
+#pragma unroll
+    for (int j = 0; j < N; ++j)
+      if (full || base + j < hi) xs[j] = l2_step_element<XT, GT>(xs[j], gs[j], os[j], gn, f, p);
+    store_chunk<N>(x, base, hi, full, xs);
+  }
+}
+
+// One chunk per sample (splits == 1): block b sums sample b, then writes it.
 template <class XT, class GT>
 __global__ void __launch_bounds__(kThreads)
 pgd_step_l2_kernel(XT* __restrict__ x, const GT* __restrict__ g, const XT* __restrict__ xo,
-                   int64_t D, PgdParams<compute_t<XT>> p) {
+                   int64_t D, PgdParams<compute_t<XT>> p, bool aligned) {
   using C = compute_t<XT>;
-  const int tid = threadIdx.x, T = blockDim.x;
-  const int64_t b = blockIdx.x;   // one block per sample: nothing else stays live across the
-  XT* xb = x + b * D;             // slow-path calls of double division and sqrt
-  const GT* gb = g + b * D;
-  const XT* ob = xo + b * D;
-  const C gn = sqrt_rn(block_sum(l2_grad_sq_partial<C>(gb, D, tid, T))) + l2_eps_floor<C>();
-  C f = C(1);
-  if (p.has_eps)
-    f = l2_factor(sqrt_rn(block_sum(l2_diff_sq_partial<C>(xb, gb, ob, D, tid, T, gn, p))), p);
-  for (int64_t i = tid; i < D; i += T) xb[i] = l2_step_element<XT, GT>(xb[i], gb[i], ob[i], gn, f, p);
+  const int64_t lo = (int64_t)blockIdx.x * D, hi = lo + D;
+  const L2Sums<C> s = l2_chunk_sums<XT, GT>(x, g, xo, lo, hi, aligned, p.has_eps);
+  C gn, f;
+  l2_step_scalars(s, p, gn, f);
+  l2_chunk_write<XT, GT>(x, g, xo, lo, hi, aligned, gn, f, p);
+}
+
+// splits > 1, first launch: block k = b * splits + c writes chunk c of sample b's three
+// sums to part[3k .. 3k + 2].
+template <class XT, class GT>
+__global__ void __launch_bounds__(kThreads)
+pgd_step_l2_partial_kernel(const XT* __restrict__ x, const GT* __restrict__ g,
+                           const XT* __restrict__ xo, int64_t D, int64_t chunk, int64_t splits,
+                           bool has_eps, bool aligned, compute_t<XT>* __restrict__ part) {
+  const int64_t k = blockIdx.x, b = k / splits;
+  const int64_t lo = b * D + (k - b * splits) * chunk, end = b * D + D;
+  const L2Sums<compute_t<XT>> s =
+      l2_chunk_sums<XT, GT>(x, g, xo, lo, lo + chunk < end ? lo + chunk : end, aligned, has_eps);
+  if (threadIdx.x == 0) {
+    part[3 * k] = s.gg;
+    part[3 * k + 1] = s.dg;
+    part[3 * k + 2] = s.dd;
+  }
+}
+
+// splits > 1, second launch: block k combines sample b's chunk sums (thread t takes chunks
+// t, t + T, ..., then block_sum), then writes chunk c.
+template <class XT, class GT>
+__global__ void __launch_bounds__(kThreads)
+pgd_step_l2_finish_kernel(XT* __restrict__ x, const GT* __restrict__ g,
+                          const XT* __restrict__ xo, int64_t D, int64_t chunk, int64_t splits,
+                          PgdParams<compute_t<XT>> p, bool aligned,
+                          const compute_t<XT>* __restrict__ part) {
+  using C = compute_t<XT>;
+  const int64_t k = blockIdx.x, b = k / splits;
+  const C* pb = part + 3 * b * splits;
+  L2Sums<C> s{C(0), C(0), C(0)};
+  for (int64_t c = threadIdx.x; c < splits; c += blockDim.x) {
+    s.gg = s.gg + pb[3 * c];
+    s.dg = s.dg + pb[3 * c + 1];
+    s.dd = s.dd + pb[3 * c + 2];
+  }
+  s.gg = block_sum(s.gg);
+  s.dg = block_sum(s.dg);
+  s.dd = block_sum(s.dd);
+  C gn, f;
+  l2_step_scalars(s, p, gn, f);
+  const int64_t lo = b * D + (k - b * splits) * chunk, end = b * D + D;
+  l2_chunk_write<XT, GT>(x, g, xo, lo, lo + chunk < end ? lo + chunk : end, aligned, gn, f, p);
 }
 
 template <class XT>
@@ -99,21 +190,34 @@ pgd_init_l2_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* state
 
 template <class XT, class GT>
 const char* pgd_step_launch(XT* x, const GT* g, const XT* xo, int64_t n, int64_t batch,
-                            const PgdParams<compute_t<XT>>& p, bool l2, int device,
-                            void* stream) {
+                            const PgdParams<compute_t<XT>>& p, bool l2,
+                            compute_t<XT>* part, int64_t part_count, int device, void* stream) {
   if (n <= 0) return nullptr;
   DeviceGuard guard(device);
   if (guard.err != cudaSuccess) return cudaGetErrorString(guard.err);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (l2) {
-    if (batch > 0x7fffffff) return "pgd_step_ l2: more than 2**31 - 1 samples";
+    constexpr int N = kElemsPerThread<XT>;
     const int64_t D = n / batch;
-    pgd_step_l2_kernel<XT, GT><<<(unsigned)batch, l2_threads(D), 0, s>>>(x, g, xo, D, p);
+    const L2Plan plan = l2_plan(batch, D, N);
+    const int64_t blocks = batch * plan.splits;
+    if (blocks > 0x7fffffff) return "pgd_step_ l2: more than 2**31 - 1 blocks";
+    const bool aligned = aligned16(x) && aligned16(g) && aligned16(xo) && D % N == 0 &&
+                         plan.chunk % N == 0;
+    if (plan.splits == 1) {
+      pgd_step_l2_kernel<XT, GT><<<(unsigned)batch, plan.threads, 0, s>>>(x, g, xo, D, p, aligned);
+    } else {
+      if (part == nullptr || part_count < 3 * blocks) return "pgd_step_ l2: scratch too small";
+      pgd_step_l2_partial_kernel<XT, GT><<<(unsigned)blocks, plan.threads, 0, s>>>(
+          x, g, xo, D, plan.chunk, plan.splits, p.has_eps, aligned, part);
+      pgd_step_l2_finish_kernel<XT, GT><<<(unsigned)blocks, plan.threads, 0, s>>>(
+          x, g, xo, D, plan.chunk, plan.splits, p, aligned, part);
+    }
   } else {
     constexpr int N = kElemsPerThread<XT>;
     const bool aligned = aligned16(x) && aligned16(g) && aligned16(xo);
-    const unsigned blocks = grid_for((n + N - 1) / N, device);
-    pgd_step_linf_kernel<XT, GT><<<blocks, kThreads, 0, s>>>(x, g, xo, n, p, aligned);
+    constexpr auto k = pgd_step_linf_kernel<XT, GT>;
+    k<<<grid_for<k>((n + N - 1) / N, device), kThreads, 0, s>>>(x, g, xo, n, p, aligned);
   }
   return launch_status();
 }
@@ -128,21 +232,22 @@ const char* pgd_init_launch(XT* x, const XT* xo, int64_t* state, int64_t n, int6
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (l2) {
     const int64_t D = n / batch;
-    const unsigned blocks = grid_for(batch * kThreads, device);
-    pgd_init_l2_kernel<XT><<<blocks, l2_threads(D), 0, s>>>(x, xo, state, n, batch, D, p, L);
+    constexpr auto k = pgd_init_l2_kernel<XT>;
+    const int T = l2_threads(D);
+    k<<<grid_for<k>(batch * T, device, T), T, 0, s>>>(x, xo, state, n, batch, D, p, L);
   } else {
     constexpr int N = kElemsPerThread<XT>;
     const bool aligned = aligned16(x) && aligned16(xo);
-    const unsigned blocks = grid_for((n + N - 1) / N, device);
-    pgd_init_linf_kernel<XT><<<blocks, kThreads, 0, s>>>(x, xo, state, n, p, L, aligned);
+    constexpr auto k = pgd_init_linf_kernel<XT>;
+    k<<<grid_for<k>((n + N - 1) / N, device), kThreads, 0, s>>>(x, xo, state, n, p, L, aligned);
   }
   return launch_status();
 }
 
 #define EBJDAT_INSTANTIATE_PGD_STEP(X, G)                                               \
   template const char* pgd_step_launch<X, G>(X*, const G*, const X*, int64_t, int64_t,  \
-                                             const PgdParams<compute_t<X>>&, bool, int, \
-                                             void*);
+                                             const PgdParams<compute_t<X>>&, bool,      \
+                                             compute_t<X>*, int64_t, int, void*);
 #define EBJDAT_INSTANTIATE_PGD_INIT(X)                                                  \
   template const char* pgd_init_launch<X>(X*, const X*, int64_t*, int64_t, int64_t,     \
                                           const PgdParams<compute_t<X>>&, bool,         \

@@ -5,19 +5,20 @@
 //
 // linf step:  v = x + alpha * sign(g);  [eps] v = xo + clamp(v - xo, -eps, eps);  clamp.
 // l2 step:    gn = sqrt(sum g^2) + 1e-10;  v = x + alpha * (g / gn);
-//             [eps] d = v - xo, dn = sqrt(sum d^2), f = dn <= eps ? 1 : eps / dn,
-//             v = xo + d * f;  clamp.
+//             [eps] d = v - xo, dn = ||d|| (from three sums of one pass, below),
+//             f = dn <= eps ? 1 : eps / dn, v = xo + d * f;  clamp.
 // linf init:  v = xo + eps * (u(r0) * 2 - 1);  clamp.
 // l2 init:    z = the elements' normals, zn = sqrt(sum z^2), radius = u(r0) of counter
 //             offset + ceil(n / 4) + b; v = xo + z * ((radius / zn) * eps);  clamp.
-// Sums run over one sample (D consecutive memory elements); each thread t of T sums
-// elements t, t + T, ... in order, then reduce.cuh combines the T partial sums in a fixed
-// tree, so host and device reduce in the same order.
+// Sums run over one sample (D consecutive memory elements) in a fixed order (the l2 step:
+// L2Plan below; the l2 init: thread t of T sums elements t, t + T, ...), combined by the
+// fixed tree of reduce.cuh, so host and device reduce in the same order.
 #pragma once
 
 #include "common.cuh"
 #include "dtype.cuh"
 #include "philox.cuh"
+#include "reduce.cuh"
 
 namespace ebjdat {
 
@@ -49,32 +50,60 @@ EBJDAT_HD XT pgd_init_linf_element(XT xo, uint32_t r0, const PgdParams<compute_t
 }
 
 // ---- l2 step -------------------------------------------------------------------------
+// One pass of sums, one of writes (x_adv and grad are read twice, not three times): with
+// d0 = x - xo and a = alpha / gn, the projected distance expands as
+//   ||d||^2 = ||d0 + a g||^2 = sum d0^2 + 2 a sum d0 g + a^2 sum g^2,
+// so the three sums of the first pass give gn and ||d|| together. The expansion differs
+// from the spec's direct sum by rounding only (relative ~1e-7 of (eps + alpha)^2 in fp32).
+//
+// The plan: a sample of D elements is cut into `splits` chunks of `chunk` elements (the
+// last may be shorter), one block of `threads` threads each, so that a few large samples
+// still fill the GPU. Thread t adds the chunk's N-element vectors t, t + T, ... (N =
+// kElemsPerThread<XT>, one 16-byte access), element by element in order; block_sum
+// combines the threads (reduce.cuh), and the chunks' sums are combined the same way
+// (thread t takes chunks t, t + T, ...). The host loop replays the plan bit for bit.
+constexpr int64_t kL2Blocks = 1024;  // blocks a launch aims at: 8 per SM on a 132-SM GPU
+
+struct L2Plan {
+  int64_t chunk, splits;
+  int threads;
+};
+
+EBJDAT_HD L2Plan l2_plan(int64_t batch, int64_t D, int N) {
+  const int64_t unit = 32 * (int64_t)N;                // one vector per lane of a warp
+  const int64_t want = (kL2Blocks + batch - 1) / batch;  // chunks per sample wanted
+  int64_t chunk = (D + want - 1) / want;
+  chunk = ((chunk + unit - 1) / unit) * unit;
+  if (chunk >= D) chunk = D;
+  const int64_t vecs = (chunk + N - 1) / N;
+  const int threads = vecs >= kThreads ? kThreads : (int)((vecs + 31) / 32) * 32;
+  return L2Plan{chunk, (D + chunk - 1) / chunk, threads};
+}
+
+template <class C>
+struct L2Sums {
+  C gg, dg, dd;  // sum g^2, sum (x - xo) g, sum (x - xo)^2
+};
+
 template <class C> EBJDAT_HD C l2_eps_floor() { return static_cast<C>(1e-10); }
 
-template <class C, class GT>  // thread tid's share of sum g^2
-EBJDAT_HD C l2_grad_sq_partial(const GT* g, int64_t D, int tid, int T) {
-  C acc = C(0);
-  for (int64_t i = tid; i < D; i += T) {
-    const C v = load_as<C>(g[i]);
-    acc = acc + v * v;
+// Adds `count` (<= N) elements of one vector to s, in order; x and xo only with has_eps.
+template <class C, int N, class XT, class GT>
+EBJDAT_HD void l2_accumulate(L2Sums<C>& s, const XT (&xs)[N], const GT (&gs)[N],
+                             const XT (&os)[N], int count, bool has_eps) {
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int j = 0; j < N; ++j) {  // all N with a test: static indices keep the vector in registers
+    if (j >= count) break;
+    const C g = load_as<C>(gs[j]);
+    s.gg = s.gg + g * g;
+    if (has_eps) {
+      const C d = load_as<C>(xs[j]) - load_as<C>(os[j]);
+      s.dg = s.dg + d * g;
+      s.dd = s.dd + d * d;
+    }
   }
-  return acc;
-}
-
-template <class C, class XT, class GT>  // v = x + alpha * (g / gn), before projection
-EBJDAT_HD C l2_step_value(XT x, GT g, C gn, const PgdParams<C>& p) {
-  return load_as<C>(x) + p.alpha * (load_as<C>(g) / gn);
-}
-
-template <class C, class XT, class GT>  // thread tid's share of sum (v - xo)^2
-EBJDAT_HD C l2_diff_sq_partial(const XT* x, const GT* g, const XT* xo, int64_t D, int tid,
-                               int T, C gn, const PgdParams<C>& p) {
-  C acc = C(0);
-  for (int64_t i = tid; i < D; i += T) {
-    const C d = l2_step_value<C>(x[i], g[i], gn, p) - load_as<C>(xo[i]);
-    acc = acc + d * d;
-  }
-  return acc;
 }
 
 template <class C>  // the projection factor min(1, eps / dn) as the reference writes it
@@ -82,11 +111,25 @@ EBJDAT_HD C l2_factor(C dn, const PgdParams<C>& p) {
   return dn <= p.eps ? C(1) : p.eps / dn;
 }
 
+// gn = sqrt(sum g^2) + 1e-10 and the projection factor f from a sample's sums.
+template <class C>
+EBJDAT_HD void l2_step_scalars(const L2Sums<C>& s, const PgdParams<C>& p, C& gn, C& f) {
+  gn = sqrt_rn(s.gg) + l2_eps_floor<C>();
+  f = C(1);
+  if (!p.has_eps) return;
+  const C a = p.alpha / gn;
+  C dn2 = s.dd + (a + a) * s.dg;   // NaN or inf in g or x reach dn2 here, as in the spec
+  // a = 0 (alpha 0, or sum g^2 overflowed, where the spec's g / gn is 0 for finite g): no
+  // square term, which would be 0 * inf
+  if (a != C(0)) dn2 = dn2 + (a * a) * s.gg;
+  f = l2_factor(sqrt_rn(dn2 < C(0) ? C(0) : dn2), p);  // rounding can make dn2 -0 or -tiny
+}
+
 template <class XT, class GT>
 EBJDAT_HD XT l2_step_element(XT x, GT g, XT xo, compute_t<XT> gn, compute_t<XT> f,
                              const PgdParams<compute_t<XT>>& p) {
   using C = compute_t<XT>;
-  C v = l2_step_value<C>(x, g, gn, p);
+  C v = load_as<C>(x) + p.alpha * (load_as<C>(g) / gn);
   if (p.has_eps) {
     const C o = load_as<C>(xo);
     v = o + (v - o) * f;

@@ -14,6 +14,10 @@ namespace ebjdat {
 
 constexpr int kThreads = 256;  // block size of every kernel
 
+// Elements per thread and pass: 8 for 2-byte x (one 16-byte access), 4 otherwise.
+template <class XT>
+constexpr int kElemsPerThread = sizeof(XT) == 2 ? 8 : 4;
+
 EBJDAT_HD int l2_threads(int64_t D) {
   return D >= kThreads ? kThreads : (int)((D + 31) / 32) * 32;
 }

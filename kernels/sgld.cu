@@ -47,14 +47,18 @@ const char* sgld_step_launch(XT* x, const GT* g, int64_t* state, int64_t n,
   if (guard.err != cudaSuccess) return cudaGetErrorString(guard.err);
   const bool aligned = aligned16(x) && aligned16(g);
   constexpr int N = kElemsPerThread<XT>;
-  const unsigned blocks = grid_for((n + N - 1) / N, device);
+  const int64_t items = (n + N - 1) / N;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  if (noise && L.channels_last)
-    sgld_step_kernel<XT, GT, true, true><<<blocks, kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
-  else if (noise)
-    sgld_step_kernel<XT, GT, true, false><<<blocks, kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
-  else
-    sgld_step_kernel<XT, GT, false, false><<<blocks, kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
+  if (noise && L.channels_last) {
+    constexpr auto k = sgld_step_kernel<XT, GT, true, true>;
+    k<<<grid_for<k>(items, device), kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
+  } else if (noise) {
+    constexpr auto k = sgld_step_kernel<XT, GT, true, false>;
+    k<<<grid_for<k>(items, device), kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
+  } else {
+    constexpr auto k = sgld_step_kernel<XT, GT, false, false>;
+    k<<<grid_for<k>(items, device), kThreads, 0, s>>>(x, g, state, n, p, L, aligned);
+  }
   return launch_status();
 }
 

@@ -117,6 +117,44 @@ def test_pgd_l2_semantics(backend):
     assert xa[2].isnan().all()                         # NaN spreads over its own sample only
     ops.pgd_step_(xa[:2], g[:2], xo[:2], alpha=0.1, eps=None, norm="l2", clamp=None)
     assert_close(xa[0], torch.tensor([0.36, 0.48, 0, 0]), TOL[torch.float32])
+    # sum g^2 overflows fp32: the spec's g / inf is 0, so x stays; the one-pass norm
+    # (sum d0^2 + 2 a sum d0 g + a^2 sum g^2) must not turn that into 0 * inf = NaN
+    xa, xo = torch.full((1, 4), 0.25), torch.zeros(1, 4)
+    ops.pgd_step_(xa, torch.full((1, 4), 1e30), xo, alpha=0.1, eps=0.4, norm="l2", clamp=None)
+    assert_close(xa, torch.full((1, 4), 0.2), TOL[torch.float32])   # projected: 0.25 * 0.4 / 0.5
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 224, 224), (4, 3, 32, 32), (2, 3, 61, 67)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pgd_l2_large_samples(backend, shape, dtype):
+    """Samples cut into several chunks (a few large ones fill the GPU) give the spec's
+    step, the unaligned tail (3 * 61 * 67 is odd) included."""
+    if backend == "triton" and shape[0] == 1:   # the interpreter: 20 s for 224 x 224
+        shape = (1, 3, 96, 96)                  # still one sample in 216 chunks
+    xo, xa = _images(shape, dtype, "contiguous", seed=11)
+    g = make(shape, torch.float32, seed=12)
+    ref = xa.clone()
+    with ops.use_backend("torch"):
+        ops.pgd_step_(ref, g, xo, alpha=0.3, eps=0.5, norm="l2", clamp=(0.0, 1.0))
+    ops.pgd_step_(xa, g, xo, alpha=0.3, eps=0.5, norm="l2", clamp=(0.0, 1.0))
+    assert_close(xa, ref, TOL_REDUCE[dtype])
+
+
+def test_pgd_l2_plan():
+    """The l2 step's chunks: a CIFAR batch of 4 and one 3x224x224 sample each give
+    about a hundred or more blocks (programs), a batch of 1024 one per sample."""
+    pytest.importorskip("triton")
+    from ebjdat.ops import triton_kernels as tk
+    for (b, d), least in {(4, 3072): 96, (1, 150528): 500, (1024, 3072): 1024}.items():
+        chunk, splits, block, warps = tk.l2_plan(b, d, torch.float32)
+        assert b * splits >= least and (splits == 1 or chunk % block == 0)
+        assert (splits - 1) * chunk < d <= splits * chunk and 1 <= warps <= 8
+    from ebjdat.ops import cuda
+    if cuda.load_error() is None:
+        from ebjdat import _C
+        assert _C.pgd_l2_scratch(1024 * 3072, 1024, 0) == 0            # one chunk per sample
+        assert _C.pgd_l2_scratch(4 * 3072, 4, 0) == 3 * 4 * 24          # 24 chunks of 128
+        assert _C.pgd_l2_scratch(150528, 1, 0) >= 3 * 500
 
 
 def test_pgd_init_eps_zero_is_identity(backend):

@@ -304,25 +304,27 @@ def _triton_in_child(arch: int, only: str | None) -> list[dict]:
 # ----------------------------------------------------------------------------- cuda
 
 def cuda_elems_per_thread() -> dict[bool, int]:
-    """{x is 2 bytes: N} from kElemsPerThread in kernels/device.cuh."""
-    m = re.search(r"kElemsPerThread = sizeof\(XT\) == 2 \? (\d+) : (\d+);", (ROOT / "kernels/device.cuh").read_text())
+    """{x is 2 bytes: N} from kElemsPerThread in kernels/reduce.cuh."""
+    m = re.search(r"kElemsPerThread = sizeof\(XT\) == 2 \? (\d+) : (\d+);", (ROOT / "kernels/reduce.cuh").read_text())
     if not m:
-        raise RuntimeError("kElemsPerThread not found in kernels/device.cuh")
+        raise RuntimeError("kElemsPerThread not found in kernels/reduce.cuh")
     return {True: int(m.group(1)), False: int(m.group(2))}
 
 
 def cuda_family(kernel: str, targs: list[str]) -> tuple[str, int | None]:
     """(family, elements one thread handles per main-loop pass) of a demangled kernel:
-    kElemsPerThread<XT> consecutive elements for the elementwise kernels; one for the l2
-    kernels (a block per sample, thread t takes elements t, t + T, ... in each pass)."""
+    kElemsPerThread<XT> consecutive elements for the elementwise kernels and the l2 step's
+    (a vector per pass); one for the l2 random start (thread t takes elements t, t + T, ...
+    in each pass)."""
     family = kernel.removesuffix("_kernel").replace("_linf", " linf").replace("_l2", " l2")
     suffix = ""
     if family == "sgld_step":
         family += " noise" if targs[2] == "true" else " no-noise"
         suffix = " channels_last" if len(targs) > 3 and targs[3] == "true" else ""
-    if family.endswith(" l2"):
+    if family == "pgd_init l2":
         return family, 1
-    if family in ("sgld_step noise", "sgld_step no-noise", "pgd_step linf", "pgd_init linf"):
+    if family in ("sgld_step noise", "sgld_step no-noise", "pgd_step linf", "pgd_init linf", "pgd_step l2",
+                  "pgd_step l2_partial", "pgd_step l2_finish"):
         return family + suffix, cuda_elems_per_thread()[targs[0] in ("ebjdat::f16", "ebjdat::bf16")]
     return family, None  # a kernel this report does not know yet
 
@@ -409,8 +411,9 @@ def markdown(variants: list[dict]) -> str:
                     f"| {_span(per, '{:.0f}') if per else ''} |")
     rows.append("\nSASS instr. / element: the static count of a kernel's SASS instructions (every "
                 "path: the vectorised body, the tail, the NaN and slow paths) over the elements one "
-                "thread handles per pass of its main loop; the l2 kernels make 2-3 passes over a "
-                "sample, a CUDA l2 thread taking one element per pass, a Triton one BLOCK / threads. "
+                "thread handles per pass of its main loop; the l2 kernels make two passes over a "
+                "sample (a CUDA l2 step thread takes one 16-byte vector per pass, an l2 start thread "
+                "one element, a Triton one BLOCK / threads). "
                 "An upper bound on what one element executes, for comparing variants.")
     return "\n".join(rows) + "\n"
 

@@ -78,6 +78,8 @@ def clamp_range(v) -> tuple[float, float]:
     """None, or a (lo, hi) pair with lo <= hi (either may be +-inf); returns floats."""
     if v is None:
         return _NO_CLAMP
+    if type(v) is tuple and len(v) == 2 and type(v[0]) is float and type(v[1]) is float and v[0] <= v[1]:
+        return v   # the common case, without the numbers.Real ABC checks (NaN fails <=)
     if not isinstance(v, (tuple, list)) or len(v) != 2:
         raise TypeError(f"clamp must be None or a (lo, hi) pair, got {v!r}")
     lo, hi = v

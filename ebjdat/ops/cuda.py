@@ -104,9 +104,30 @@ def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=No
 
 def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
     """One PGD step (linf: sign step; l2: normalised step), projected onto the eps-ball."""
-    _call("pgd_step", x, x.data_ptr(), grad.data_ptr(), x_orig.data_ptr(), x.numel(), _batch(x),
-          _DTYPE_CODE[x.dtype], _DTYPE_CODE[grad.dtype], float(alpha), eps is not None,
-          0.0 if eps is None else float(eps), norm == "l2", float(lo), float(hi))
+    args = (x.data_ptr(), grad.data_ptr(), x_orig.data_ptr(), x.numel(), _batch(x), _DTYPE_CODE[x.dtype],
+            _DTYPE_CODE[grad.dtype], float(alpha), eps is not None, 0.0 if eps is None else float(eps),
+            norm == "l2", float(lo), float(hi))
+    if x.is_cuda:  # the l2 step of a few large samples sums its chunks into scratch memory
+        scratch = _l2_scratch(x) if norm == "l2" else None
+        _call("pgd_step", x, *args, 0 if scratch is None else scratch.data_ptr(),
+              0 if scratch is None else scratch.numel())
+    else:
+        _call("pgd_step", x, *args)
+
+
+def _l2_scratch(x: torch.Tensor) -> torch.Tensor | None:
+    """The chunk sums of the device l2 step (3 per chunk, x's compute type), or None when
+    each sample is one chunk. From torch's caching allocator, so CUDA graphs capture it."""
+    count = _scratch_count(x.numel(), _batch(x), _DTYPE_CODE[x.dtype])
+    if not count:
+        return None
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return torch.empty(count, dtype=dtype, device=x.device)
+
+
+@functools.lru_cache(maxsize=256)
+def _scratch_count(n: int, batch: int, dtype_code: int) -> int:
+    return _ext_or_raise().pgd_l2_scratch(n, batch, dtype_code)
 
 
 def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):

@@ -25,6 +25,7 @@ seed and offset; the last program to finish (counted by an atomic on ``done``) w
 in the same launch: no host sync, no allocation, and fresh noise on every CUDA-graph replay.
 """
 import contextlib
+import functools
 
 import torch
 import triton
@@ -44,8 +45,9 @@ _INV_2_23 = tl.constexpr(philox.INV_2_23)
 _L2_TINY = tl.constexpr(1e-10)  # added to ||grad|| in pgd l2, as in the reference
 
 ANY_LAYOUT = False  # dense contiguous / channels_last only; library.py copies the rest
-_BLOCK = 2048   # elements per program of the elementwise kernels (8 per thread)
-_WARPS = 8
+_BLOCK = 2048   # most elements per program of the elementwise kernels (8 per thread)
+_MIN_BLOCK = 512
+_VECTOR = {torch.float64: 2, torch.float32: 4, torch.float16: 8, torch.bfloat16: 8}  # per 16 bytes
 _INT32_LIMIT = 2**31
 
 
@@ -291,52 +293,119 @@ def _pgd_linf_kernel(x_ptr, g_ptr, xo_ptr, numel,
 
 
 @triton.jit
+def _l2_sums(x_ptr, g_ptr, xo_ptr, lo, hi, CDT: tl.constexpr, HAS_EPS: tl.constexpr,
+             BLOCK: tl.constexpr):
+    """(sum g^2, sum (x - xo) g, sum (x - xo)^2) over elements [lo, hi): one read of each."""
+    gg = tl.zeros([BLOCK], CDT)
+    dg = tl.zeros([BLOCK], CDT)
+    dd = tl.zeros([BLOCK], CDT)
+    for start in range(lo, hi, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < hi
+        g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(CDT)
+        gg += g * g
+        if HAS_EPS:
+            d = tl.load(x_ptr + offs, mask=mask, other=0.0).to(CDT) - \
+                tl.load(xo_ptr + offs, mask=mask, other=0.0).to(CDT)
+            dg += d * g
+            dd += d * d
+    return tl.sum(gg, axis=0), tl.sum(dg, axis=0), tl.sum(dd, axis=0)
+
+
+@triton.jit
+def _l2_scalars(gg, dg, dd, alpha, eps, CDT: tl.constexpr, HAS_EPS: tl.constexpr):
+    """(gn, f) from a sample's sums: gn = sqrt(gg) + 1e-10; ||d||^2 = dd + 2 a dg + a^2 gg
+    with a = alpha / gn (kernels/pgd.cuh: the expansion that saves a pass), f = min(1, eps / ||d||)."""
+    gn = _sqrt(gg) + tl.full((), _L2_TINY, CDT)
+    f = tl.full((), 1.0, CDT)
+    if HAS_EPS:
+        a = _div(tl.full((), alpha, CDT), gn)
+        dn2 = dd + (a + a) * dg
+        dn2 = tl.where(a != 0.0, dn2 + (a * a) * gg, dn2)   # a = 0: no 0 * inf
+        dn = _sqrt(tl.where(dn2 < 0.0, 0.0, dn2))
+        e = tl.full((), eps, CDT)
+        f = tl.where(dn <= e, tl.full((), 1.0, CDT), _div(e, dn))  # NaN dn -> NaN, as torch
+    return gn, f
+
+
+@triton.jit
+def _l2_write(x_ptr, g_ptr, xo_ptr, lo, hi, gn, f, alpha, lo_clamp, hi_clamp,
+              CDT: tl.constexpr, HAS_EPS: tl.constexpr, BLOCK: tl.constexpr):
+    """x <- clamp(xo + (x + alpha * (g / gn) - xo) * f, lo, hi) over elements [lo, hi)."""
+    a = tl.full((), alpha, CDT)
+    lo_c = tl.full((), lo_clamp, CDT)
+    hi_c = tl.full((), hi_clamp, CDT)
+    for start in range(lo, hi, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < hi
+        v = tl.load(x_ptr + offs, mask=mask).to(CDT) + a * _div(tl.load(g_ptr + offs, mask=mask).to(CDT), gn)
+        if HAS_EPS:
+            xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
+            v = xo + (v - xo) * f
+        _store(x_ptr + offs, _clamp(v, lo_c, hi_c), mask)
+
+
+@triton.jit
+def _l2_chunk(D, chunk, splits, BIG: tl.constexpr):
+    """(lo, hi) of this program's chunk: program k = b * splits + c takes chunk c of sample b."""
+    k = tl.program_id(0)
+    if BIG:
+        k = k.to(tl.int64)
+    b = k // splits
+    lo = b * D + (k - b * splits) * chunk
+    return lo, tl.minimum(lo + chunk, b * D + D)
+
+
+@triton.jit
 def _pgd_l2_kernel(x_ptr, g_ptr, xo_ptr, D,
                    alpha: tl.float64, eps: tl.float64, lo: tl.float64, hi: tl.float64,
                    CDT: tl.constexpr, HAS_EPS: tl.constexpr, BIG: tl.constexpr,
                    BLOCK: tl.constexpr):
-    """One program per sample b, over its D elements [b*D, (b+1)*D), in three passes:
+    """One program per sample b over its D elements [b*D, (b+1)*D): the sums, then the write.
 
     gn = ||g|| + 1e-10;  v = x + alpha * (g / gn);
     if HAS_EPS: d = v - xo, dn = ||d||, v = xo + d * (1 if dn <= eps else eps / dn);
     x <- clamp(v, lo, hi).  Nothing is stored before the norms are known.
     """
-    b = tl.program_id(0)
-    if BIG:
-        b = b.to(tl.int64)
-    base = b * D
-    a = tl.full((), alpha, CDT)
-    acc = tl.zeros([BLOCK], CDT)
-    for start in range(0, D, BLOCK):
-        offs = base + start + tl.arange(0, BLOCK)
-        mask = offs < base + D
-        g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(CDT)
-        acc += g * g
-    gn = _sqrt(tl.sum(acc, axis=0)) + tl.full((), _L2_TINY, CDT)
-    if HAS_EPS:
-        acc = tl.zeros([BLOCK], CDT)
-        for start in range(0, D, BLOCK):
-            offs = base + start + tl.arange(0, BLOCK)
-            mask = offs < base + D
-            g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(CDT)
-            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(CDT)
-            xo = tl.load(xo_ptr + offs, mask=mask, other=0.0).to(CDT)
-            d = (x + a * _div(g, gn)) - xo
-            acc += tl.where(mask, d * d, 0.0)
-        dn = _sqrt(tl.sum(acc, axis=0))
-        e = tl.full((), eps, CDT)
-        f = tl.where(dn <= e, tl.full((), 1.0, CDT), _div(e, dn))  # NaN dn -> NaN, as torch
-    lo = tl.full((), lo, CDT)
-    hi = tl.full((), hi, CDT)
-    for start in range(0, D, BLOCK):
-        offs = base + start + tl.arange(0, BLOCK)
-        mask = offs < base + D
-        g = tl.load(g_ptr + offs, mask=mask).to(CDT)
-        v = tl.load(x_ptr + offs, mask=mask).to(CDT) + a * _div(g, gn)
-        if HAS_EPS:
-            xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
-            v = xo + (v - xo) * f
-        _store(x_ptr + offs, _clamp(v, lo, hi), mask)
+    start, end = _l2_chunk(D, D, 1, BIG)
+    gg, dg, dd = _l2_sums(x_ptr, g_ptr, xo_ptr, start, end, CDT, HAS_EPS, BLOCK)
+    gn, f = _l2_scalars(gg, dg, dd, alpha, eps, CDT, HAS_EPS)
+    _l2_write(x_ptr, g_ptr, xo_ptr, start, end, gn, f, alpha, lo, hi, CDT, HAS_EPS, BLOCK)
+
+
+@triton.jit
+def _pgd_l2_partial_kernel(x_ptr, g_ptr, xo_ptr, part_ptr, D, chunk, splits,
+                           CDT: tl.constexpr, HAS_EPS: tl.constexpr, BIG: tl.constexpr,
+                           BLOCK: tl.constexpr):
+    """Samples in several chunks, first launch: program k's three sums to part[3k .. 3k + 2]."""
+    start, end = _l2_chunk(D, chunk, splits, BIG)
+    gg, dg, dd = _l2_sums(x_ptr, g_ptr, xo_ptr, start, end, CDT, HAS_EPS, BLOCK)
+    k = tl.program_id(0).to(tl.int64)
+    tl.store(part_ptr + 3 * k, gg)
+    tl.store(part_ptr + 3 * k + 1, dg)
+    tl.store(part_ptr + 3 * k + 2, dd)
+
+
+@triton.jit
+def _pgd_l2_finish_kernel(x_ptr, g_ptr, xo_ptr, part_ptr, D, chunk, splits,
+                          alpha: tl.float64, eps: tl.float64, lo: tl.float64, hi: tl.float64,
+                          CDT: tl.constexpr, HAS_EPS: tl.constexpr, BIG: tl.constexpr,
+                          BLOCK: tl.constexpr, SPLITS_BLOCK: tl.constexpr):
+    """Second launch: program k adds up its sample's chunk sums, then writes its chunk."""
+    k = tl.program_id(0).to(tl.int64)
+    first = 3 * (k // splits) * splits
+    gg = tl.zeros([SPLITS_BLOCK], CDT)
+    dg = tl.zeros([SPLITS_BLOCK], CDT)
+    dd = tl.zeros([SPLITS_BLOCK], CDT)
+    for c0 in range(0, splits, SPLITS_BLOCK):
+        c = c0 + tl.arange(0, SPLITS_BLOCK)
+        mask = c < splits
+        gg += tl.load(part_ptr + first + 3 * c, mask=mask, other=0.0)
+        dg += tl.load(part_ptr + first + 3 * c + 1, mask=mask, other=0.0)
+        dd += tl.load(part_ptr + first + 3 * c + 2, mask=mask, other=0.0)
+    gn, f = _l2_scalars(tl.sum(gg, axis=0), tl.sum(dg, axis=0), tl.sum(dd, axis=0), alpha, eps, CDT, HAS_EPS)
+    start, end = _l2_chunk(D, chunk, splits, BIG)
+    _l2_write(x_ptr, g_ptr, xo_ptr, start, end, gn, f, alpha, lo, hi, CDT, HAS_EPS, BLOCK)
 
 
 @triton.jit
@@ -426,6 +495,23 @@ def _l2_block(d: int, dtype: torch.dtype, noise: bool = False):
     return block, (4 if block <= 1024 else 8)
 
 
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _elementwise(x: torch.Tensor, n: int, cap: int = _BLOCK) -> tuple[int, int]:
+    """(BLOCK, num_warps) of an elementwise launch over n elements of x: the largest
+    BLOCK of 2048, 1024, 512 (at most cap) that still gives two programs per SM (a
+    64x3x32x32 tensor: 384 programs of 512 on 132 SMs, where 2048 gave 96), with warps
+    for one 16-byte vector per thread at least, at most 8."""
+    sms = _sm_count(x.device.index or 0) if x.is_cuda else 132   # 132: H100 / H200 (interpreter, report)
+    block = cap
+    while block > _MIN_BLOCK and triton.cdiv(n, block) < 2 * sms:
+        block //= 2
+    return block, max(1, min(8, block // (32 * _VECTOR[x.dtype])))
+
+
 def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=None):
     """x <- clamp(x + step_size * clamp(grad, -grad_clip, grad_clip) + noise_std * z, lo, hi)."""
     n = x.numel()
@@ -433,13 +519,13 @@ def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=No
     c, hw, d, cl = _layout_args(layout if noise else None)  # only the noise needs it
     # channels_last noise draws a Philox call per element: half the block keeps its four
     # words and indices in registers (8 per thread spill, as the sm_90 compile report showed)
-    block = _BLOCK // 2 if cl else _BLOCK
+    block, warps = _elementwise(x, n, _BLOCK // 2 if cl else _BLOCK)
     with _launch_device(x):
         _sgld_kernel[(triton.cdiv(n, block),)](
             x, grad, state if noise else x, n, c, hw, d,
             float(step_size), float(noise_std), float(grad_clip), float(lo), float(hi),
             CDT=_cdt(x), HAS_NOISE=noise, CHANNELS_LAST=cl, BIG=_big(n, block),
-            BLOCK=block, PI_TRIG=not interpreting(), num_warps=_WARPS, enable_fp_fusion=False)
+            BLOCK=block, PI_TRIG=not interpreting(), num_warps=warps, enable_fp_fusion=False)
 
 
 def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
@@ -449,17 +535,46 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
     e = float(eps) if has_eps else 0.0
     with _launch_device(x):
         if norm == "linf":
-            _pgd_linf_kernel[(triton.cdiv(n, _BLOCK),)](
+            block, warps = _elementwise(x, n)
+            _pgd_linf_kernel[(triton.cdiv(n, block),)](
                 x, grad, x_orig, n, float(alpha), e, float(lo), float(hi),
-                CDT=_cdt(x), HAS_EPS=has_eps, BIG=_big(n, _BLOCK), BLOCK=_BLOCK,
-                num_warps=_WARPS, enable_fp_fusion=False)
-        else:
-            b = x.shape[0]
-            block, warps = _l2_block(n // b, x.dtype)
-            _pgd_l2_kernel[(b,)](
-                x, grad, x_orig, n // b, float(alpha), e, float(lo), float(hi),
                 CDT=_cdt(x), HAS_EPS=has_eps, BIG=_big(n, block), BLOCK=block,
                 num_warps=warps, enable_fp_fusion=False)
+        else:
+            _pgd_step_l2(x, grad, x_orig, float(alpha), has_eps, e, float(lo), float(hi))
+
+
+# programs an l2 step launch aims at (8 per SM on 132 SMs): a few large samples are cut
+# into chunks so that they still fill the GPU
+_L2_PROGRAMS = 1024
+
+
+def l2_plan(batch: int, d: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(chunk, splits, BLOCK, num_warps) of the l2 step: each of ``batch`` samples of d
+    elements in ``splits`` chunks of ``chunk`` elements (a multiple of BLOCK, the last one
+    shorter), one program each."""
+    per = -(-d // -(-_L2_PROGRAMS // batch))   # elements per program, for the programs wanted
+    block, _ = _l2_block(per, dtype)
+    chunk = min(d, -(-per // block) * block)
+    # a 16-byte vector per thread at least (fewer warps for small blocks), at most 8 warps
+    vector = 16 // torch.empty((), dtype=dtype).element_size()
+    return chunk, -(-d // chunk), block, max(1, min(8, block // (32 * vector)))
+
+
+def _pgd_step_l2(x, grad, x_orig, alpha, has_eps, eps, lo, hi):
+    b = x.shape[0]
+    d = x.numel() // b
+    chunk, splits, block, warps = l2_plan(b, d, x.dtype)
+    kw = dict(CDT=_cdt(x), HAS_EPS=has_eps, BIG=_big(x.numel(), block), BLOCK=block, num_warps=warps,
+              enable_fp_fusion=False)
+    if splits == 1:
+        _pgd_l2_kernel[(b,)](x, grad, x_orig, d, alpha, eps, lo, hi, **kw)
+        return
+    part = torch.empty(3 * b * splits, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
+                       device=x.device)
+    _pgd_l2_partial_kernel[(b * splits,)](x, grad, x_orig, part, d, chunk, splits, **kw)
+    _pgd_l2_finish_kernel[(b * splits,)](x, grad, x_orig, part, d, chunk, splits, alpha, eps, lo, hi, **kw,
+                                         SPLITS_BLOCK=min(1024, max(16, triton.next_power_of_2(splits))))
 
 
 def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
@@ -469,10 +584,11 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     c, hw, d, cl = _layout_args(layout)
     with _launch_device(x):
         if norm == "linf":
-            _init_linf_kernel[(triton.cdiv(n, _BLOCK),)](
+            block, warps = _elementwise(x, n)
+            _init_linf_kernel[(triton.cdiv(n, block),)](
                 x, x_orig, state, n, c, hw, d, float(eps), float(lo), float(hi),
-                CDT=_cdt(x), CHANNELS_LAST=cl, BIG=_big(n, _BLOCK), BLOCK=_BLOCK,
-                num_warps=_WARPS, enable_fp_fusion=False)
+                CDT=_cdt(x), CHANNELS_LAST=cl, BIG=_big(n, block), BLOCK=block,
+                num_warps=warps, enable_fp_fusion=False)
         else:
             d = n // x.shape[0]
             block, warps = _l2_block(d, x.dtype, noise=True)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
+from ..ops import prechecked
 from .sgld import SGLD, EnergyFn
 
 
@@ -49,14 +50,14 @@ class PYLD(SGLD):
         if self.first_layer is None:
             g = self._descent(x, y)
             for _ in range(self.n_inner):
-                ops.sgld_step_(x, g, generator=gen, **self.update_kw)
+                prechecked.sgld_step_(x, g, gen, *self._update)
             return
         p = self._feature_grad(x, y)
         for _ in range(self.n_inner):
             x_ = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 (g,) = torch.autograd.grad((self.first_layer(x_) * p).sum(), x_)
-            ops.sgld_step_(x, g.neg_(), generator=gen, **self.update_kw)
+            prechecked.sgld_step_(x, g.neg_(), gen, *self._update)
 
     def _feature_grad(self, x: Tensor, y: Tensor | None) -> Tensor:
         """p = dE/dh at h = first_layer(x)."""

@@ -8,6 +8,7 @@ caller's (JEM samples in eval mode, JEM++ and SADA-JEM in train mode).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from .. import graphs, ops
 from ..energy import ClassifierEnergy, conditional, logits_of
-from ..ops import checks
+from ..ops import checks, prechecked
 
 EnergyFn = Callable[..., Tensor]
 
@@ -38,11 +39,14 @@ class SGLD:
             raise ValueError(f"n_steps must be an int >= 0, got {n_steps!r}")
         self.energy_fn = energy_fn
         self.n_steps = n_steps
-        # the keyword arguments of every ops.sgld_step_ call, checked once here
+        # the keyword arguments of every sgld_step_ call, checked once here
         self.update_kw = dict(step_size=checks.number("step_size", step_size),
                               noise_std=checks.number("noise_std", noise_std),
                               grad_clip=checks.number("grad_clip", grad_clip, allow_none=True),
                               clamp=None if clamp is None else checks.clamp_range(clamp))
+        kw = self.update_kw  # the same, as ops.prechecked takes them: steps skip the checks
+        self._update = (kw["step_size"], kw["noise_std"],
+                        math.inf if kw["grad_clip"] is None else kw["grad_clip"], *checks.clamp_range(clamp))
         self.buffer = buffer
         self.generator = generator
         self.cuda_graph = bool(cuda_graph)
@@ -76,6 +80,7 @@ class SGLD:
             raise ValueError("give x_init, or a buffer to the sampler to start from")
         if y is not None:
             y = self._labels(y, x)
+        checks.generator(self.generator, x)   # once per call: the steps run unchecked
         if self.cuda_graph:
             x = self._replay(x, y)
         else:
@@ -116,7 +121,7 @@ class SGLD:
 
     def _step(self, x: Tensor, y: Tensor | None) -> None:
         """One Langevin step on x in place."""
-        ops.sgld_step_(x, self._descent(x, y), generator=self._generator(x), **self.update_kw)
+        prechecked.sgld_step_(x, self._descent(x, y), self._generator(x), *self._update)
 
     def _descent(self, x: Tensor, y: Tensor | None) -> Tensor:
         """-dE/dx at x (a new tensor), by one forward and one input-only backward."""
