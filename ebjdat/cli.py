@@ -10,11 +10,28 @@ import argparse
 import datetime
 import json
 import sys
+from pathlib import Path
 
 import torch
 
 from . import ops
 from .checks import resolve_device
+
+
+def _classes_arg(value: str):
+    """--classes: an int K, or a file of class indices read now, so the run's config (and
+    ``ebjdat eval`` of its checkpoints) needs no file."""
+    if value.strip().isdigit():
+        return int(value)
+    from .data.base import read_class_file
+    try:
+        idx = read_class_file(Path(value), "the dataset")
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not idx:
+        raise argparse.ArgumentTypeError(f"classes file {value} lists no class")
+    return idx
+
 
 TRAIN_FLAGS = {  # flag: (config field, type, help)
     "--out": ("out", str, "run folder (default runs/<time>)"),
@@ -25,8 +42,15 @@ TRAIN_FLAGS = {  # flag: (config field, type, help)
     "--threads": ("threads", int, "CPU threads (default: 1 for small models, else torch's)"),
     "--variant": ("variant", str, "jem | jempp | sadajem (default sadajem)"),
     "--objective": ("objective", str, "ebjdat (default) | standard | at | jem: terms switched off"),
-    "--dataset": ("dataset", str, "digits (default, offline) | cifar10 | cifar100 | synthetic"),
-    "--data-root": ("data_root", str, "folder holding the CIFAR python-pickle batches"),
+    "--dataset": ("dataset", str, "digits (default, offline) | cifar10 | cifar100 | svhn | stl10 | tinyimagenet "
+                  "| imagenet32 | imagenet64 | imagefolder | synthetic (layouts: README, Datasets)"),
+    "--data-root": ("data_root", str, "the dataset's folder (default $EBJDAT_DATA or ./data; imagefolder: the "
+                    "folder holding train/ and val/)"),
+    "--image-size": ("image_size", int, "image side: decoded size of tinyimagenet / imagefolder (default 64); "
+                     "others: native or larger"),
+    "--classes": ("classes", _classes_arg, "class subset (svhn, stl10, tinyimagenet, imagenet32/64, "
+                  "imagefolder): K (the first K classes) or a file of 0-based class indices, stored in the run's "
+                  "config as the list it holds"),
     "--mode": ("mode", str, "fast (default) | reference (the published loop's waste)"),
     "--precision": ("precision", str, "fp32 (default) | bf16 (fast mode)"),
     "--backend": ("backend", str, "fused-op backend: auto | torch | triton | cuda"),

@@ -147,15 +147,20 @@ def save_grid(path, x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> P
 
 
 def save_class_grid(path, x: torch.Tensor, y: torch.Tensor, n_classes: int, *, per_class: int = 10,
-                    title: str = "", cell: int = 32, row_labels=None) -> Path:
+                    title: str = "", cell: int = 32, row_labels=None, max_rows: int = 20) -> Path:
     """Images x (B, C, H, W) in [-1, 1] sorted into one labelled row per class y (B,):
     the first ``per_class`` of each class, left to right (a short row stays grey), each
     enlarged to about ``cell`` pixels (nearest neighbour), a title above. ``row_labels``:
-    the rows' names (default the class numbers). Returns the path."""
+    the rows' names (default the class numbers). Only the first ``max_rows`` classes get a
+    row (200 or 1,000 rows would make a picture nobody can read); the title says so.
+    Returns the path."""
     fmt = image_format(path)
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"x must be a (B, C, H, W) tensor with C = 1 or 3, got {getattr(x, 'shape', x)!r}")
     n_classes, per_class = checks.integer("n_classes", n_classes), checks.integer("per_class", per_class)
+    if n_classes > checks.integer("max_rows", max_rows):
+        title = (title + "; " if title else "") + f"classes 0-{max_rows - 1} of {n_classes}"
+        n_classes = max_rows
     b, c, h, w = x.shape
     scale = max(1, round(cell / max(h, w)))
     labels = [str(k) for k in range(n_classes)] if row_labels is None else [str(r) for r in row_labels]
@@ -237,6 +242,12 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
     under the axis (the picture grows to hold them). Returns the path.
     """
     fmt = image_format(path)
+    return _save(histogram_image(series, bins=bins, title=title, xlabel=xlabel, size=size, notes=notes), path, fmt)
+
+
+def histogram_image(series: dict, *, bins: int = 60, title: str = "", xlabel: str = "energy",
+                    size: tuple[int, int] = (640, 420), notes=()) -> Image.Image:
+    """The RGB picture ``save_histograms`` writes (see there), as a Pillow image."""
     if not isinstance(series, dict):
         raise TypeError(f"series must be a dict name -> values, got {type(series).__name__}")
     bins = checks.integer("bins", bins)
@@ -363,7 +374,7 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
         draw.rectangle([lx + 8, y + 2, lx + 20, y + lh - 6], fill=colour)
         draw.text((lx + 26, y), text, fill=(20, 20, 20), font=regular)
 
-    return _save(img.convert("RGB"), path, fmt)
+    return img.convert("RGB")
 
 
 def _fmt_mean(v: np.ndarray) -> str:
@@ -424,3 +435,113 @@ def save_scatter(path, points: dict, *, xlabel: str, ylabel: str, title: str = "
     for i, note in enumerate(notes):
         draw.text((left, height - 2 + 18 * i), note, fill=(20, 20, 20), font=regular)
     return _save(img, path, fmt)
+
+
+# -- panels of histograms ------------------------------------------------------------
+
+def save_histogram_panels(path, panels: dict, *, bins: int = 40, title: str = "", xlabel: str = "score",
+                          panel_size: tuple[int, int] = (640, 300), notes=()) -> Path:
+    """Several ``save_histograms`` pictures stacked top to bottom in one file: ``panels``
+    maps each panel's title to its series dict (e.g. ``{"log p(x)": {"in": s_in, "out":
+    s_out}}``). ``title`` above all panels, ``notes`` (lines of text) below them, in the
+    format the suffix of ``path`` names. Returns the path."""
+    fmt = image_format(path)
+    if not isinstance(panels, dict) or not panels:
+        raise ValueError("panels must be a non-empty dict: panel title -> series dict")
+    images = [histogram_image(series, bins=bins, title=str(name), xlabel=xlabel, size=panel_size)
+              for name, series in panels.items()]
+    notes = [str(n) for n in notes]
+    head = 30 if title else 0
+    width = max(im.width for im in images)
+    img = Image.new("RGB", (width, head + sum(im.height for im in images) + 18 * len(notes) + (6 if notes else 0)),
+                    (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    if title:
+        tw, _ = text_size(draw, title, font(16))
+        draw.text((width / 2 - tw / 2, 6), title, fill=(0, 0, 0), font=font(16))
+    y = head
+    for im in images:
+        img.paste(im, (0, y))
+        y += im.height
+    for i, note in enumerate(notes):
+        draw.text((12, y + 2 + 18 * i), note, fill=(20, 20, 20), font=font(13))
+    return _save(img, path, fmt)
+
+
+# -- reliability diagram -------------------------------------------------------------
+
+def save_reliability(path, bins: list, *, title: str = "", size: tuple[int, int] = (600, 640), notes=()) -> Path:
+    """A reliability diagram: for each confidence bin ``{"lo", "hi", "count", "conf",
+    "acc"}`` (equal-width bins covering [0, 1]; empty bins have count 0) a bar of the
+    bin's accuracy over [lo, hi], the gap between that accuracy and the bin's mean
+    confidence shaded red, the diagonal (perfect calibration) dashed, and under the axis
+    a strip with each bin's share of the points. In the format the suffix of ``path``
+    names; ``notes``: lines of text under the picture. Returns the path."""
+    fmt = image_format(path)
+    if not isinstance(bins, (list, tuple)) or not bins:
+        raise ValueError("bins must be a non-empty list of {lo, hi, count, conf, acc} dicts")
+    width, height = (checks.integer("size[0]", size[0], minimum=300), checks.integer("size[1]", size[1], minimum=300))
+    notes = [str(n) for n in notes]
+    img = Image.new("RGBA", (width, height + 18 * len(notes)), (255, 255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    regular, small, big = font(13), font(11), font(15)
+    strip = 48                                     # height of the points-per-bin bars
+    left, right, top = 58, width - 18, 36 if title else 14
+    bottom = height - strip - 96                    # the main plot's x axis
+    s_top, s_bottom = bottom + 64, bottom + 64 + strip
+    pw, ph = right - left, bottom - top
+
+    def px(v: float) -> float:
+        return left + v * pw
+
+    def py(v: float) -> float:
+        return bottom - v * ph
+
+    for t in [i / 5 for i in range(6)]:
+        draw.line([(left, py(t)), (right, py(t))], fill=(232, 232, 232))
+        draw.line([(px(t), top), (px(t), bottom)], fill=(240, 240, 240))
+        label = f"{t:.1f}"
+        tw, th = text_size(draw, label, small)
+        draw.text((left - 6 - tw, py(t) - th / 2 - 2), label, fill=(60, 60, 60), font=small)
+        draw.text((px(t) - tw / 2, bottom + 5), label, fill=(60, 60, 60), font=small)
+    total = sum(int(b["count"]) for b in bins) or 1
+    peak = max(int(b["count"]) for b in bins) or 1
+    # bars and gaps on separate layers: drawing on one RGBA layer replaces its pixels, so a
+    # gap inside a bar (an under-confident bin) would hide the bar's top instead of tinting it
+    bars, gaps = Image.new("RGBA", img.size, (0, 0, 0, 0)), Image.new("RGBA", img.size, (0, 0, 0, 0))
+    bd, gd = ImageDraw.Draw(bars), ImageDraw.Draw(gaps)
+    for b in bins:
+        if int(b["count"]) == 0:
+            continue
+        x0, x1 = px(float(b["lo"])), px(float(b["hi"]))
+        acc, conf = float(b["acc"]), float(b["conf"])
+        bd.rectangle([x0, py(acc), x1, bottom], fill=PALETTE[0] + (150,), outline=PALETTE[0] + (255,))
+        gd.rectangle([x0, py(max(acc, conf)), x1, py(min(acc, conf))], fill=PALETTE[3] + (90,))
+        h = int(b["count"]) / peak * (s_bottom - s_top)
+        bd.rectangle([x0, s_bottom - h, x1, s_bottom], fill=(127, 127, 127, 200))
+    img.alpha_composite(bars)
+    img.alpha_composite(gaps)
+    draw = ImageDraw.Draw(img)
+    for i in range(0, 20, 2):                      # dashed diagonal: perfect calibration
+        a, b = i / 20, (i + 1) / 20
+        draw.line([(px(a), py(a)), (px(b), py(b))], fill=(60, 60, 60), width=2)
+    draw.line([(left, top), (left, bottom), (right, bottom)], fill=(40, 40, 40))
+    draw.line([(left, s_bottom), (right, s_bottom)], fill=(40, 40, 40))
+    xl = "confidence (max softmax probability)"
+    tw, _ = text_size(draw, xl, regular)
+    draw.text((left + pw / 2 - tw / 2, bottom + 22), xl, fill=(20, 20, 20), font=regular)
+    draw.text((4, top - 16 if title else 0), "accuracy", fill=(60, 60, 60), font=small)
+    draw.text((left + 4, s_top - 16), f"points per bin (largest bin: {peak} of {total})", fill=(60, 60, 60),
+              font=small)
+    if title:
+        tw, _ = text_size(draw, title, big)
+        draw.text((width / 2 - tw / 2, 8), title, fill=(0, 0, 0), font=big)
+    legend = [("accuracy of the bin", PALETTE[0]), ("gap to its mean confidence", PALETTE[3]),
+              ("perfect calibration (dashed)", (60, 60, 60))]
+    for i, (text, colour) in enumerate(legend):
+        y = top + 8 + 18 * i
+        draw.rectangle([left + 10, y + 3, left + 22, y + 13], fill=colour)
+        draw.text((left + 28, y), text, fill=(20, 20, 20), font=regular)
+    for i, note in enumerate(notes):
+        draw.text((left, height - 2 + 18 * i), note, fill=(20, 20, 20), font=regular)
+    return _save(img.convert("RGB"), path, fmt)

@@ -45,9 +45,12 @@ def test_bench_ops_quick_writes_rows_with_environment(tmp_path, capsys):
 
 def test_bench_step_quick_profile(tmp_path):
     result = cli.run_bench("step", "cpu", quick=True, profile=tmp_path)
-    names = [r["ours"] for r in result["rows"]]
-    assert names == ["reference baseline", "trainer reference mode", "trainer fast fp32"]
-    assert all(r["s_per_iter"] > 0 and r["mfu_pct"] > 0 for r in result["rows"])
+    steps = [r for r in result["rows"] if not r["case"].startswith("loader")]
+    assert [r["ours"] for r in steps] == ["reference baseline", "trainer reference mode", "trainer fast fp32"]
+    assert all(r["s_per_iter"] > 0 and r["mfu_pct"] > 0 for r in steps)
+    loaders = result["rows"][len(steps):]   # then the loader beside the model, per image size
+    assert [r["case"] for r in loaders] == ["loader 32x32x3/b16", "loader 64x64x3/b16"]
+    assert all(r["images_per_s"] > 0 and r["model_images_per_s"] > 0 for r in loaders)
     trace = (tmp_path / "step-trainer_fast_fp32.json").read_text()
     assert all(f"ebjdat.{p}" in trace for p in ("sampler", "attack", "optimizer"))
 

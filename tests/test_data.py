@@ -85,11 +85,13 @@ def test_subset_n():
 
 
 def test_bad_names_and_splits():
-    with pytest.raises(ValueError, match="known: digits, cifar10, cifar100, synthetic"):
+    with pytest.raises(ValueError, match="known: digits, cifar10, cifar100, svhn, stl10, tinyimagenet, "
+                       "imagenet32, imagenet64, imagefolder, synthetic"):
         load_dataset("mnist")
     with pytest.raises(ValueError, match="split"):
         load_dataset("digits", "val")
-    assert DATASETS == ("digits", "cifar10", "cifar100", "synthetic")
+    assert DATASETS == ("digits", "cifar10", "cifar100", "svhn", "stl10", "tinyimagenet", "imagenet32",
+                        "imagenet64", "imagefolder", "synthetic")
 
 
 # ---- synthetic ---------------------------------------------------------------------------

@@ -85,6 +85,7 @@ def test_fit_reports_generation_and_draws_readable_pictures(tmp_path):
 def test_eval_reports_generation_keys(tiny_run, tmp_path, capsys):
     out = tmp_path / "r.json"
     assert cli.main(["eval", "--checkpoint", str(tiny_run), "--n", "16", "--steps", "1", "--no-samples",
+                     "--ref-aa-steps", "2", "--ref-aa-queries", "10",
                      "--json", str(out), "--out", str(tmp_path / "e")]) == 0
     r = json.loads(out.read_text())
     assert {"gen_fd", "gen_cond_acc"} <= r.keys()
@@ -97,6 +98,10 @@ def test_class_grid_and_scatter(tmp_path):
     p = plots.save_class_grid(tmp_path / "g.png", x, y, 3, row_labels=["standard", "at", "jem"], title="t")
     with Image.open(p) as im:
         assert im.height == 28 + 3 * 34 + 2
+    many = plots.save_class_grid(tmp_path / "m.png", torch.rand(100, 1, 8, 8) * 2 - 1, torch.arange(50).repeat(2),
+                                 50, title="t")   # 50 classes: the first 20 get rows
+    with Image.open(many) as im:
+        assert im.height == 28 + 20 * 34 + 2
     p = plots.save_scatter(tmp_path / "s.png", {"a": (1.0, 0.5, 0.1, 0.01), "b": (3.0, 0.9, 0, 0)},
                            xlabel="x", ylabel="y", title="t", notes=["n"])
     with Image.open(p) as im:

@@ -19,6 +19,13 @@ of the matmul rate measured in this run), and the projected hours of the paper's
 Sizes: WRN-28-10 on 32x32 synthetic CIFAR-shaped data, batches 64 + 128, 10 SGLD steps,
 5 attack steps, SAM. --quick: the digits SmallCNN (8x8), batches 16 + 16, a 200-row
 buffer, 5 SGLD and 5 attack steps.
+
+Then the data loader against the model, at 32x32 and 64x64 (``loader_rows``): images/s of
+the device Loader serving labelled batches (random crop from a reflect-padded image, flip,
+input noise, on the device) beside the images/s of one plain fp32 forward + backward of
+the same model (WRN-28-10; --quick: the SmallCNN) on batches of the same size. An EB-JDAT
+iteration spends many forward/backward passes per labelled image (SGLD and attack steps),
+so a loader faster than one pass is never what an iteration waits on.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..published import PublishedLoop
 from . import formulas, profiling, timing
@@ -123,6 +131,65 @@ def run(device, quick: bool, ceil: dict, profile_dir=None, deadline: float | Non
         del obj, fn  # fn holds the case too: free its model and optimiser before the next
         gc.collect()
         if gpu:
+            torch.cuda.empty_cache()
+    return rows + loader_rows(dev, quick)
+
+
+LOADER_SIZES = (32, 64)
+LOADER_BATCHES = 16   # batches of data in the loader: epochs turn over (a randperm each) while timed
+
+
+def _loader_us(size: int, batch: int, sigma: float, device) -> float:
+    """Median microseconds of one Loader batch of synthetic size x size RGB images with
+    the augmentation of a real dataset at that size (pad size // 8, flip, input noise)."""
+    import dataclasses
+
+    from ..data import Loader, load_dataset
+    from ..data.base import default_pad
+    ds = load_dataset("synthetic", image_size=size, n=LOADER_BATCHES * batch)
+    ds = dataclasses.replace(ds, pad=default_pad(size), flip=True)
+    loader = Loader(ds, batch, device=device, augment=True, noise_sigma=sigma,
+                    generator=torch.Generator(device).manual_seed(0))
+    return timing.median_us(lambda: next(loader), device, warmup=3, reps=20, do_bench=False)
+
+
+def _model_us(cfg, size: int, batch: int, device, quick: bool) -> float:
+    """Median microseconds of one fp32 train-mode forward + backward (cross-entropy) of
+    the suite's model on a (batch, 3, size, size) batch."""
+    from .. import build
+    model = build.model(cfg, 3, 10).to(device).train()
+    g = torch.Generator(device).manual_seed(0)
+    x = torch.rand(batch, 3, size, size, device=device, generator=g) * 2 - 1
+    y = torch.randint(0, 10, (batch,), device=device, generator=g)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+
+    return _seconds(step, device, quick) * 1e6
+
+
+def loader_rows(device, quick: bool) -> list[dict]:
+    """One row per size in LOADER_SIZES: the Loader's batch time ("ours") against the
+    model's forward + backward on that batch ("baseline"); images/s of both."""
+    dev = torch.device(device)
+    cfg = _cfg(dev, quick)
+    batch = cfg.label_batch_size
+    model_name = "small_cnn" if quick else f"wrn{cfg.depth}-{cfg.width}"
+    rows = []
+    for size in LOADER_SIZES:
+        loader_us = _loader_us(size, batch, cfg.sigma, dev)
+        model_us = _model_us(cfg, size, batch, dev, quick)
+        ips, model_ips = batch / (loader_us / 1e6), batch / (model_us / 1e6)
+        rows.append({"suite": "step", "case": f"loader {size}x{size}x3/b{batch}",
+                     "baseline": f"{model_name} fwd+bwd fp32", "ours": "loader (crop+flip+noise)",
+                     "baseline_us": model_us, "ours_us": loader_us, "speedup": model_us / loader_us,
+                     "images_per_s": ips, "model_images_per_s": model_ips,
+                     "note": f"loader {ips:,.0f} images/s, {model_name} forward + backward {model_ips:,.0f} "
+                             f"images/s (speed-up: how many times faster the loader serves a batch than the "
+                             f"model takes one pass on it)"})
+        gc.collect()
+        if dev.type == "cuda":
             torch.cuda.empty_cache()
     return rows
 

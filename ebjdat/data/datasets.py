@@ -8,6 +8,9 @@ ten classes. It is embedded in this package as ``ebjdat/data/digits.npz`` (writt
 Its held-out split is fixed in that file: stratified 80/20, seed 0 (1438 train, 359 test).
 
 "cifar10" / "cifar100" read the standard python-pickle release (see ``cifar.py``);
+"svhn" (``svhn.py``), "stl10" (``stl10.py``), "imagenet32" / "imagenet64" (``imagenet.py``),
+"tinyimagenet" and "imagefolder" (``imagefiles.py``, decoded once into a uint8 cache beside
+the data: ``cache.py``) read their standard releases from a local folder;
 "synthetic" is seeded noise with random labels, for benchmarks.
 """
 from __future__ import annotations
@@ -20,10 +23,26 @@ import torch
 
 from .base import Dataset, check_n, check_split, fit_size, subset, to_unit_range
 from .cifar import load_cifar
+from .imagefiles import load_imagefolder, load_tinyimagenet
+from .imagenet import load_imagenet
+from .stl10 import load_stl10
+from .svhn import load_svhn
 
-__all__ = ["DATASETS", "Dataset", "load_dataset"]
+__all__ = ["CLASS_SUBSETS", "DATASETS", "Dataset", "load_dataset"]
 
-DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
+DATASETS = ("digits", "cifar10", "cifar100", "svhn", "stl10", "tinyimagenet", "imagenet32", "imagenet64",
+            "imagefolder", "synthetic")
+# the file datasets: each takes root, image_size, n, seed and classes (a class subset)
+_FILE_LOADERS = {
+    "svhn": load_svhn,
+    "stl10": load_stl10,
+    "tinyimagenet": load_tinyimagenet,
+    "imagenet32": lambda split, **kw: load_imagenet(32, split, **kw),
+    "imagenet64": lambda split, **kw: load_imagenet(64, split, **kw),
+    "imagefolder": load_imagefolder,
+}
+CLASS_SUBSETS = tuple(_FILE_LOADERS)   # the datasets that take ``classes``
+
 def _digits_arrays() -> dict[str, np.ndarray]:
     ref = resources.files("ebjdat.data").joinpath("digits.npz")
     with ref.open("rb") as f, np.load(f, allow_pickle=False) as z:
@@ -66,20 +85,31 @@ def load_synthetic(split: str = "train", *, image_size: int | None = None,
 # ---- dispatch ----------------------------------------------------------------------------
 def load_dataset(name: str = "digits", split: str = "train", *, root=None,
                  image_size: int | None = None, n: int | None = None, download: bool = False,
-                 seed: int = 0) -> Dataset:
-    """Loads ``name`` ("digits", "cifar10", "cifar100", "synthetic") as a :class:`Dataset`.
+                 seed: int = 0, classes=None) -> Dataset:
+    """Loads ``name`` (one of DATASETS) as a :class:`Dataset`: x (N, C, H, W) float32 in
+    [-1, 1], y (N,) int64.
 
-    split: "train" or "test". root: folder of the CIFAR files (ignored otherwise; default
-    ``$EBJDAT_DATA`` or ``./data``). image_size: see :func:`fit_size` (synthetic: any size,
-    default 32). n: a seeded random subset of that many samples (synthetic: the sample
+    split: "train" or "test" (tinyimagenet, imagenet32/64: their val split; imagefolder:
+    root/val, else root/test). root: the dataset's folder (ignored by digits and
+    synthetic; default ``$EBJDAT_DATA`` or ``./data``; imagefolder needs it). image_size:
+    cifar, svhn, stl10, imagenet32/64: see :func:`fit_size` (native size or larger);
+    tinyimagenet and imagefolder decode at any size (default 64); synthetic: any size,
+    default 32. n: a seeded random subset of that many samples (synthetic: the sample
     count). download: let torchvision fetch a missing CIFAR. seed: the subset's (and the
-    synthetic data's) seed.
+    synthetic data's) seed. classes (CLASS_SUBSETS only): a count k (the first k classes),
+    a list of 0-based class indices or the path of a text file of them; labels become
+    0..k-1 in that order.
     """
+    if name in _FILE_LOADERS:
+        return _FILE_LOADERS[name](split, root=root, image_size=image_size, n=n, seed=seed, classes=classes)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if classes is not None:
+        raise ValueError(f"classes={classes!r}: a class subset is supported for {', '.join(CLASS_SUBSETS)}, "
+                         f"not {name}")
     if name == "digits":
         return load_digits(split, image_size=image_size, n=n, seed=seed)
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, split, root=root, image_size=image_size, n=n,
                           download=download, seed=seed)
-    if name == "synthetic":
-        return load_synthetic(split, image_size=image_size, n=n, seed=seed)
-    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return load_synthetic(split, image_size=image_size, n=n, seed=seed)

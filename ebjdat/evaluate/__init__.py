@@ -4,20 +4,32 @@
 units, random start, restarts, a curve over eps) and AutoAttack accuracy, under the
 standard protocol and the published one (``protocol="reference"`` / ``"both"``), with
 sanity checks. ``evaluate_checkpoint(path, ...)`` adds the energy landscape, SGLD sample
-grids and FID / IS for a training checkpoint. See REFERENCE.md for why the protocols differ.
+grids, FID / IS (fresh and the published filtered buffer), OOD detection, calibration and
+a RobustBench-style model card for a training checkpoint. See REFERENCE.md for why the
+protocols differ.
 """
-from .autoattack import apgd_correct, autoattack_correct
-from .core import PROTOCOLS, REFERENCE, evaluate, reference_protocol
-from .fid import fid_is
+from .autoattack import apgd_correct, autoattack_correct, reference_autoattack_correct
+from .calibration import (
+    evaluate_calibration,
+    expected_calibration_error,
+    reliability_bins,
+)
+from .core import PROTOCOLS, REFERENCE, evaluate, published_noise, reference_protocol
+from .fid import fid_is, fid_is_sets
 from .landscape import energy_landscape, generate, marginal_energies, sample_grids
-from .robustness import correct, noise_correct, pgd_correct, zero_gradient
+from .ood import auroc, ood_detection, ood_scores, ood_set, to_shape
+from .reference_fid import filter_buffer, published_fid, topk_per_class
+from .robustbench import entry as robustbench_entry
+from .robustness import correct, noise_correct, pgd_correct, topk_correct, zero_gradient
 from .sanity import run_checks
 from .trained import evaluate_checkpoint, load_for_eval
 from .wrapper import PixelModel, from_pixels, to_pixels
 
 __all__ = [
-    "PROTOCOLS", "REFERENCE", "PixelModel", "apgd_correct", "autoattack_correct", "correct",
-    "energy_landscape", "evaluate", "evaluate_checkpoint", "fid_is", "from_pixels", "generate",
-    "load_for_eval", "marginal_energies", "noise_correct", "pgd_correct", "reference_protocol",
-    "run_checks", "sample_grids", "to_pixels", "zero_gradient"
+    "PROTOCOLS", "REFERENCE", "PixelModel", "apgd_correct", "auroc", "autoattack_correct", "correct",
+    "energy_landscape", "evaluate", "evaluate_calibration", "evaluate_checkpoint", "expected_calibration_error",
+    "fid_is", "fid_is_sets", "filter_buffer", "from_pixels", "generate", "load_for_eval", "marginal_energies",
+    "noise_correct", "ood_detection", "ood_scores", "ood_set", "pgd_correct", "published_fid", "published_noise",
+    "reference_autoattack_correct", "reference_protocol", "reliability_bins", "robustbench_entry", "run_checks",
+    "sample_grids", "to_pixels", "to_shape", "topk_correct", "topk_per_class", "zero_gradient"
 ]

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 
 def parse_eps(text: str) -> float:
@@ -45,20 +46,28 @@ def format_report(r: dict) -> str:
         cols.append(("standard", {
             "attack space": "[0, 1] pixels",
             "eps (pixels)": f"{fmt_eps(r['eps'])} ({r['norm']})",
+            "test-time noise": "none",
             "clean": _pct(r["clean_acc"]),
-            "PGD": _pct(r.get("pgd_acc")) + f" (PGD-{r['steps']}" +
+            "top-5 (clean)": _pct(r["top5_acc"]) if "top5_acc" in r else None,
+            "PGD": _pct(r.get("pgd_acc")) + f" (PGD-{r['steps']}, alpha {fmt_eps(r['alpha']).split(' =')[0]}" +
                    (f", {r['restarts']} restarts)" if r["restarts"] > 1 else ")"),
             "AutoAttack": _pct(r.get("autoattack_acc")) + (
                 f" ({aa['version']}, {aa['steps']} steps, {aa['n_queries']} queries)" if aa else " (not run: --autoattack)"),
+            "worst case": _pct(r.get("worst_case_acc")),
             "random noise": _pct(r.get("noise_acc"))}))
     if ref:
+        raa = ref.get("autoattack")
         cols.append(("reference (published)", {
             "attack space": "[-1, 1] model input",
             "eps (pixels)": f"{fmt_eps(ref['eps_pixels'])} (8/255 in [-1, 1])",
-            "clean": _pct(ref["clean_acc"]),
-            "PGD": _pct(ref["pgd_acc"]) + f" (PGD-{ref['steps']})",
-            "AutoAttack": _pct(ref.get("autoattack_acc")) + (" (APGD-CE, 20 steps, 1 restart)"
-                                                            if ref.get("autoattack_acc") is not None else " (torchattacks missing)"),
+            "test-time noise": ref.get("test_time_noise") or "none",
+            "clean": _pct(ref["clean_acc"]) + (" (noisy inputs)" if ref.get("test_time_noise") else ""),
+            "PGD": _pct(ref["pgd_acc"]) + f" (PGD-{ref['steps']}, alpha {ref['alpha_model_units'] * 255:g}/255 "
+                                          "in [-1, 1])",
+            "AutoAttack": _pct(ref.get("autoattack_acc")) + (
+                f" ({', '.join(raa['attacks'])}: {raa['steps']} steps, {raa['n_queries']} queries)"
+                if raa else " (torchattacks missing)"),
+            "worst case": _pct(ref.get("worst_case_acc")),
             "random noise": _pct(ref.get("noise_acc"))}))
     labels = []
     for _, rows in cols:
@@ -75,8 +84,6 @@ def format_report(r: dict) -> str:
     if r.get("pgd_curve"):
         lines.append(f"PGD-{r['steps']} curve ({r['norm']}, pixels): " +
                      " | ".join(f"{fmt_eps(p['eps']).split(' =')[0]}: {_pct(p['acc'])}" for p in r["pgd_curve"]))
-    if "worst_case_acc" in r and r.get("autoattack_acc") is not None:
-        lines.append(f"worst case over PGD and AutoAttack: {_pct(r['worst_case_acc'])}")
     if "energy_clean_mean" in r:
         parts = [f"clean {r['energy_clean_mean']:.4g}"]
         if "energy_adv_mean" in r:
@@ -93,11 +100,29 @@ def format_report(r: dict) -> str:
             lines.append(f"generation (digits network), {what}: FD {r['gen_fd' + suffix]:.2f} to the test split, "
                          f"{100 * r['gen_cond_acc' + suffix]:.1f}% of {r['gen_n' + suffix]} look like the "
                          f"model's class")
-    if "fid" in r:
-        lines.append(f"FID {r['fid']:.3f}, IS {r['is']:.3f} +- {r['is_std']:.3f} "
-                     f"({r['fid_n_generated']} generated vs {r['fid_n_real']} test images)")
-    elif "fid_note" in r:
-        lines.append(r["fid_note"])
+    if "gen_fd_reference" in r:
+        gr = r["gen_reference"]
+        lines.append(f"generation (digits network), published way: FD {r['gen_fd_reference']:.2f} of the replay "
+                     f"buffer's top-{gr['ratio']:g} per class ({gr['kept']} of {gr['buffer_size']} rows), "
+                     f"{100 * r['gen_cond_acc_reference']:.1f}% look like the model's class")
+    for suffix, what in (("", "generated from the buffer"), ("_fresh", "fresh chains (standard)")):
+        if "fid" + suffix in r:
+            lines.append(f"FID {r['fid' + suffix]:.3f}, IS {r['is' + suffix]:.3f} +- {r['is_std' + suffix]:.3f}, "
+                         f"{what} ({r['fid_n_generated' + suffix]} generated vs {r['fid_n_real' + suffix]} test images)")
+        elif "fid_note" + suffix in r:
+            lines.append(r["fid_note" + suffix])
+    if "fid_reference" in r:
+        gr = r["gen_reference"]
+        lines.append(f"FID {r['fid_reference']:.3f}, published way: replay buffer's top-{gr['ratio']:g} per class "
+                     f"({gr['kept']} of {gr['buffer_size']} rows), computed by {r['fid_reference_backend']}")
+    if r.get("fid_reference_note"):
+        lines.append(f"published FID: {r['fid_reference_note']}")
+    if r.get("gen_reference", {}).get("note"):
+        lines.append(f"published generation metrics: {r['gen_reference']['note']}")
+    lines += _ood_lines(r)
+    if "ece" in r:
+        lines.append("calibration: " + ", ".join(f"ECE ({m} bins) {100 * v:.2f} %" for m, v in r["ece"].items()) +
+                     f"  (accuracy {100 * r['accuracy']:.2f} %, mean confidence {100 * r['mean_confidence']:.2f} %)")
     if r["sanity"]:
         lines.append("WARNING: sanity checks failed; do not trust these robustness numbers:")
         lines += [f"  - {s}" for s in r["sanity"]]
@@ -108,9 +133,25 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _ood_lines(r: dict) -> list[str]:
+    """The OOD detection table: one row per OOD set, one column per score."""
+    if "ood_auroc" not in r:
+        return []
+    from .ood import SCORE_LABELS, SCORES
+    head = ["OOD set (n)"] + [SCORE_LABELS[k] for k in SCORES]
+    rows = [head] + [[f"{name} ({r['ood_n'][name]})"] + ["-" if row[k] is None else f"{row[k]:.4f}" for k in SCORES]
+                     for name, row in r["ood_auroc"].items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = [f"OOD detection AUROC ({r['ood_n']['in']} in-distribution test points positive; scores higher on "
+             "in-distribution points; 0.5 = chance):"]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return lines + [f"  note: {t}" for t in r.get("ood_notes", [])]
+
+
 # flag -> (attribute, minimum): the integer flags and their smallest sensible value
 INT_FLAGS = {"--n": ("n", 1), "--steps": ("steps", 0), "--restarts": ("restarts", 1),
              "--aa-steps": ("aa_steps", 1), "--aa-queries": ("aa_queries", 1),
+             "--ref-aa-steps": ("ref_aa_steps", 1), "--ref-aa-queries": ("ref_aa_queries", 1),
              "--batch-size": ("batch_size", 1), "--sample-steps": ("sample_steps", 0), "--seed": ("seed", 0)}
 
 
@@ -132,6 +173,17 @@ def check_args(args) -> None:
         raise ValueError("--eps 0: radii must be > 0 (the PGD curve always includes eps 0, as a check)")
     if args.alpha is not None and not (0 < args.alpha and math.isfinite(args.alpha)):
         raise ValueError(f"--alpha {args.alpha:g}: the PGD step must be a finite number > 0")
+    if args.ood is not None:
+        from .ood import parse_names
+        try:
+            parse_names(args.ood)
+        except ValueError as e:
+            raise ValueError(f"--ood {args.ood}: {e}") from None
+    from .reference_fid import check_ratio
+    try:
+        check_ratio(args.topk_ratio)
+    except ValueError as e:
+        raise ValueError(f"--topk-ratio {args.topk_ratio:g}: {e}") from None
     from ..checks import resolve_device
     resolve_device(args.device)
     check_outputs(args)
@@ -152,6 +204,10 @@ def check_outputs(args) -> None:
         check_output(run, name="the run folder (where eval_step_N goes; or pass --out)", folder=True)
     if args.json is not None:
         check_output(args.json, name="--json", overwrite=False)
+    if args.robustbench_json is not None:
+        check_output(args.robustbench_json, name="--robustbench-json", overwrite=False)
+        if args.json is not None and Path(args.json).resolve() == Path(args.robustbench_json).resolve():
+            raise ValueError(f"--robustbench-json {args.robustbench_json} is the --json file; give two names")
 
 
 def _eval(args) -> int:
@@ -172,16 +228,19 @@ def _eval(args) -> int:
             autoattack_queries=args.aa_queries, protocol=args.protocol, batch_size=args.batch_size,
             device=args.device, precision=args.precision, samples=args.samples, out=args.out,
             inception_weights=args.inception_weights, data_root=args.data_root,
-            sample_steps=args.sample_steps, seed=args.seed, progress=True)
+            sample_steps=args.sample_steps, seed=args.seed, progress=True, ood_sets=args.ood,
+            calibration=args.calibration, reference_aa_steps=args.ref_aa_steps,
+            reference_aa_queries=args.ref_aa_queries, topk_ratio=args.topk_ratio,
+            robustbench_entry=args.robustbench_json is not None)
     except (OSError, ValueError, ImportError) as e:   # OSError: missing or unreadable files
         print(f"ebjdat eval: {e}", file=sys.stderr)
         return 2
     print(format_report(res))
-    if args.json:
-        from pathlib import Path
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=1))
-        print(f"wrote {args.json}")
+    for path, value in ((args.json, res), (args.robustbench_json, res.get("robustbench"))):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(json.dumps(value, indent=1))
+            print(f"wrote {path}")
     return 0
 
 
@@ -190,8 +249,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy, PGD, AutoAttack, energies, samples, FID",
                        description="Evaluate a training checkpoint. eps are in [0, 1] pixel units (8/255 "
                        "allowed); the model is attacked through its own normalisation. --protocol "
-                       "reference reproduces the published setting (eps 8/255 on the [-1, 1] input, "
-                       "APGD-20) beside the standard one.")
+                       "reference reproduces the published setting (test-time noise N(0, 0.03^2); PGD-20 "
+                       "with eps 8/255 and alpha 1/255 on the [-1, 1] input; APGD-CE, APGD-DLR and FAB-T "
+                       "at 20 steps and Square with 5000 queries; FID of the filtered replay buffer) "
+                       "beside the standard one.")
     p.add_argument("--checkpoint", required=True, help="a checkpoint file or a run folder (its newest checkpoint)")
     p.add_argument("--eps", nargs="+", type=parse_eps, help="radii in pixel units; the first is the headline, "
                    "all form the PGD curve (default 8/255 linf, 0.5 l2)")
@@ -204,6 +265,19 @@ def add_parser(sub) -> None:
     p.add_argument("--aa-queries", type=int, default=5000, help="Square queries (default 5000, the standard)")
     p.add_argument("--protocol", choices=("standard", "reference", "both"), default="both",
                    help="standard (pixel eps), reference (the published setting) or both (default)")
+    p.add_argument("--ref-aa-steps", type=int, default=20, help="iterations of the published protocol's APGD-CE, "
+                   "APGD-DLR and FAB-T (default 20, the published)")
+    p.add_argument("--ref-aa-queries", type=int, default=5000, help="Square queries of the published protocol "
+                   "(default 5000, the published)")
+    p.add_argument("--topk-ratio", type=float, default=0.9, help="the published FID's per-class filter of the "
+                   "replay buffer: a fraction in (0, 1) or a whole count per class (default 0.9, the published)")
+    p.add_argument("--ood", metavar="SETS", help="OOD detection AUROC of log p(x), max p(y|x) and -||grad log "
+                   "p(x)|| against these comma-separated sets: noise (U(-1, 1)), interp (midpoints of two test "
+                   "images) or dataset names (their test split from the run's data folder or --data-root, "
+                   "converted to the run's image shape), e.g. svhn,noise,interp")
+    p.add_argument("--calibration", action="store_true", help="ECE (15 and 20 bins) and a reliability diagram")
+    p.add_argument("--robustbench-json", metavar="FILE", help="write a RobustBench-style model card to FILE "
+                   "(a new file: an existing one is refused)")
     p.add_argument("--n", type=int, default=1000, help="test points (default 1000)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", help="auto (default) | cpu | cuda | cuda:N")

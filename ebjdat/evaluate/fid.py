@@ -31,7 +31,7 @@ HOW = (f"download {WEIGHTS_FILE} (torch-fidelity's GitHub releases) on a machine
        "--inception-weights PATH; offline machines cannot download it")
 
 
-def _uint8_rgb(x: Tensor) -> Tensor:
+def uint8_rgb(x: Tensor) -> Tensor:
     """(N, C, H, W) in [-1, 1], C = 1 or 3 -> (N, 3, H, W) uint8, as Inception expects."""
     x = ((x.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x
@@ -103,19 +103,41 @@ def fid_is(generated: Tensor, real: Tensor, *, inception_weights=None, batch_siz
     message} when torch-fidelity or the weights are missing or the computation fails.
     ``extractor`` replaces the Inception network (tests): uint8 images -> (features, logits).
     """
+    return fid_is_sets({"": generated}, real, inception_weights=inception_weights, batch_size=batch_size,
+                       device=device, extractor=extractor, splits=splits)
+
+
+def fid_is_sets(sets: dict, real: Tensor, *, inception_weights=None, batch_size: int = 64, device=None,
+                extractor=None, splits: int = 10) -> dict:
+    """``fid_is`` of several generated sets {suffix: (N_s, C, H, W)} against one real set,
+    with one Inception network and one pass over the real images: the keys of set s end
+    in its suffix ("fid" + s, "is" + s, ...). One "fid_note" when the network is
+    missing; a failing set gets its own "fid_note" + s."""
     try:
         if extractor is None:
-            extractor = inception_extractor(inception_weights, device or generated.device)
-        feats = {}
-        for name, x in (("generated", generated), ("real", real)):
-            parts = [extractor(_uint8_rgb(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
-            feats[name] = (torch.cat([f for f, _ in parts]), torch.cat([lg for _, lg in parts]))
-        if min(len(generated), len(real)) < 2:
-            raise ValueError("FID needs at least 2 images per set")
-        is_mean, is_std = inception_score(feats["generated"][1], splits)
-        return {"fid": frechet_distance(feats["real"][0], feats["generated"][0]), "is": is_mean, "is_std": is_std,
-                "fid_n_generated": len(generated), "fid_n_real": len(real)}
+            first = next(iter(sets.values()))
+            extractor = inception_extractor(inception_weights, device or first.device)
     except FileNotFoundError as e:
         return {"fid_note": str(e)}
     except Exception as e:  # noqa: BLE001 -- an optional metric must never stop an evaluation
         return {"fid_note": f"FID/IS failed: {type(e).__name__}: {e}"}
+
+    def features(x):
+        parts = [extractor(uint8_rgb(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+        return torch.cat([f for f, _ in parts]), torch.cat([lg for _, lg in parts])
+
+    out, real_f = {}, None
+    for suffix, generated in sets.items():
+        try:
+            if min(len(generated), len(real)) < 2:
+                raise ValueError("FID needs at least 2 images per set")
+            if real_f is None:
+                real_f = features(real)[0]
+            gen_f, gen_logits = features(generated)
+            is_mean, is_std = inception_score(gen_logits, splits)
+            out.update({"fid" + suffix: frechet_distance(real_f, gen_f), "is" + suffix: is_mean,
+                        "is_std" + suffix: is_std, "fid_n_generated" + suffix: len(generated),
+                        "fid_n_real" + suffix: len(real)})
+        except Exception as e:  # noqa: BLE001 -- an optional metric must never stop an evaluation
+            out["fid_note" + suffix] = f"FID/IS failed: {type(e).__name__}: {e}"
+    return out

@@ -41,6 +41,18 @@ def correct(model, x: Tensor, y: Tensor, *, batch_size: int = 256) -> Tensor:
     return (predictions(model, x, batch_size=batch_size) == y).cpu()
 
 
+@torch.no_grad()
+def topk_correct(model, x: Tensor, y: Tensor, *, k: int = 5, batch_size: int = 256) -> Tensor:
+    """(N,) bool (CPU): y_i is among the k largest logits of model(x_i) (ties broken by
+    torch.topk). k above the class count counts every point as correct."""
+    out = []
+    for s in batches(len(x), batch_size):
+        logits = model(x[s])
+        top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+        out.append((top == y[s].view(-1, 1)).any(dim=1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
 def default_alpha(eps: float, steps: int) -> float:
     """PGD step size: ``eps * max(1/4, 2.5/steps)``.
 

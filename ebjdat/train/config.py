@@ -31,6 +31,7 @@ class TrainConfig:
     dataset: str = "digits"
     data_root: str | None = None
     image_size: int | None = None      # None: the dataset's own
+    classes: int | str | list[int] | None = None   # a class subset: first k, a file or a list of indices
     model: str = "auto"                # "auto" (small_cnn on digits, else wrn), "wrn", "small_cnn"
     depth: int = 28
     width: int = 10
@@ -177,6 +178,10 @@ class TrainConfig:
         if self.mode == "reference" and self.precision != "fp32":
             raise ValueError(f"precision {self.precision!r} is a fast-mode choice; reference mode runs the "
                              f"published fp32 computation (use mode='fast' for bf16)")
+        if isinstance(self.classes, int) and self.classes < 1:
+            raise ValueError(f"classes must be >= 1 (the first k classes), got {self.classes}")
+        if isinstance(self.classes, (str, list)) and not self.classes:
+            raise ValueError("classes must not be empty: give a count, a file of class indices or a list of them")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None (chosen by the trainer), got {self.threads}")
         return self

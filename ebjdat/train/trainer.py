@@ -71,9 +71,11 @@ class Trainer:
         self.resumed_from: Path | None = None   # the checkpoint this trainer continues
         self.resumes: list[dict] = []            # every resume of the run: step, file, changes
 
-        train = load_dataset(cfg.dataset, "train", root=cfg.data_root, image_size=cfg.image_size)
+        train = load_dataset(cfg.dataset, "train", root=cfg.data_root, image_size=cfg.image_size,
+                             classes=cfg.classes)
         self.train_set = hold_out(train, cfg.holdout, seed=cfg.seed)
-        self.test_set = load_dataset(cfg.dataset, "test", root=cfg.data_root, image_size=cfg.image_size)
+        self.test_set = load_dataset(cfg.dataset, "test", root=cfg.data_root, image_size=cfg.image_size,
+                                     classes=cfg.classes)
         ds = self.train_set
         gen = lambda s, where=self.device: torch.Generator(where).manual_seed(seed + s)  # noqa: E731
         noise_lab = cfg.sigma if cfg.noise_on == "all" else 0.0
