@@ -101,10 +101,14 @@ void pgd_init_loop(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch
                    const PgdParams<compute_t<XT>>& p, bool l2, const Layout& L) {
   using C = compute_t<XT>;
   const uint64_t seed = (uint64_t)state[0], offset = (uint64_t)state[1];
-  if (!l2) {
-    LogicalWalk walk(L, 0);
-    for (int64_t m = 0; m < n; ++m, walk.next())
-      x[m] = pgd_init_linf_element<XT>(xo[m], word_of(seed, offset, (uint64_t)walk.get()), p);
+  if (!l2) {  // the kernel's chunks and words_chunk, so the CPU tests check the device's path
+    constexpr int N = kElemsPerThread<XT>;
+    for (int64_t base = 0; base < n; base += N) {
+      uint32_t rs[N] = {};
+      words_chunk<N>(seed, offset, L, base, n, rs);
+      for (int j = 0; j < N && base + j < n; ++j)
+        x[base + j] = pgd_init_linf_element<XT>(xo[base + j], rs[j], p);
+    }
   } else {
     const int64_t D = n / batch;
     const int T = l2_threads(D);

@@ -142,10 +142,13 @@ pgd_step_l2_finish_kernel(XT* __restrict__ x, const GT* __restrict__ g,
   l2_chunk_write<XT, GT>(x, g, xo, lo, lo + chunk < end ? lo + chunk : end, aligned, gn, f, p);
 }
 
-template <class XT>
+// CL (channels_last) is a template flag, as in sgld.cu: a kernel holds one word path (a
+// Philox call per four elements in logical order, one per element along a channels_last walk).
+template <class XT, bool CL>
 __global__ void __launch_bounds__(kThreads)
 pgd_init_linf_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* state, int64_t n,
                      PgdParams<compute_t<XT>> p, Layout L, bool aligned) {
+  L.channels_last = CL;
   constexpr int N = kElemsPerThread<XT>;
   uint64_t seed, offset;
   read_generator(state, seed, offset);
@@ -156,13 +159,12 @@ pgd_init_linf_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* sta
     const bool full = aligned && base + N <= n;
     XT xs[N], os[N];
     load_chunk<N>(xo, base, n, full, os);
-    LogicalWalk walk(L, base);
+    uint32_t rs[N] = {};
+    words_chunk<N>(seed, offset, L, base, n, rs);
 #pragma unroll
     for (int j = 0; j < N; ++j) {
       if (!full && base + j >= n) break;
-      const uint32_t r = word_of(seed, offset, (uint64_t)walk.get());
-      walk.next();
-      xs[j] = pgd_init_linf_element<XT>(os[j], r, p);
+      xs[j] = pgd_init_linf_element<XT>(os[j], rs[j], p);
     }
     store_chunk<N>(x, base, n, full, xs);
   }
@@ -238,8 +240,13 @@ const char* pgd_init_launch(XT* x, const XT* xo, int64_t* state, int64_t n, int6
   } else {
     constexpr int N = kElemsPerThread<XT>;
     const bool aligned = aligned16(x) && aligned16(xo);
-    constexpr auto k = pgd_init_linf_kernel<XT>;
-    k<<<grid_for<k>((n + N - 1) / N, device), kThreads, 0, s>>>(x, xo, state, n, p, L, aligned);
+    if (L.channels_last) {
+      constexpr auto k = pgd_init_linf_kernel<XT, true>;
+      k<<<grid_for<k>((n + N - 1) / N, device), kThreads, 0, s>>>(x, xo, state, n, p, L, aligned);
+    } else {
+      constexpr auto k = pgd_init_linf_kernel<XT, false>;
+      k<<<grid_for<k>((n + N - 1) / N, device), kThreads, 0, s>>>(x, xo, state, n, p, L, aligned);
+    }
   }
   return launch_status();
 }

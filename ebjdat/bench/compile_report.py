@@ -321,6 +321,8 @@ def cuda_family(kernel: str, targs: list[str]) -> tuple[str, int | None]:
     if family == "sgld_step":
         family += " noise" if targs[2] == "true" else " no-noise"
         suffix = " channels_last" if len(targs) > 3 and targs[3] == "true" else ""
+    if family == "pgd_init linf":
+        suffix = " channels_last" if len(targs) > 1 and targs[1] == "true" else ""
     if family == "pgd_init l2":
         return family, 1
     if family in ("sgld_step noise", "sgld_step no-noise", "pgd_step linf", "pgd_init linf", "pgd_step l2",

@@ -80,7 +80,8 @@ class SGLD:
             raise ValueError("give x_init, or a buffer to the sampler to start from")
         if y is not None:
             y = self._labels(y, x)
-        checks.generator(self.generator, x)   # once per call: the steps run unchecked
+        if self.update_kw["noise_std"] > 0:   # once per call: the steps run unchecked
+            checks.generator(self.generator, x)
         if self.cuda_graph:
             x = self._replay(x, y)
         else:
