@@ -160,3 +160,14 @@ def test_spills_set_the_exit_status_and_markdown_summarises(monkeypatch, tmp_pat
     with pytest.raises(SystemExit) as e:
         cr.main(["--backend", "triton", "--json", str(tmp_path / "r2.json")])
     assert e.value.code == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_cuda_family_names_the_pgd_kernels():
+    """Every pgd.cu kernel maps to a family, with the elements one thread handles per pass."""
+    f = cr.cuda_family
+    assert f("pgd_init_linf_kernel", ["float", "false"]) == ("pgd_init linf", 4)
+    assert f("pgd_init_linf_kernel", ["ebjdat::bf16", "true"]) == ("pgd_init linf channels_last", 8)
+    assert f("pgd_init_l2_kernel", ["float"]) == ("pgd_init l2", 1)
+    for k in ("pgd_step_l2_kernel", "pgd_step_l2_partial_kernel", "pgd_step_l2_finish_kernel"):
+        family, ept = f(k, ["float", "float"])
+        assert family.startswith("pgd_step l2") and ept == 4   # a 16-byte vector per pass
