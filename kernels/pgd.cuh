@@ -44,7 +44,8 @@ EBJDAT_HD XT pgd_step_linf_element(XT x, GT g, XT xo, const PgdParams<compute_t<
 // The 32-bit words of memory elements base .. base + N - 1 of a call (those below n). In
 // logical order with N a multiple of 4, one Philox call serves four elements (base is a
 // multiple of N, so of 4); otherwise each element draws its own along the logical walk.
-// The same words as word_of element by element, so the host loop keeps using that.
+// The same words as word_of element by element; the host loop runs the same chunks, so the
+// CPU tests check this code bit for bit.
 template <int N>
 EBJDAT_HD void words_chunk(uint64_t seed, uint64_t offset, const Layout& L, int64_t base, int64_t n,
                            uint32_t* r) {

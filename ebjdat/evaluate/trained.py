@@ -25,7 +25,10 @@ from .fid import fid_is_sets
 from .landscape import energy_landscape, generate, sample_grids
 from .wrapper import PRECISIONS
 
-N_GEN = 2000   # generated points by default: a digits FD of 2000 varies by about 0.1 between draws
+# generated points by default: a digits FD of 2000 buffer rows varies by about 0.1 between
+# draws of rows; of 2000 fresh chains (new starts and noise) by about 1 (16.4 and 17.3 on one
+# checkpoint, the closing evaluation's seeds against ebjdat eval's)
+N_GEN = 2000
 
 
 def load_trained(path, *, device="cpu", data_root=None, test_set: bool = False) -> dict:
