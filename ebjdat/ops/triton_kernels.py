@@ -430,11 +430,13 @@ def _init_linf_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
 @triton.jit
 def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
                     eps: tl.float64, lo: tl.float64, hi: tl.float64,
-                    CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, BIG: tl.constexpr,
+                    CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, RUN: tl.constexpr, BIG: tl.constexpr,
                     BLOCK: tl.constexpr, PI_TRIG: tl.constexpr):
     """One program per sample b: z = N(0, I), the normals of its elements' logical
     indices b*D + logical(s); radius = u(r0) of counter offset + ceil(numel / 4) + b;
-    x <- clamp(xo + z * ((radius / ||z||) * eps), lo, hi). z is drawn twice (norm, write)."""
+    x <- clamp(xo + z * ((radius / ||z||) * eps), lo, hi). z is drawn twice (norm, write).
+    RUN (logical order and D % 4 == 0, so every block of the sample starts at a multiple
+    of 4): one Philox call per four elements; otherwise one per element."""
     b = tl.program_id(0)
     if BIG:
         b = b.to(tl.int64)
@@ -445,7 +447,10 @@ def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
     acc = tl.zeros([BLOCK], CDT)
     for start in range(0, D, BLOCK):
         s = start + tl.arange(0, BLOCK)  # memory index inside the sample
-        z = _noise_at(seed, offset, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
+        if RUN:
+            z = _noise_run(seed, offset, first + start, BLOCK, PI_TRIG).to(CDT)
+        else:
+            z = _noise_at(seed, offset, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
         acc += tl.where(s < D, z * z, 0.0)
     n_counters = (numel + 3) // 4
     q0, _q1, _q2, _q3 = _philox_at(seed, offset + n_counters + b.to(tl.int64))
@@ -455,7 +460,10 @@ def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
     for start in range(0, D, BLOCK):
         s = start + tl.arange(0, BLOCK)
         mask = s < D
-        z = _noise_at(seed, offset, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
+        if RUN:
+            z = _noise_run(seed, offset, first + start, BLOCK, PI_TRIG).to(CDT)
+        else:
+            z = _noise_at(seed, offset, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
         xo = tl.load(xo_ptr + base + s, mask=mask).to(CDT)
         _store(x_ptr + base + s, _clamp(xo + z * scale, lo, hi), mask)
     _advance(state_ptr, offset, n_counters + numel // D)
@@ -594,5 +602,5 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
             block, warps = _l2_block(d, x.dtype, noise=True)
             _init_l2_kernel[(x.shape[0],)](
                 x, x_orig, state, n, c, hw, d, float(eps), float(lo), float(hi),
-                CDT=_cdt(x), CHANNELS_LAST=cl, BIG=_big(n, block), BLOCK=block,
+                CDT=_cdt(x), CHANNELS_LAST=cl, RUN=not cl and d % 4 == 0, BIG=_big(n, block), BLOCK=block,
                 PI_TRIG=not interpreting(), num_warps=warps, enable_fp_fusion=False)
