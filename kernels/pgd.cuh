@@ -41,33 +41,13 @@ EBJDAT_HD XT pgd_step_linf_element(XT x, GT g, XT xo, const PgdParams<compute_t<
   return store_as<XT>(clamp_keep_nan(v, p.lo, p.hi));
 }
 
-// The 32-bit words of memory elements base .. base + N - 1 of a call (those below n). In
-// logical order with N a multiple of 4, one Philox call serves four elements (base is a
-// multiple of N, so of 4); otherwise each element draws its own along the logical walk.
-// The same words as word_of element by element; the host loop runs the same chunks, so the
-// CPU tests check this code bit for bit.
+// The 32-bit words of memory elements base .. base + N - 1 of a call (those below n): one
+// Philox call per four in logical order, one per element along a channels_last walk.
 template <int N>
 EBJDAT_HD void words_chunk(uint64_t seed, uint64_t offset, const Layout& L, int64_t base, int64_t n,
                            uint32_t* r) {
-  if (N % 4 == 0 && !L.channels_last) {
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-    for (int q = 0; q < N / 4; ++q) {
-      const Philox4 w = philox4x32(seed, offset + (uint64_t)(base / 4 + q));
-      r[4 * q] = w.r0;
-      r[4 * q + 1] = w.r1;
-      r[4 * q + 2] = w.r2;
-      r[4 * q + 3] = w.r3;
-    }
-    return;
-  }
-  LogicalWalk walk(L, base);
-  for (int j = 0; j < N; ++j) {
-    if (base + j >= n) break;
-    r[j] = word_of(seed, offset, (uint64_t)walk.get());
-    walk.next();
-  }
+  draw_chunk<N>(L, base, n, r, [&](uint64_t q, uint32_t* w) { words4(seed, offset, q, w); },
+                [&](uint64_t i) { return word_of(seed, offset, i); });
 }
 
 template <class XT>

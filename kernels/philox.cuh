@@ -108,6 +108,36 @@ EBJDAT_HD void normals4(uint64_t seed, uint64_t offset, uint64_t q, float* z) {
   box_muller2(r.r2, r.r3, z[2], z[3]);
 }
 
+// The words w[0..3] of logical elements 4q .. 4q + 3: one Philox call for four.
+EBJDAT_HD void words4(uint64_t seed, uint64_t offset, uint64_t q, uint32_t* w) {
+  const Philox4 r = philox4x32(seed, offset + q);
+  w[0] = r.r0;
+  w[1] = r.r1;
+  w[2] = r.r2;
+  w[3] = r.r3;
+}
+
+// Draws for memory elements base .. base + N - 1 of a call (those below n). In logical
+// order with N a multiple of 4, quad(q, out + 4q) fills four elements from one Philox call
+// (base is a multiple of N, so of 4); otherwise out[j] = one(logical index) element by
+// element along the logical walk. The device kernels and the host loops both call it.
+template <int N, class T, class Quad, class One>
+EBJDAT_HD void draw_chunk(const Layout& L, int64_t base, int64_t n, T* out, Quad quad, One one) {
+  if (N % 4 == 0 && !L.channels_last) {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int q = 0; q < N / 4; ++q) quad((uint64_t)(base / 4 + q), out + 4 * q);
+    return;
+  }
+  LogicalWalk walk(L, base);
+  for (int j = 0; j < N; ++j) {
+    if (base + j >= n) break;
+    out[j] = one((uint64_t)walk.get());
+    walk.next();
+  }
+}
+
 // The generator's done-count, state[2]: (tag << 32) | count, the tag being the low 32
 // bits of the offset the counting launch read. A block that finishes adds itself to the
 // count if the tag is its own and starts a fresh count otherwise (a count left by another

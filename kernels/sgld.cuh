@@ -35,25 +35,12 @@ EBJDAT_HD XT sgld_step_element(XT x, GT g, float z, bool noise,
   return store_as<XT>(sgld_step_value<C>(load_as<C>(x), load_as<C>(g), z, noise, p));
 }
 
-// The normals of memory elements base .. base + N - 1 of a call (those below n). In
-// logical order (not channels_last) with N a multiple of 4, one Philox call serves four
-// elements (normals4; base is a multiple of N, so of 4); otherwise each element draws its
-// own (normal_of along the logical walk). The device kernel and the host loop both call it.
+// The normals of memory elements base .. base + N - 1 of a call (those below n): one
+// Philox call per four in logical order, one per element along a channels_last walk.
 template <int N>
 EBJDAT_HD void noise_chunk(uint64_t seed, uint64_t offset, const Layout& L, int64_t base, int64_t n, float* z) {
-  if (N % 4 == 0 && !L.channels_last) {
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-    for (int q = 0; q < N / 4; ++q) normals4(seed, offset, (uint64_t)(base / 4 + q), z + 4 * q);
-    return;
-  }
-  LogicalWalk walk(L, base);
-  for (int j = 0; j < N; ++j) {
-    if (base + j >= n) break;
-    z[j] = normal_of(seed, offset, (uint64_t)walk.get());
-    walk.next();
-  }
+  draw_chunk<N>(L, base, n, z, [&](uint64_t q, float* o) { normals4(seed, offset, q, o); },
+                [&](uint64_t i) { return normal_of(seed, offset, i); });
 }
 
 }  // namespace ebjdat

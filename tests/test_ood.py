@@ -17,17 +17,12 @@ from ebjdat.data.base import fit_size
 from ebjdat.evaluate import ood
 from ebjdat.models import SmallCNN
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def digits():
+def digit_images():
+    """All 359 test digits (x only)."""
     return load_dataset("digits", "test").x
 
 
@@ -75,8 +70,8 @@ def cnn():
     return model.eval()
 
 
-def test_scores_equal_one_sample_at_a_time_computations(cnn, digits):
-    x = digits[:12]
+def test_scores_equal_one_sample_at_a_time_computations(cnn, digit_images):
+    x = digit_images[:12]
     s = ood.ood_scores(cnn, x, batch_size=5)
     for i in range(len(x)):
         xi = x[i:i + 1].clone().requires_grad_(True)
@@ -102,10 +97,10 @@ class Quadratic(nn.Module):
         return -d * 20 + self.b
 
 
-def test_detection_of_noise_and_the_histogram_picture(digits, tmp_path):
-    model = Quadratic(digits.mean(0))
-    x_in = digits[:100]
-    sets = ood.load_sets(["noise", "interp"], (1, 8, 8), 100, test_x=digits, seed=0)
+def test_detection_of_noise_and_the_histogram_picture(digit_images, tmp_path):
+    model = Quadratic(digit_images.mean(0))
+    x_in = digit_images[:100]
+    sets = ood.load_sets(["noise", "interp"], (1, 8, 8), 100, test_x=digit_images, seed=0)
     r = ood.ood_detection(model, x_in, sets, batch_size=32, out_dir=tmp_path)
     assert r["ood_auroc"]["noise"]["log_px"] > 0.99                   # noise is far from every digit
     assert set(r["ood_auroc"]) == {"noise", "interp"} and r["ood_n"] == {"in": 100, "noise": 100, "interp": 100}
@@ -121,11 +116,11 @@ def test_detection_of_noise_and_the_histogram_picture(digits, tmp_path):
         assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 50
 
 
-def test_nan_scores_give_none_with_a_note(digits):
+def test_nan_scores_give_none_with_a_note(digit_images):
     class NaNModel(nn.Module):
         def forward(self, x):
             return x.flatten(1)[:, :10] * float("nan")
-    r = ood.ood_detection(NaNModel(), digits[:8], {"noise": torch.rand(8, 1, 8, 8)})
+    r = ood.ood_detection(NaNModel(), digit_images[:8], {"noise": torch.rand(8, 1, 8, 8)})
     assert r["ood_auroc"]["noise"]["log_px"] is None and "NaN" in r["ood_notes"][0]
 
 
@@ -173,7 +168,7 @@ def _fake_cifar10_test(root, n=7):
         pickle.dump(d, f, protocol=2)
 
 
-def test_dataset_sets_are_converted_to_the_run_shape(tmp_path, digits):
+def test_dataset_sets_are_converted_to_the_run_shape(tmp_path, digit_images):
     _fake_cifar10_test(tmp_path)
     full = load_dataset("cifar10", "test", root=tmp_path).x
     x = ood.ood_set("cifar10", (1, 8, 8), 5, root=tmp_path, seed=0)     # RGB 32x32 -> grey 8x8

@@ -17,7 +17,7 @@ op is rounded as in the reference (launched with ``enable_fp_fusion=False``: no 
 contraction), and the result is rounded once to x's dtype at the store. Python scalars
 arrive as fp64 and are rounded to CDT in the kernel, like ``spec._scalar``. Noise is
 Philox4x32-10 (``philox.py``) in fp32, widened to CDT: in logical order one call per four
-lanes, its outputs interleaved (``_noise_run``); channels_last gathers a call per element.
+lanes, its outputs interleaved (``triton_device.noise_run``); channels_last gathers a call per element.
 
 Generator: ``state`` is the int64 ``[seed, offset, done]`` tensor. Every program reads
 seed and offset; the last program to finish (counted by an atomic on ``done``) writes
@@ -30,220 +30,30 @@ import functools
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra import libdevice
 
-from . import philox
 from .backends import interpreting
+from .triton_device import (
+    advance,
+    block_offsets,
+    clamp,
+    div,
+    logical,
+    noise_at,
+    noise_run,
+    philox_at,
+    sqrt,
+    store,
+    uniform,
+    uniform_at,
+    uniform_run,
+)
 
-# Philox4x32-10 and noise constants (see philox.py); tl.constexpr so kernels may read them.
-_M0 = tl.constexpr(philox.PHILOX_M0)
-_M1 = tl.constexpr(philox.PHILOX_M1)
-_W0 = tl.constexpr(philox.PHILOX_W0)
-_W1 = tl.constexpr(philox.PHILOX_W1)
-_TWO_PI = tl.constexpr(philox.TWO_PI_F32)
-_INV_2_23 = tl.constexpr(philox.INV_2_23)
 _L2_TINY = tl.constexpr(1e-10)  # added to ||grad|| in pgd l2, as in the reference
-
 ANY_LAYOUT = False  # dense contiguous / channels_last only; library.py copies the rest
 _BLOCK = 2048   # most elements per program of the elementwise kernels (8 per thread)
 _MIN_BLOCK = 512
 _VECTOR = {torch.float64: 2, torch.float32: 4, torch.float16: 8, torch.bfloat16: 8}  # per 16 bytes
 _INT32_LIMIT = 2**31
-
-
-# ----------------------------------------------------------------------------- helpers
-
-@triton.jit
-def _philox(k0, k1, c0, c1):
-    """Philox4x32-10 of counters (c0, c1, 0, 0) under key (k0, k1): uint32 in, 4 uint32 out."""
-    c2 = tl.zeros_like(c0)
-    c3 = tl.zeros_like(c0)
-    for r in tl.static_range(10):
-        if r > 0:  # the key is bumped before every round but the first
-            k0 = k0 + _W0
-            k1 = k1 + _W1
-        hi0 = tl.umulhi(c0, _M0)
-        lo0 = c0 * _M0  # uint32 product wraps: the low word
-        hi1 = tl.umulhi(c2, _M1)
-        lo1 = c2 * _M1
-        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-    return c0, c1, c2, c3
-
-
-@triton.jit
-def _philox_at(seed, counter):
-    """Philox words of the int64 counters ``counter`` under the int64 ``seed``."""
-    # int64 -> uint32 truncates: (lo32, hi32) of both; >> is arithmetic, the truncation
-    # keeps exactly the high word's bits, as philox.py's (x >> 32) & MASK32
-    return _philox(seed.to(tl.uint32), (seed >> 32).to(tl.uint32),
-                   counter.to(tl.uint32), (counter >> 32).to(tl.uint32))
-
-
-@triton.jit
-def _uniform(r):
-    """fp32 uniform in (0, 1) from a uint32 word: ((r >> 9) + 0.5) * 2**-23, exact."""
-    return ((r >> 9).to(tl.float32) + 0.5) * _INV_2_23
-
-
-@triton.jit
-def _pair(ra, rb, PI_TRIG: tl.constexpr):
-    """The Box-Muller pair of two uint32 words: (rho cos theta, rho sin theta) in fp32,
-    rho = sqrt(-2 log u(ra)), theta = 2pi (u(rb) - 0.5). PI_TRIG (compiled for a GPU):
-    cospi / sinpi of 2u - 1 (exact), which need no slow-path argument reduction, as the
-    CUDA kernels do; the interpreter, which lacks them, takes cos / sin of theta."""
-    rho = tl.sqrt_rn(-2.0 * tl.log(_uniform(ra)))  # tl.sqrt is approximate on GPUs
-    if PI_TRIG:
-        t = _uniform(rb) * 2.0 - 1.0
-        return rho * libdevice.cospi(t), rho * libdevice.sinpi(t)
-    theta = (_uniform(rb) - 0.5) * _TWO_PI
-    return rho * tl.cos(theta), rho * tl.sin(theta)
-
-
-@triton.jit
-def _interleave4(a0, a1, a2, a3):
-    """(BLOCK / 4,) x 4 -> (BLOCK,): a0[k], a1[k], a2[k], a3[k] at 4k .. 4k + 3."""
-    return tl.interleave(tl.interleave(a0, a2), tl.interleave(a1, a3))
-
-
-@triton.jit
-def _noise_at(seed, offset, idx, PI_TRIG: tl.constexpr):
-    """fp32 N(0, 1) of the int64 logical elements idx of a call at offset (any order):
-    element i takes output i % 4 of counter offset + i // 4 (philox.py): the pair's words
-    are selected first, so each element pays one log and one square root."""
-    r0, r1, r2, r3 = _philox_at(seed, offset + idx // 4)
-    j = idx % 4
-    second = j >= 2
-    rho = tl.sqrt_rn(-2.0 * tl.log(_uniform(tl.where(second, r2, r0))))
-    u = _uniform(tl.where(second, r3, r1))
-    odd = (j % 2) == 1   # the same functions as _pair: a layout never changes a bit of noise
-    if PI_TRIG:
-        t = u * 2.0 - 1.0
-        return rho * tl.where(odd, libdevice.sinpi(t), libdevice.cospi(t))
-    theta = (u - 0.5) * _TWO_PI
-    return rho * tl.where(odd, tl.sin(theta), tl.cos(theta))
-
-
-@triton.jit
-def _noise_run(seed, offset, first, BLOCK: tl.constexpr, PI_TRIG: tl.constexpr):
-    """fp32 N(0, 1) of the BLOCK consecutive logical elements first, first + 1, ...
-    (first % 4 == 0): one Philox call and one pair of logs and square roots per 4."""
-    r0, r1, r2, r3 = _philox_at(seed, offset + first // 4 + tl.arange(0, BLOCK // 4).to(tl.int64))
-    c0, s0 = _pair(r0, r1, PI_TRIG)
-    c1, s1 = _pair(r2, r3, PI_TRIG)
-    return _interleave4(c0, s0, c1, s1)
-
-
-@triton.jit
-def _uniform_at(seed, offset, idx):
-    """fp32 uniforms u(r_(i % 4)) of counter offset + i // 4 of the logical elements idx."""
-    r0, r1, r2, r3 = _philox_at(seed, offset + idx // 4)
-    j = idx % 4
-    return _uniform(tl.where(j < 2, tl.where(j == 0, r0, r1), tl.where(j == 2, r2, r3)))
-
-
-@triton.jit
-def _uniform_run(seed, offset, first, BLOCK: tl.constexpr):
-    """fp32 uniforms of the BLOCK consecutive logical elements from first (first % 4 == 0)."""
-    r0, r1, r2, r3 = _philox_at(seed, offset + first // 4 + tl.arange(0, BLOCK // 4).to(tl.int64))
-    return _interleave4(_uniform(r0), _uniform(r1), _uniform(r2), _uniform(r3))
-
-
-@triton.jit
-def _logical(s, C, HW, D, CHANNELS_LAST: tl.constexpr):
-    """Row-major logical index of memory index s (identity unless channels_last).
-
-    channels_last: inside a sample of D = C*H*W elements memory runs (h, w, c), so
-    s = n*D + hw*C + c maps to n*D + c*HW + hw.
-    """
-    if CHANNELS_LAST:
-        r = s % D
-        return (s - r) + (r % C) * HW + r // C
-    else:
-        return s
-
-
-@triton.jit
-def _clamp(v, lo, hi):
-    """torch.clamp: keeps NaN, identity for +-inf bounds (no min/max NaN subtleties)."""
-    return tl.where(v < lo, lo, tl.where(v > hi, hi, v))
-
-
-@triton.jit
-def _sqrt(v):
-    """Correctly rounded square root, as torch's (fp64 sqrt is always IEEE)."""
-    if v.dtype == tl.float64:
-        return tl.sqrt(v)
-    else:
-        return tl.sqrt_rn(v)
-
-
-@triton.jit
-def _div(a, b):
-    """Correctly rounded a / b (fp32 ``/`` in Triton is the approximate div.full)."""
-    a, b = tl.broadcast(a, b)
-    if a.dtype == tl.float64:
-        return a / b
-    else:
-        return tl.div_rn(a, b)
-
-
-@triton.jit
-def _to_bf16(v):
-    """fp32 -> bf16 rounding to nearest even, in integer ops: the same bits on GPUs and in
-    the interpreter (whose float cast truncates); NaN becomes 0x7FC0 as in torch."""
-    b = v.to(tl.uint32, bitcast=True)
-    r = (b + 0x7FFF + ((b >> 16) & 1)) >> 16
-    r = tl.where(v != v, 0x7FC0, r)
-    return r.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-
-
-@triton.jit
-def _store(ptrs, v, mask):
-    """Store v rounded once to the pointee dtype."""
-    ty = ptrs.dtype.element_ty
-    if ty == tl.bfloat16:
-        tl.store(ptrs, _to_bf16(v.to(tl.float32)), mask=mask)
-    else:
-        tl.store(ptrs, v.to(ty), mask=mask)
-
-
-@triton.jit
-def _block(numel, BIG: tl.constexpr, BLOCK: tl.constexpr):
-    """Memory indices of this program's block and their in-bounds mask."""
-    pid = tl.program_id(0)
-    if BIG:  # numel + BLOCK may exceed int32
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    return offs, offs < numel
-
-
-@triton.jit
-def _counted(done, tag, grid):
-    """(the done-word after one finished program, whether it advances the offset): the
-    CUDA kernels' count_done (kernels/philox.cuh). done = (tag << 32) | count; a count of
-    another tag is stale and dropped; the program that completes the count advances."""
-    seen = tl.where(((done >> 32) & 0xFFFFFFFF) == tag, done & 0xFFFFFFFF, 0)
-    advance = seen + 1 >= grid
-    return (tag << 32) | tl.where(advance, 0, seen + 1), advance
-
-
-@triton.jit
-def _advance(state_ptr, offset, counters):
-    """Count this program done; the one that completes the count moves the offset by
-    ``counters``. Every program read seed and offset at its start (no wait before its
-    loads); the barrier orders those reads before this count. Cannot wedge: a count left
-    by overlapping launches carries a tag the next offset does not match."""
-    tl.debug_barrier()
-    tag = offset & 0xFFFFFFFF
-    grid = tl.num_programs(0).to(tl.int64)
-    old = tl.atomic_add(state_ptr + 2, 0, sem="acquire")   # an atomic read
-    new, advance = _counted(old, tag, grid)
-    seen = tl.atomic_cas(state_ptr + 2, old, new, sem="acq_rel")
-    while seen != old:
-        old = seen
-        new, advance = _counted(old, tag, grid)
-        seen = tl.atomic_cas(state_ptr + 2, old, new, sem="acq_rel")
-    tl.store(state_ptr + 1, offset + counters, mask=advance)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -258,21 +68,21 @@ def _sgld_kernel(x_ptr, g_ptr, state_ptr, numel, C, HW, D,
                  CDT: tl.constexpr, HAS_NOISE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                  BIG: tl.constexpr, BLOCK: tl.constexpr, PI_TRIG: tl.constexpr):
     """x[m] <- clamp(x + step * clamp(g, -clip, clip) + noise_std * z[logical(m)], lo, hi)."""
-    offs, mask = _block(numel, BIG, BLOCK)
+    offs, mask = block_offsets(numel, BIG, BLOCK)
     clip = tl.full((), clip, CDT)
-    g = _clamp(tl.load(g_ptr + offs, mask=mask).to(CDT), -clip, clip)
+    g = clamp(tl.load(g_ptr + offs, mask=mask).to(CDT), -clip, clip)
     v = tl.load(x_ptr + offs, mask=mask).to(CDT) + tl.full((), step, CDT) * g
     if HAS_NOISE:
         seed = tl.load(state_ptr)
         offset = tl.load(state_ptr + 1)
         if CHANNELS_LAST:   # memory order is not logical order: each element its own word
-            z = _noise_at(seed, offset, _logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG)
+            z = noise_at(seed, offset, logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG)
         else:               # a block of consecutive elements: one Philox call per 4
-            z = _noise_run(seed, offset, tl.program_id(0).to(tl.int64) * BLOCK, BLOCK, PI_TRIG)
+            z = noise_run(seed, offset, tl.program_id(0).to(tl.int64) * BLOCK, BLOCK, PI_TRIG)
         v = v + tl.full((), noise_std, CDT) * z.to(CDT)
-    _store(x_ptr + offs, _clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
+    store(x_ptr + offs, clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
     if HAS_NOISE:
-        _advance(state_ptr, offset, (numel + 3) // 4)
+        advance(state_ptr, offset, (numel + 3) // 4)
 
 
 @triton.jit
@@ -281,15 +91,15 @@ def _pgd_linf_kernel(x_ptr, g_ptr, xo_ptr, numel,
                      CDT: tl.constexpr, HAS_EPS: tl.constexpr, BIG: tl.constexpr,
                      BLOCK: tl.constexpr):
     """v = x + alpha * sign(g); v = xo + clamp(v - xo, -eps, eps) if HAS_EPS; clamp(lo, hi)."""
-    offs, mask = _block(numel, BIG, BLOCK)
+    offs, mask = block_offsets(numel, BIG, BLOCK)
     g = tl.load(g_ptr + offs, mask=mask).to(CDT)
     sign = (g > 0).to(CDT) - (g < 0).to(CDT)  # torch.sign: 0 for +-0 and NaN
     v = tl.load(x_ptr + offs, mask=mask).to(CDT) + tl.full((), alpha, CDT) * sign
     if HAS_EPS:
         xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
         e = tl.full((), eps, CDT)
-        v = xo + _clamp(v - xo, -e, e)
-    _store(x_ptr + offs, _clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
+        v = xo + clamp(v - xo, -e, e)
+    store(x_ptr + offs, clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
 
 
 @triton.jit
@@ -316,15 +126,15 @@ def _l2_sums(x_ptr, g_ptr, xo_ptr, lo, hi, CDT: tl.constexpr, HAS_EPS: tl.conste
 def _l2_scalars(gg, dg, dd, alpha, eps, CDT: tl.constexpr, HAS_EPS: tl.constexpr):
     """(gn, f) from a sample's sums: gn = sqrt(gg) + 1e-10; ||d||^2 = dd + 2 a dg + a^2 gg
     with a = alpha / gn (kernels/pgd.cuh: the expansion that saves a pass), f = min(1, eps / ||d||)."""
-    gn = _sqrt(gg) + tl.full((), _L2_TINY, CDT)
+    gn = sqrt(gg) + tl.full((), _L2_TINY, CDT)
     f = tl.full((), 1.0, CDT)
     if HAS_EPS:
-        a = _div(tl.full((), alpha, CDT), gn)
+        a = div(tl.full((), alpha, CDT), gn)
         dn2 = dd + (a + a) * dg
         dn2 = tl.where(a != 0.0, dn2 + (a * a) * gg, dn2)   # a = 0: no 0 * inf
-        dn = _sqrt(tl.where(dn2 < 0.0, 0.0, dn2))
+        dn = sqrt(tl.where(dn2 < 0.0, 0.0, dn2))
         e = tl.full((), eps, CDT)
-        f = tl.where(dn <= e, tl.full((), 1.0, CDT), _div(e, dn))  # NaN dn -> NaN, as torch
+        f = tl.where(dn <= e, tl.full((), 1.0, CDT), div(e, dn))  # NaN dn -> NaN, as torch
     return gn, f
 
 
@@ -338,11 +148,11 @@ def _l2_write(x_ptr, g_ptr, xo_ptr, lo, hi, gn, f, alpha, lo_clamp, hi_clamp,
     for start in range(lo, hi, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < hi
-        v = tl.load(x_ptr + offs, mask=mask).to(CDT) + a * _div(tl.load(g_ptr + offs, mask=mask).to(CDT), gn)
+        v = tl.load(x_ptr + offs, mask=mask).to(CDT) + a * div(tl.load(g_ptr + offs, mask=mask).to(CDT), gn)
         if HAS_EPS:
             xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
             v = xo + (v - xo) * f
-        _store(x_ptr + offs, _clamp(v, lo_c, hi_c), mask)
+        store(x_ptr + offs, clamp(v, lo_c, hi_c), mask)
 
 
 @triton.jit
@@ -414,17 +224,17 @@ def _init_linf_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
                       CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, BIG: tl.constexpr,
                       BLOCK: tl.constexpr):
     """x[m] <- clamp(xo + eps * (2 u - 1), lo, hi), u the uniform of logical(m) (philox.py)."""
-    offs, mask = _block(numel, BIG, BLOCK)
+    offs, mask = block_offsets(numel, BIG, BLOCK)
     seed = tl.load(state_ptr)
     offset = tl.load(state_ptr + 1)
     if CHANNELS_LAST:
-        u = _uniform_at(seed, offset, _logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64))
+        u = uniform_at(seed, offset, logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64))
     else:
-        u = _uniform_run(seed, offset, tl.program_id(0).to(tl.int64) * BLOCK, BLOCK)
+        u = uniform_run(seed, offset, tl.program_id(0).to(tl.int64) * BLOCK, BLOCK)
     xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
     v = xo + tl.full((), eps, CDT) * (u.to(CDT) * 2.0 - 1.0)
-    _store(x_ptr + offs, _clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
-    _advance(state_ptr, offset, (numel + 3) // 4)
+    store(x_ptr + offs, clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
+    advance(state_ptr, offset, (numel + 3) // 4)
 
 
 @triton.jit
@@ -448,25 +258,25 @@ def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
     for start in range(0, D, BLOCK):
         s = start + tl.arange(0, BLOCK)  # memory index inside the sample
         if RUN:
-            z = _noise_run(seed, offset, first + start, BLOCK, PI_TRIG).to(CDT)
+            z = noise_run(seed, offset, first + start, BLOCK, PI_TRIG).to(CDT)
         else:
-            z = _noise_at(seed, offset, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
+            z = noise_at(seed, offset, first + logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
         acc += tl.where(s < D, z * z, 0.0)
     n_counters = (numel + 3) // 4
-    q0, _q1, _q2, _q3 = _philox_at(seed, offset + n_counters + b.to(tl.int64))
-    scale = _div(_uniform(q0).to(CDT), _sqrt(tl.sum(acc, axis=0))) * tl.full((), eps, CDT)
+    q0, _q1, _q2, _q3 = philox_at(seed, offset + n_counters + b.to(tl.int64))
+    scale = div(uniform(q0).to(CDT), sqrt(tl.sum(acc, axis=0))) * tl.full((), eps, CDT)
     lo = tl.full((), lo, CDT)
     hi = tl.full((), hi, CDT)
     for start in range(0, D, BLOCK):
         s = start + tl.arange(0, BLOCK)
         mask = s < D
         if RUN:
-            z = _noise_run(seed, offset, first + start, BLOCK, PI_TRIG).to(CDT)
+            z = noise_run(seed, offset, first + start, BLOCK, PI_TRIG).to(CDT)
         else:
-            z = _noise_at(seed, offset, first + _logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
+            z = noise_at(seed, offset, first + logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
         xo = tl.load(xo_ptr + base + s, mask=mask).to(CDT)
-        _store(x_ptr + base + s, _clamp(xo + z * scale, lo, hi), mask)
-    _advance(state_ptr, offset, n_counters + numel // D)
+        store(x_ptr + base + s, clamp(xo + z * scale, lo, hi), mask)
+    advance(state_ptr, offset, n_counters + numel // D)
 
 
 # ----------------------------------------------------------------------------- host side
@@ -565,8 +375,7 @@ def l2_plan(batch: int, d: int, dtype: torch.dtype) -> tuple[int, int, int, int]
     block, _ = _l2_block(per, dtype)
     chunk = min(d, -(-per // block) * block)
     # a 16-byte vector per thread at least (fewer warps for small blocks), at most 8 warps
-    vector = 16 // torch.empty((), dtype=dtype).element_size()
-    return chunk, -(-d // chunk), block, max(1, min(8, block // (32 * vector)))
+    return chunk, -(-d // chunk), block, max(1, min(8, block // (32 * _VECTOR[dtype])))
 
 
 def _pgd_step_l2(x, grad, x_orig, alpha, has_eps, eps, lo, hi):
