@@ -25,6 +25,19 @@ EBJDAT_HD C clamp_keep_nan(C v, C lo, C hi) {
   return v < lo ? lo : (v > hi ? hi : v);
 }
 
+// fp32 on sm_80+: max.NaN / min.NaN are the same clamp in two instructions, not four
+// (two compares, two selects); they differ from the comparisons above only in the sign
+// of a zero at a zero bound (max(-0, +0) = +0), which compares equal.
+EBJDAT_HD float clamp_keep_nan(float v, float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("max.NaN.f32 %0, %0, %1;" : "+f"(v) : "f"(lo));
+  asm("min.NaN.f32 %0, %0, %1;" : "+f"(v) : "f"(hi));
+  return v;
+#else
+  return v < lo ? lo : (v > hi ? hi : v);
+#endif
+}
+
 EBJDAT_HD float sqrt_rn(float v) { return sqrtf(v); }   // IEEE sqrt on host and device
 EBJDAT_HD double sqrt_rn(double v) { return sqrt(v); }
 

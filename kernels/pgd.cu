@@ -1,6 +1,6 @@
 // pgd_step and pgd_init kernels.
 //  * linf: elementwise, chunks of kElemsPerThread<XT> consecutive elements per thread
-//    (16-byte accesses when aligned), grid-striding (like sgld.cu).
+//    (16-byte accesses when aligned), grid-striding, whole chunks before the tail (like sgld.cu).
 //  * l2 step: L2Plan's chunks (kernels/pgd.cuh), one block each: a sum pass and a write
 //    pass over 16-byte vectors. With one chunk per sample a single launch; with more, a
 //    launch of sums into the caller's scratch and one that combines them and writes.
@@ -14,26 +14,33 @@
 
 namespace ebjdat {
 
+// One chunk of the linf step; FULL: whole and aligned, no bound checks (as sgld_chunk).
+template <bool FULL, class XT, class GT, int N>
+__device__ __forceinline__ void pgd_linf_chunk(XT* __restrict__ x, const GT* __restrict__ g,
+                                               const XT* __restrict__ xo, int64_t base, int64_t n,
+                                               const PgdParams<compute_t<XT>>& p) {
+  XT xs[N], os[N];
+  GT gs[N];
+  load_chunk<N>(x, base, n, FULL, xs);
+  load_chunk<N>(g, base, n, FULL, gs);
+  load_chunk<N>(xo, base, n, FULL, os);
+#pragma unroll
+  for (int j = 0; j < N; ++j)
+    if (FULL || base + j < n) xs[j] = pgd_step_linf_element<XT, GT>(xs[j], gs[j], os[j], p);
+  store_chunk<N>(x, base, n, FULL, xs);
+}
+
 template <class XT, class GT>
 __global__ void __launch_bounds__(kThreads)
 pgd_step_linf_kernel(XT* __restrict__ x, const GT* __restrict__ g, const XT* __restrict__ xo,
                      int64_t n, PgdParams<compute_t<XT>> p, bool aligned) {
   constexpr int N = kElemsPerThread<XT>;
-  const int64_t chunks = (n + N - 1) / N;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < chunks; k += stride) {
-    const int64_t base = k * N;
-    const bool full = aligned && base + N <= n;
-    XT xs[N], os[N];
-    GT gs[N];
-    load_chunk<N>(x, base, n, full, xs);
-    load_chunk<N>(g, base, n, full, gs);
-    load_chunk<N>(xo, base, n, full, os);
-#pragma unroll
-    for (int j = 0; j < N; ++j)
-      if (full || base + j < n) xs[j] = pgd_step_linf_element<XT, GT>(xs[j], gs[j], os[j], p);
-    store_chunk<N>(x, base, n, full, xs);
-  }
+  int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  for (const int64_t whole = aligned ? n / N : 0; k < whole; k += stride)   // then the tail
+    pgd_linf_chunk<true, XT, GT, N>(x, g, xo, k * N, n, p);
+  for (const int64_t chunks = (n + N - 1) / N; k < chunks; k += stride)
+    pgd_linf_chunk<false, XT, GT, N>(x, g, xo, k * N, n, p);
 }
 
 // The l2 step's pieces (plan and math: kernels/pgd.cuh). A chunk is elements [lo, hi) of
@@ -142,6 +149,24 @@ pgd_step_l2_finish_kernel(XT* __restrict__ x, const GT* __restrict__ g,
   l2_chunk_write<XT, GT>(x, g, xo, lo, lo + chunk < end ? lo + chunk : end, aligned, gn, f, p);
 }
 
+// One chunk of the linf random start; FULL as in pgd_linf_chunk.
+template <bool FULL, class XT, int N>
+__device__ __forceinline__ void pgd_init_linf_chunk(XT* __restrict__ x, const XT* __restrict__ xo,
+                                                    int64_t base, int64_t n, uint64_t seed,
+                                                    uint64_t offset, const Layout& L,
+                                                    const PgdParams<compute_t<XT>>& p) {
+  XT xs[N], os[N];
+  load_chunk<N>(xo, base, n, FULL, os);
+  uint32_t rs[N] = {};
+  words_chunk<N>(seed, offset, L, base, n, rs);
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    if (!FULL && base + j >= n) break;
+    xs[j] = pgd_init_linf_element<XT>(os[j], rs[j], p);
+  }
+  store_chunk<N>(x, base, n, FULL, xs);
+}
+
 // CL (channels_last) is a template flag, as in sgld.cu: a kernel holds one word path (a
 // Philox call per four elements in logical order, one per element along a channels_last walk).
 template <class XT, bool CL>
@@ -152,22 +177,12 @@ pgd_init_linf_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* sta
   constexpr int N = kElemsPerThread<XT>;
   uint64_t seed, offset;
   read_generator(state, seed, offset);
-  const int64_t chunks = (n + N - 1) / N;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < chunks; k += stride) {
-    const int64_t base = k * N;
-    const bool full = aligned && base + N <= n;
-    XT xs[N], os[N];
-    load_chunk<N>(xo, base, n, full, os);
-    uint32_t rs[N] = {};
-    words_chunk<N>(seed, offset, L, base, n, rs);
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      if (!full && base + j >= n) break;
-      xs[j] = pgd_init_linf_element<XT>(os[j], rs[j], p);
-    }
-    store_chunk<N>(x, base, n, full, xs);
-  }
+  int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  for (const int64_t whole = aligned ? n / N : 0; k < whole; k += stride)   // then the tail
+    pgd_init_linf_chunk<true, XT, N>(x, xo, k * N, n, seed, offset, L, p);
+  for (const int64_t chunks = (n + N - 1) / N; k < chunks; k += stride)
+    pgd_init_linf_chunk<false, XT, N>(x, xo, k * N, n, seed, offset, L, p);
   finish_generator(state, offset, counters_for((uint64_t)n));
 }
 

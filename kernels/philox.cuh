@@ -5,10 +5,11 @@
 // words (c lo32, c hi32, 0, 0)) and output j = i % 4; a call advances the offset by
 // ceil(n / 4). Normals: Box-Muller on the pair (r_2p, r_2p+1), p = j / 2, cos for even j,
 // sin for odd j. The integer words are bit-identical to the torch reference; the normal
-// differs only through logf, cospif and sinpif (within ebjdat.ops.philox.NOISE_ATOL).
+// differs only through log, sqrt, sin and cos (within ebjdat.ops.philox.NOISE_ATOL).
 #pragma once
 
 #include "common.cuh"
+#include "dtype.cuh"
 
 namespace ebjdat {
 
@@ -48,40 +49,82 @@ EBJDAT_HD Philox4 philox4x32(uint64_t seed, uint64_t counter) {
   return Philox4{c0, c1, c2, c3};
 }
 
-// Uniform in (0, 1): ((r >> 9) + 0.5) * 2^-23, exact in fp32.
+// Uniform in (0, 1): ((r >> 9) + 0.5) * 2^-23, exact in fp32, computed as
+// (1 + (r >> 9) * 2^-23) - (1 - 2^-24): the first term is the float with mantissa bits
+// r >> 9 and exponent 0, and the difference, a multiple of 2^-24 below 1, is exact
+// (three instructions instead of four: no integer-to-float conversion, no multiply).
 EBJDAT_HD float uniform01(uint32_t r) {
-  return ((float)(r >> 9) + 0.5f) * 1.1920928955078125e-07f;
+  return bits_float(0x3F800000u | (r >> 9)) - 0.99999994039535522f;
 }
 
-// cos(2 pi (u - 0.5)) as cospi(2u - 1), or sin as sinpi(2u - 1) (2u - 1 is exact for
-// these u): on the device cospif / sinpif need no Payne-Hanek argument reduction, so the
-// kernels carry no slow-path call and no local array; the host evaluates the same
-// functions in double. Both are within a few 1e-7 of the specification's fp32
-// cos / sin((u - 0.5) * float32(2 pi)) (philox.py, NOISE_ATOL).
-EBJDAT_HD float trig_2pi_centered(float u, bool sine) {
-  const float t = 2.0f * u - 1.0f;
+// Box-Muller of the word pair (ra, rb): radius sqrt(-2 log u(ra)), angle
+// theta = (u(rb) - 0.5) * float32(2 pi) (the specification's fp32 product, exact here as
+// everywhere: no FMA contraction). The log is log_unit below, accurate to 1e-7 relative
+// (its argument comes within 2^-24 of 1, where an approximate log's absolute error would
+// swamp the result). On the device sin, cos and the square root take the special-function
+// unit: sin.approx / cos.approx are within 2^-21.4 of sin / cos on [-pi, pi], so z moves by
+// at most 5.8 * 4e-7, and r2 * rsqrt(r2) by a relative 2^-22: inside NOISE_ATOL (1e-5)
+// with room, without sinpif / cospif's polynomials or the IEEE sqrt's refinement and slow
+// path. The host evaluates sin / cos in double, rounded once, and sqrtf.
+EBJDAT_HD float bm_theta(uint32_t rb) { return (uniform01(rb) - 0.5f) * 6.2831854820251465f; }
+
+// ln(u) for the uniforms u of uniform01 (normal, in [2^-24, 1)): logf without its cases
+// for zero, subnormals, infinities and NaN, which these u never are (16 instructions where
+// logf takes about 24). u = 2^e * m with m in [sqrt(1/2), sqrt(2)); f = m - 1 is exact and
+// ln(1 + f) = f - f^2 / 2 + f^3 P(f), P a degree-6 least-squares fit of the remainder on
+// that interval (coefficients rounded to fp32); fmaf throughout, so host and device agree
+// bit for bit. Over all 2^23 possible u the relative error is below 1e-7 (1.6 ulp) and the
+// Box-Muller radius is within 1.3e-7 of sqrt(-2 ln u) in double (tests/test_philox_log.py
+// checks every u).
+EBJDAT_HD float log_unit(float u) {
+  const uint32_t bits = float_bits(u);
+  const uint32_t e_bits = (bits - 0x3F3504F3u) & 0xFF800000u;  // 0x3F3504F3: fp32 sqrt(1/2)
+  const float m = bits_float(bits - e_bits);
+  const float e = (float)((int32_t)e_bits >> 23);
+  const float f = m - 1.0f;
+  float p = 0.08506953716278076f;
+  p = fmaf(p, f, -0.14197471737861633f);
+  p = fmaf(p, f, 0.14950978755950928f);
+  p = fmaf(p, f, -0.165879487991333f);
+  p = fmaf(p, f, 0.19960597157478333f);
+  p = fmaf(p, f, -0.250009685754776f);
+  p = fmaf(p, f, 0.33333972096443176f);
+  const float r = fmaf(f * f, fmaf(f, p, -0.5f), f);   // f - f^2 / 2 + f^3 P(f)
+  return fmaf(e, 0.693147182464599609375f, r);          // + e * fp32(ln 2)
+}
+
+EBJDAT_HD float bm_radius(uint32_t ra) {
+  const float r2 = -2.0f * log_unit(uniform01(ra));  // in [1.19e-7, 33.3]: normal, never 0
 #if defined(__CUDA_ARCH__)
-  return sine ? sinpif(t) : cospif(t);
+  float rs;  // r2 is normal: the flush-to-zero form skips rsqrtf's subnormal rescaling
+  asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(rs) : "f"(r2));
+  return r2 * rs;
 #else
-  const double a = 3.141592653589793 * (double)t;
-  return (float)(sine ? sin(a) : cos(a));
+  return sqrtf(r2);
 #endif
 }
 
-// Box-Muller radius sqrt(-2 log u(ra)) of a word pair's first word.
-EBJDAT_HD float bm_radius(uint32_t ra) { return sqrtf(-2.0f * logf(uniform01(ra))); }
-
-// Standard normal of the pair (ra, rb): the radius times cos(2 pi (u(rb) - 0.5)), or sin of
-// the same angle for the pair's second element.
-EBJDAT_HD float box_muller(uint32_t ra, uint32_t rb, bool sine) {
-  return bm_radius(ra) * trig_2pi_centered(uniform01(rb), sine);
+// Both normals of the pair (ra, rb): radius * cos(theta) and radius * sin(theta).
+EBJDAT_HD void box_muller2(uint32_t ra, uint32_t rb, float& zc, float& zs) {
+  const float radius = bm_radius(ra), theta = bm_theta(rb);
+#if defined(__CUDA_ARCH__)
+  float s, c;
+  __sincosf(theta, &s, &c);
+#else
+  const float s = (float)sin((double)theta), c = (float)cos((double)theta);
+#endif
+  zc = radius * c;
+  zs = radius * s;
 }
 
-// Both normals of the pair (ra, rb): the cos and the sin branch of one radius and angle.
-EBJDAT_HD void box_muller2(uint32_t ra, uint32_t rb, float& zc, float& zs) {
-  const float radius = bm_radius(ra), u = uniform01(rb);
-  zc = radius * trig_2pi_centered(u, false);
-  zs = radius * trig_2pi_centered(u, true);
+// One of the pair's normals: the cos branch, or the sin branch when `sine`.
+EBJDAT_HD float box_muller(uint32_t ra, uint32_t rb, bool sine) {
+  const float radius = bm_radius(ra), theta = bm_theta(rb);
+#if defined(__CUDA_ARCH__)
+  return radius * (sine ? __sinf(theta) : __cosf(theta));
+#else
+  return radius * (float)(sine ? sin((double)theta) : cos((double)theta));
+#endif
 }
 
 // Counters a call of n elements draws.

@@ -142,6 +142,32 @@ def test_noise_identical_across_backends(backend):
     assert g_got.offset == g_ref.offset == offset + philox.counters_for(n)
 
 
+def test_triton_programs_stride_over_blocks(monkeypatch):
+    """A noisy Triton launch runs fewer programs than blocks (a few per SM), each taking
+    blocks p, p + P, ...: with 3 programs over 6 blocks (and a tail) the noise and the
+    generator's advance are those of the spec, for sgld_step_ and the linf random start,
+    in logical order and channels_last."""
+    require_backend("triton")
+    from ebjdat.ops import triton_kernels
+    monkeypatch.setattr(triton_kernels, "_grid", lambda x, n, block, noisy: (3,) if noisy else (-(-n // block),))
+    n = 5 * 512 + 300
+    ref, g_ref = draw(n, 7, 11, "torch")
+    got, g_got = draw(n, 7, 11, "triton")
+    assert (got - ref).abs().max() <= philox.NOISE_ATOL
+    assert g_got.offset == g_ref.offset == 11 + philox.counters_for(n)
+    xo = torch.rand(6, 3, 16, 16).contiguous(memory_format=torch.channels_last)   # 9 blocks of 512
+    out = {}
+    for backend in ("torch", "triton"):
+        gen = ops.PhiloxGenerator(3)
+        x = torch.empty_like(xo)
+        with ops.use_backend(backend):
+            ops.pgd_init_(x, xo, eps=0.1, generator=gen)
+            ops.sgld_step_(x, torch.ones_like(x), step_size=0.0, noise_std=0.5, generator=gen)
+        out[backend] = (x, gen.offset)
+    assert out["torch"][1] == out["triton"][1] == 2 * philox.counters_for(xo.numel())
+    assert (out["torch"][0] - out["triton"][0]).abs().max() <= 0.5 * philox.NOISE_ATOL + 1e-7
+
+
 def test_one_philox_call_serves_four_elements():
     """Element i: output i % 4 of counter offset + i // 4; normals by Box-Muller on the word
     pairs (r0, r1) and (r2, r3), cos for the pair's first element, sin for its second."""

@@ -21,6 +21,9 @@ except NOPs and the ``BRA`` to its own address that ends the code (alignment pad
 executed); ``vector_loads`` says whether a 128-bit global load (``LDG.E.128``, any
 suffix) is present. ``elements_per_thread`` is what one thread handles in one pass of the
 kernel's main loop, so ``sass_instructions / elements_per_thread`` compares kernels.
+``hot_instructions`` counts the smallest loop holding a 128-bit load (``hot_loop``): the
+CUDA elementwise kernels run whole aligned chunks in a loop of their own, so this is what a
+thread executes per pass in the bulk of a large tensor.
 Exit status 1 when a variant failed to compile or spills.
 """
 from __future__ import annotations
@@ -54,7 +57,7 @@ def entry(backend, kernel, variant, family, **fields) -> dict:
     """One variant's record; the measurements stay None unless given."""
     out = dict(backend=backend, kernel=kernel, variant=variant, family=family, ok=True, error=None,
                registers=None, spill_bytes=None, stack_bytes=None, vector_loads=None,
-               sass_instructions=None, elements_per_thread=None)
+               sass_instructions=None, hot_instructions=None, elements_per_thread=None)
     out.update(fields)
     return out
 
@@ -84,21 +87,45 @@ def parse_res_usage(text: str) -> dict[str, int]:
 
 
 def parse_sass(text: str) -> dict[str, dict]:
-    """Per function of ``cuobjdump -sass``: sass_instructions (no NOPs, no final self-BRA)
-    and vector_loads (a 128-bit global load is present)."""
-    out, name = {}, None
+    """Per function of ``cuobjdump -sass``: sass_instructions (no NOPs, no final self-BRA),
+    vector_loads (a 128-bit global load is present) and hot_instructions (``hot_loop``)."""
+    out, name, code = {}, None, {}
     for line in text.splitlines():
         if m := re.match(r"\s*Function : (\S+)", line):
             name = m.group(1)
             out[name] = dict(sass_instructions=0, vector_loads=False)
+            code[name] = []
         elif name and (m := re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([\w.]+)\s*([^;]*);", line)):
             addr, op, args = int(m.group(1), 16), m.group(2), m.group(3).strip()
             if op == "NOP" or (op == "BRA" and args.startswith("0x") and int(args, 16) == addr):
                 continue
             out[name]["sass_instructions"] += 1
-            if op.startswith("LDG") and "128" in op.split("."):
+            code[name].append((addr, op, args))
+            if _vector_load(op):
                 out[name]["vector_loads"] = True
+    for name, instructions in code.items():
+        out[name]["hot_instructions"] = hot_loop(instructions)
     return out
+
+
+def _vector_load(op: str) -> bool:
+    return op.startswith("LDG") and "128" in op.split(".")
+
+
+def hot_loop(instructions: list[tuple[int, str, str]]) -> int:
+    """Instructions in the smallest loop (a backward branch and its target, inclusive)
+    that holds a 128-bit global load: the steady-state body of a kernel whose whole,
+    aligned chunks run in a loop of their own, i.e. what a thread executes per pass in the
+    bulk of a large tensor (rarely taken branches inside it count as executed). A kernel
+    with no such loop (straight-line, or scalar loads only) counts all its instructions."""
+    best = None
+    for addr, op, args in instructions:
+        if op != "BRA" or not args.startswith("0x") or int(args, 16) >= addr:
+            continue
+        body = [o for a, o, _ in instructions if int(args, 16) <= a <= addr]
+        if any(_vector_load(o) for o in body) and (best is None or len(body) < best):
+            best = len(body)
+    return best if best is not None else len(instructions)
 
 
 # ----------------------------------------------------------------------------- tools
@@ -393,9 +420,9 @@ def _span(values, fmt="{:g}") -> str:
 
 def markdown(variants: list[dict]) -> str:
     """One row per (backend, family): ranges of registers, spills, stack, 128-bit loads,
-    SASS instructions per element."""
+    SASS instructions per element (the whole kernel, and its hot loop)."""
     rows = ["| backend | kernel | variants | registers | spill bytes | stack bytes | 128-bit loads "
-            "| SASS instr. / element |", "|---|---|---:|---:|---:|---:|---|---:|"]
+            "| SASS instr. / element | hot loop / element |", "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     groups = {}
     for v in variants:
         groups.setdefault((v["backend"], v["family"] or v["kernel"]), []).append(v)
@@ -403,32 +430,39 @@ def markdown(variants: list[dict]) -> str:
         ok = [v for v in vs if v["ok"]]
         failed = f" ({len(vs) - len(ok)} failed)" if len(ok) < len(vs) else ""
         if not ok:
-            rows.append(f"| {backend} | {family} | {len(vs)}{failed} | | | | | |")
+            rows.append(f"| {backend} | {family} | {len(vs)}{failed} | | | | | | |")
             continue
         vec = sum(v["vector_loads"] for v in ok)
         per = [v["sass_instructions"] / v["elements_per_thread"] for v in ok if v["elements_per_thread"]]
+        hot = [v["hot_instructions"] / v["elements_per_thread"] for v in ok
+               if v["elements_per_thread"] and v.get("hot_instructions")]
         rows.append(f"| {backend} | {family} | {len(vs)}{failed} | {_span([v['registers'] for v in ok])} "
                     f"| {max(v['spill_bytes'] for v in ok)} | {_span([v['stack_bytes'] for v in ok])} "
                     f"| {'all' if vec == len(ok) else 'none' if not vec else f'{vec} of {len(ok)}'} "
-                    f"| {_span(per, '{:.0f}') if per else ''} |")
+                    f"| {_span(per, '{:.0f}') if per else ''} | {_span(hot, '{:.0f}') if hot else ''} |")
     rows.append("\nSASS instr. / element: the static count of a kernel's SASS instructions (every "
                 "path: the vectorised body, the tail, the NaN and slow paths) over the elements one "
                 "thread handles per pass of its main loop; the l2 kernels make two passes over a "
                 "sample (a CUDA l2 step thread takes one 16-byte vector per pass, an l2 start thread "
                 "one element, a Triton one BLOCK / threads). "
-                "An upper bound on what one element executes, for comparing variants.")
+                "An upper bound on what one element executes, for comparing variants. "
+                "Hot loop / element: the instructions of the smallest loop holding a 128-bit load "
+                "(the whole kernel where there is none) over the same elements: what a thread "
+                "executes per element in the bulk of a large aligned tensor.")
     return "\n".join(rows) + "\n"
 
 
 def table(variants: list[dict]) -> str:
-    lines = [f"{'backend':7} {'variant':58} {'regs':>4} {'spill':>5} {'stack':>5} {'v128':>4} {'sass':>5} {'ept':>3}"]
+    lines = [f"{'backend':7} {'variant':58} {'regs':>4} {'spill':>5} {'stack':>5} {'v128':>4} {'sass':>5} "
+             f"{'hot':>5} {'ept':>3}"]
     for v in variants:
         if not v["ok"]:
             lines.append(f"{v['backend']:7} {v['variant'][:58]:58} FAILED: {' '.join(v['error'].split())[-80:]}")
             continue
         lines.append(f"{v['backend']:7} {v['variant'][:58]:58} {v['registers']:4} {v['spill_bytes']:5} "
                      f"{v['stack_bytes']:5} {'yes' if v['vector_loads'] else 'no':>4} "
-                     f"{v['sass_instructions']:5} {v['elements_per_thread'] or '?':>3}")
+                     f"{v['sass_instructions']:5} {v.get('hot_instructions') or '?':>5} "
+                     f"{v['elements_per_thread'] or '?':>3}")
     return "\n".join(lines)
 
 

@@ -65,24 +65,27 @@ def _ext_or_raise():
     return ext
 
 
-@functools.cache
-def _host_entry(name: str):
-    """``_C.<name>_host``, looked up once."""
-    return getattr(_ext_or_raise(), name + "_host")
+_HOST: dict = {}   # name -> _C.<name>_host, looked up once
 
 
 def _call(name: str, x: torch.Tensor, *args) -> None:
     """Run ``_C.<name>`` on x's device: the kernel on the current stream, or the host loop."""
-    if x.is_cuda:
+    if x.is_cpu:
+        entry = _HOST.get(name)
+        if entry is None:
+            entry = _HOST[name] = getattr(_ext_or_raise(), name + "_host")
+        entry(*args)
+    elif x.is_cuda:
         ext = _ext_or_raise()
         if not ext.has_device_code():
             raise RuntimeError("ebjdat._C was built without device code; " + _BUILD_HINT)
         stream = torch.cuda.current_stream(x.device).cuda_stream
         getattr(ext, name)(*args, x.device.index, stream)
-    elif x.is_cpu:
-        _host_entry(name)(*args)
     else:
         raise RuntimeError(f"the cuda backend does not run on {x.device.type} tensors")
+
+
+_NO_LAYOUT = (0, 0, 0)
 
 
 def _layout_args(layout) -> tuple[int, int, int]:
@@ -94,19 +97,21 @@ def _batch(x: torch.Tensor) -> int:
     return x.shape[0] if x.dim() > 0 else 1
 
 
+# The scalars arrive as Python floats (ops.checks returns floats; the dispatcher passes
+# floats): pybind11 takes them as doubles without a conversion here.
 def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=None):
     """x <- clamp(x + step_size * clamp(grad, -grad_clip, grad_clip) + noise_std * z, lo, hi)."""
-    noise = noise_std > 0
-    _call("sgld_step", x, x.data_ptr(), grad.data_ptr(), state.data_ptr() if noise else 0,
-          x.numel(), _DTYPE_CODE[x.dtype], _DTYPE_CODE[grad.dtype], float(step_size),
-          float(noise_std), float(grad_clip), float(lo), float(hi), *_layout_args(layout))
+    c, h, w = _NO_LAYOUT if layout is None else _layout_args(layout)
+    _call("sgld_step", x, x.data_ptr(), grad.data_ptr(), state.data_ptr() if noise_std > 0 else 0,
+          x.numel(), _DTYPE_CODE[x.dtype], _DTYPE_CODE[grad.dtype], step_size, noise_std, grad_clip,
+          lo, hi, c, h, w)
 
 
 def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
     """One PGD step (linf: sign step; l2: normalised step), projected onto the eps-ball."""
     args = (x.data_ptr(), grad.data_ptr(), x_orig.data_ptr(), x.numel(), _batch(x), _DTYPE_CODE[x.dtype],
-            _DTYPE_CODE[grad.dtype], float(alpha), eps is not None, 0.0 if eps is None else float(eps),
-            norm == "l2", float(lo), float(hi))
+            _DTYPE_CODE[grad.dtype], alpha, eps is not None, 0.0 if eps is None else eps,
+            norm == "l2", lo, hi)
     if x.is_cuda:  # the l2 step of a few large samples sums its chunks into scratch memory
         scratch = _l2_scratch(x) if norm == "l2" else None
         _call("pgd_step", x, *args, 0 if scratch is None else scratch.data_ptr(),

@@ -36,22 +36,11 @@ def _like_x(t: Tensor, layout) -> Tensor:
     return t.contiguous(memory_format=fmt)
 
 
-def _all_contiguous(x: Tensor, others: tuple[Tensor, ...]) -> bool:
-    if not x.is_contiguous():
-        return False
-    for o in others:
-        if not o.is_contiguous():
-            return False
-    return True
-
-
-def _run(fn, x: Tensor, others: tuple[Tensor, ...], backend: str, *args) -> None:
-    """Call backend fn(x, *others, *args, layout) on dense memory; copy back if needed."""
+def _run(fn, impl, x: Tensor, others: tuple[Tensor, ...], *args) -> None:
+    """Call impl.fn(x, *others, *args, layout) on dense memory sharing x's layout; copy
+    back if x itself was not dense. The ops below take the common case (every tensor
+    contiguous, or a backend taking any layout) before calling this."""
     if x.numel() == 0:
-        return
-    impl = backends.resolve(backend, x)
-    if impl.ANY_LAYOUT or _all_contiguous(x, others):   # the common case: no layout work
-        getattr(impl, fn)(x, *others, *args, CONTIGUOUS)
         return
     dense, layout = _dense_layout(x)
     target = x if dense else x.contiguous()
@@ -75,19 +64,36 @@ _SCHEMAS = {
 }
 
 
+# The implementations: the backend for (selection, device), then straight to it when the
+# tensors are contiguous (no layout work: the path every sampler and attack step takes).
 def sgld_step_(x: Tensor, grad: Tensor, state: Optional[Tensor], step_size: float,
                noise_std: float, grad_clip: float, lo: float, hi: float, backend: str) -> None:
-    _run("sgld_step", x, (grad,), backend, state, step_size, noise_std, grad_clip, lo, hi)
+    impl = backends.resolve(backend, x)
+    if impl.ANY_LAYOUT or (x.is_contiguous() and grad.is_contiguous()):
+        if x.numel():
+            impl.sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, CONTIGUOUS)
+        return
+    _run("sgld_step", impl, x, (grad,), state, step_size, noise_std, grad_clip, lo, hi)
 
 
 def pgd_step_(x: Tensor, grad: Tensor, x_orig: Tensor, alpha: float, eps: Optional[float],
               norm: str, lo: float, hi: float, backend: str) -> None:
-    _run("pgd_step", x, (grad, x_orig), backend, alpha, eps, norm, lo, hi)
+    impl = backends.resolve(backend, x)
+    if impl.ANY_LAYOUT or (x.is_contiguous() and grad.is_contiguous() and x_orig.is_contiguous()):
+        if x.numel():
+            impl.pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, CONTIGUOUS)
+        return
+    _run("pgd_step", impl, x, (grad, x_orig), alpha, eps, norm, lo, hi)
 
 
 def pgd_init_(x: Tensor, x_orig: Tensor, state: Tensor, eps: float, norm: str,
               lo: float, hi: float, backend: str) -> None:
-    _run("pgd_init", x, (x_orig,), backend, state, eps, norm, lo, hi)
+    impl = backends.resolve(backend, x)
+    if impl.ANY_LAYOUT or (x.is_contiguous() and x_orig.is_contiguous()):
+        if x.numel():
+            impl.pgd_init(x, x_orig, state, eps, norm, lo, hi, CONTIGUOUS)
+        return
+    _run("pgd_init", impl, x, (x_orig,), state, eps, norm, lo, hi)
 
 
 def _fake(*args) -> None:

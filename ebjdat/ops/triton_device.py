@@ -52,22 +52,57 @@ def philox_at(seed, counter):
 
 @triton.jit
 def uniform(r):
-    """fp32 uniform in (0, 1) from a uint32 word: ((r >> 9) + 0.5) * 2**-23, exact."""
-    return ((r >> 9).to(tl.float32) + 0.5) * _INV_2_23
+    """fp32 uniform in (0, 1) from a uint32 word: ((r >> 9) + 0.5) * 2**-23, exact, as
+    (1 + (r >> 9) * 2**-23) - (1 - 2**-24) (kernels/philox.cuh's uniform01)."""
+    return ((r >> 9) | 0x3F800000).to(tl.float32, bitcast=True) - 0.99999994039535522
 
 
 @triton.jit
-def pair(ra, rb, PI_TRIG: tl.constexpr):
-    """The Box-Muller pair of two uint32 words: (rho cos theta, rho sin theta) in fp32,
-    rho = sqrt(-2 log u(ra)), theta = 2pi (u(rb) - 0.5). PI_TRIG (compiled for a GPU):
-    cospi / sinpi of 2u - 1 (exact), which need no slow-path argument reduction, as the
-    CUDA kernels do; the interpreter, which lacks them, takes cos / sin of theta."""
-    rho = tl.sqrt_rn(-2.0 * tl.log(uniform(ra)))  # tl.sqrt is approximate on GPUs
-    if PI_TRIG:
-        t = uniform(rb) * 2.0 - 1.0
-        return rho * libdevice.cospi(t), rho * libdevice.sinpi(t)
+def log_unit(u):
+    """ln(u) for the uniforms u in [2**-24, 1): kernels/philox.cuh's log_unit, the same
+    fmas and constants (within 1e-7 relative of ln on every such u)."""
+    bits = u.to(tl.uint32, bitcast=True)
+    e_bits = (bits - 0x3F3504F3) & 0xFF800000
+    m = (bits - e_bits).to(tl.float32, bitcast=True)
+    e = (e_bits.to(tl.int32, bitcast=True) >> 23).to(tl.float32)
+    f = m - 1.0
+    p = tl.fma(f, 0.08506953716278076, -0.14197471737861633)
+    p = tl.fma(p, f, 0.14950978755950928)
+    p = tl.fma(p, f, -0.165879487991333)
+    p = tl.fma(p, f, 0.19960597157478333)
+    p = tl.fma(p, f, -0.250009685754776)
+    p = tl.fma(p, f, 0.33333972096443176)
+    r = tl.fma(f * f, tl.fma(f, p, -0.5), f)
+    return tl.fma(e, 0.693147182464599609375, r)
+
+
+@triton.jit
+def radius_theta(ra, rb, SFU: tl.constexpr):
+    """Box-Muller's radius sqrt(-2 ln u(ra)) and angle (u(rb) - 0.5) * fp32(2 pi). SFU
+    (compiled for a GPU): the square root as r2 * rsqrt(r2) on the special-function unit,
+    as the CUDA kernels do; the interpreter takes the IEEE one."""
+    r2 = -2.0 * log_unit(uniform(ra))
     theta = (uniform(rb) - 0.5) * _TWO_PI
-    return rho * tl.cos(theta), rho * tl.sin(theta)
+    if SFU:
+        return r2 * libdevice.rsqrt(r2), theta
+    return tl.sqrt_rn(r2), theta
+
+
+@triton.jit
+def cos_sin(theta, SFU: tl.constexpr):
+    """cos and sin of theta in [-pi, pi]: the special-function unit's (within 2**-21.4)
+    when compiled for a GPU, as the CUDA kernels; libm's in the interpreter."""
+    if SFU:
+        return libdevice.fast_cosf(theta), libdevice.fast_sinf(theta)
+    return tl.cos(theta), tl.sin(theta)
+
+
+@triton.jit
+def pair(ra, rb, SFU: tl.constexpr):
+    """The Box-Muller pair of two uint32 words: (rho cos theta, rho sin theta) in fp32."""
+    rho, theta = radius_theta(ra, rb, SFU)
+    c, s = cos_sin(theta, SFU)
+    return rho * c, rho * s
 
 
 @triton.jit
@@ -77,30 +112,25 @@ def interleave4(a0, a1, a2, a3):
 
 
 @triton.jit
-def noise_at(seed, offset, idx, PI_TRIG: tl.constexpr):
+def noise_at(seed, offset, idx, SFU: tl.constexpr):
     """fp32 N(0, 1) of the int64 logical elements idx of a call at offset (any order):
     element i takes output i % 4 of counter offset + i // 4 (philox.py): the pair's words
     are selected first, so each element pays one log and one square root."""
     r0, r1, r2, r3 = philox_at(seed, offset + idx // 4)
     j = idx % 4
     second = j >= 2
-    rho = tl.sqrt_rn(-2.0 * tl.log(uniform(tl.where(second, r2, r0))))
-    u = uniform(tl.where(second, r3, r1))
-    odd = (j % 2) == 1   # the same functions as _pair: a layout never changes a bit of noise
-    if PI_TRIG:
-        t = u * 2.0 - 1.0
-        return rho * tl.where(odd, libdevice.sinpi(t), libdevice.cospi(t))
-    theta = (u - 0.5) * _TWO_PI
-    return rho * tl.where(odd, tl.sin(theta), tl.cos(theta))
+    rho, theta = radius_theta(tl.where(second, r2, r0), tl.where(second, r3, r1), SFU)
+    c, s = cos_sin(theta, SFU)   # the same functions as pair: a layout never changes a bit of noise
+    return rho * tl.where((j % 2) == 1, s, c)
 
 
 @triton.jit
-def noise_run(seed, offset, first, BLOCK: tl.constexpr, PI_TRIG: tl.constexpr):
+def noise_run(seed, offset, first, BLOCK: tl.constexpr, SFU: tl.constexpr):
     """fp32 N(0, 1) of the BLOCK consecutive logical elements first, first + 1, ...
     (first % 4 == 0): one Philox call and one pair of logs and square roots per 4."""
     r0, r1, r2, r3 = philox_at(seed, offset + first // 4 + tl.arange(0, BLOCK // 4).to(tl.int64))
-    c0, s0 = pair(r0, r1, PI_TRIG)
-    c1, s1 = pair(r2, r3, PI_TRIG)
+    c0, s0 = pair(r0, r1, SFU)
+    c1, s1 = pair(r2, r3, SFU)
     return interleave4(c0, s0, c1, s1)
 
 
@@ -181,11 +211,18 @@ def store(ptrs, v, mask):
 @triton.jit
 def block_offsets(numel, BIG: tl.constexpr, BLOCK: tl.constexpr):
     """Memory indices of this program's block and their in-bounds mask."""
-    pid = tl.program_id(0)
+    offs, mask, _start = block_at(tl.program_id(0), numel, BIG, BLOCK)
+    return offs, mask
+
+
+@triton.jit
+def block_at(blk, numel, BIG: tl.constexpr, BLOCK: tl.constexpr):
+    """Memory indices of block blk, their in-bounds mask, and the block's first index."""
     if BIG:  # numel + BLOCK may exceed int32
-        pid = pid.to(tl.int64)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    return offs, offs < numel
+        blk = blk.to(tl.int64)
+    start = blk * BLOCK
+    offs = start + tl.arange(0, BLOCK)
+    return offs, offs < numel, start
 
 
 @triton.jit

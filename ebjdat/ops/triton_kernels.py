@@ -34,6 +34,7 @@ import triton.language as tl
 from .backends import interpreting
 from .triton_device import (
     advance,
+    block_at,
     block_offsets,
     clamp,
     div,
@@ -66,21 +67,26 @@ def _sgld_kernel(x_ptr, g_ptr, state_ptr, numel, C, HW, D,
                  step: tl.float64, noise_std: tl.float64, clip: tl.float64,
                  lo: tl.float64, hi: tl.float64,
                  CDT: tl.constexpr, HAS_NOISE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                 BIG: tl.constexpr, BLOCK: tl.constexpr, PI_TRIG: tl.constexpr):
-    """x[m] <- clamp(x + step * clamp(g, -clip, clip) + noise_std * z[logical(m)], lo, hi)."""
-    offs, mask = block_offsets(numel, BIG, BLOCK)
-    clip = tl.full((), clip, CDT)
-    g = clamp(tl.load(g_ptr + offs, mask=mask).to(CDT), -clip, clip)
-    v = tl.load(x_ptr + offs, mask=mask).to(CDT) + tl.full((), step, CDT) * g
+                 BIG: tl.constexpr, BLOCK: tl.constexpr, SFU: tl.constexpr):
+    """x[m] <- clamp(x + step * clamp(g, -clip, clip) + noise_std * z[logical(m)], lo, hi).
+    Program p takes blocks p, p + P, ... (P programs): a noisy launch runs a grid of a few
+    programs per SM (``_grid``), so that few programs count themselves done on the
+    generator; a noiseless one a program per block."""
     if HAS_NOISE:
         seed = tl.load(state_ptr)
         offset = tl.load(state_ptr + 1)
-        if CHANNELS_LAST:   # memory order is not logical order: each element its own word
-            z = noise_at(seed, offset, logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG)
-        else:               # a block of consecutive elements: one Philox call per 4
-            z = noise_run(seed, offset, tl.program_id(0).to(tl.int64) * BLOCK, BLOCK, PI_TRIG)
-        v = v + tl.full((), noise_std, CDT) * z.to(CDT)
-    store(x_ptr + offs, clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
+    clip = tl.full((), clip, CDT)
+    for blk in range(tl.program_id(0), tl.cdiv(numel, BLOCK), tl.num_programs(0)):
+        offs, mask, start = block_at(blk, numel, BIG, BLOCK)
+        g = clamp(tl.load(g_ptr + offs, mask=mask).to(CDT), -clip, clip)
+        v = tl.load(x_ptr + offs, mask=mask).to(CDT) + tl.full((), step, CDT) * g
+        if HAS_NOISE:
+            if CHANNELS_LAST:   # memory order is not logical order: each element its own word
+                z = noise_at(seed, offset, logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64), SFU)
+            else:               # a block of consecutive elements: one Philox call per 4
+                z = noise_run(seed, offset, start, BLOCK, SFU)
+            v = v + tl.full((), noise_std, CDT) * z.to(CDT)
+        store(x_ptr + offs, clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
     if HAS_NOISE:
         advance(state_ptr, offset, (numel + 3) // 4)
 
@@ -223,17 +229,19 @@ def _init_linf_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
                       eps: tl.float64, lo: tl.float64, hi: tl.float64,
                       CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, BIG: tl.constexpr,
                       BLOCK: tl.constexpr):
-    """x[m] <- clamp(xo + eps * (2 u - 1), lo, hi), u the uniform of logical(m) (philox.py)."""
-    offs, mask = block_offsets(numel, BIG, BLOCK)
+    """x[m] <- clamp(xo + eps * (2 u - 1), lo, hi), u the uniform of logical(m) (philox.py).
+    Program p takes blocks p, p + P, ... (a grid of a few programs per SM, as a noisy sgld)."""
     seed = tl.load(state_ptr)
     offset = tl.load(state_ptr + 1)
-    if CHANNELS_LAST:
-        u = uniform_at(seed, offset, logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64))
-    else:
-        u = uniform_run(seed, offset, tl.program_id(0).to(tl.int64) * BLOCK, BLOCK)
-    xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
-    v = xo + tl.full((), eps, CDT) * (u.to(CDT) * 2.0 - 1.0)
-    store(x_ptr + offs, clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
+    for blk in range(tl.program_id(0), tl.cdiv(numel, BLOCK), tl.num_programs(0)):
+        offs, mask, start = block_at(blk, numel, BIG, BLOCK)
+        if CHANNELS_LAST:
+            u = uniform_at(seed, offset, logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64))
+        else:
+            u = uniform_run(seed, offset, start, BLOCK)
+        xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
+        v = xo + tl.full((), eps, CDT) * (u.to(CDT) * 2.0 - 1.0)
+        store(x_ptr + offs, clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
     advance(state_ptr, offset, (numel + 3) // 4)
 
 
@@ -241,7 +249,7 @@ def _init_linf_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
 def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
                     eps: tl.float64, lo: tl.float64, hi: tl.float64,
                     CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, RUN: tl.constexpr, BIG: tl.constexpr,
-                    BLOCK: tl.constexpr, PI_TRIG: tl.constexpr):
+                    BLOCK: tl.constexpr, SFU: tl.constexpr):
     """One program per sample b: z = N(0, I), the normals of its elements' logical
     indices b*D + logical(s); radius = u(r0) of counter offset + ceil(numel / 4) + b;
     x <- clamp(xo + z * ((radius / ||z||) * eps), lo, hi). z is drawn twice (norm, write).
@@ -258,9 +266,9 @@ def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
     for start in range(0, D, BLOCK):
         s = start + tl.arange(0, BLOCK)  # memory index inside the sample
         if RUN:
-            z = noise_run(seed, offset, first + start, BLOCK, PI_TRIG).to(CDT)
+            z = noise_run(seed, offset, first + start, BLOCK, SFU).to(CDT)
         else:
-            z = noise_at(seed, offset, first + logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
+            z = noise_at(seed, offset, first + logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), SFU).to(CDT)
         acc += tl.where(s < D, z * z, 0.0)
     n_counters = (numel + 3) // 4
     q0, _q1, _q2, _q3 = philox_at(seed, offset + n_counters + b.to(tl.int64))
@@ -271,9 +279,9 @@ def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
         s = start + tl.arange(0, BLOCK)
         mask = s < D
         if RUN:
-            z = noise_run(seed, offset, first + start, BLOCK, PI_TRIG).to(CDT)
+            z = noise_run(seed, offset, first + start, BLOCK, SFU).to(CDT)
         else:
-            z = noise_at(seed, offset, first + logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), PI_TRIG).to(CDT)
+            z = noise_at(seed, offset, first + logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), SFU).to(CDT)
         xo = tl.load(xo_ptr + base + s, mask=mask).to(CDT)
         store(x_ptr + base + s, clamp(xo + z * scale, lo, hi), mask)
     advance(state_ptr, offset, n_counters + numel // D)
@@ -330,6 +338,22 @@ def _elementwise(x: torch.Tensor, n: int, cap: int = _BLOCK) -> tuple[int, int]:
     return block, max(1, min(8, block // (32 * _VECTOR[x.dtype])))
 
 
+# Programs per SM of a launch that counts its programs on the generator: each program
+# of a noisy launch makes two atomics on the generator's done-word, and a 256 MB tensor
+# in blocks of 512 would make 131,072 programs contend for that one word.
+_NOISY_PROGRAMS_PER_SM = 8
+
+
+def _grid(x: torch.Tensor, n: int, block: int, noisy: bool) -> tuple[int]:
+    """A program per block; for a noisy launch at most _NOISY_PROGRAMS_PER_SM per SM, the
+    programs striding over the blocks."""
+    blocks = triton.cdiv(n, block)
+    if noisy:
+        sms = _sm_count(x.device.index or 0) if x.is_cuda else 132
+        blocks = min(blocks, _NOISY_PROGRAMS_PER_SM * sms)
+    return (blocks,)
+
+
 def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=None):
     """x <- clamp(x + step_size * clamp(grad, -grad_clip, grad_clip) + noise_std * z, lo, hi)."""
     n = x.numel()
@@ -339,11 +363,11 @@ def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=No
     # words and indices in registers (8 per thread spill, as the sm_90 compile report showed)
     block, warps = _elementwise(x, n, _BLOCK // 2 if cl else _BLOCK)
     with _launch_device(x):
-        _sgld_kernel[(triton.cdiv(n, block),)](
+        _sgld_kernel[_grid(x, n, block, noise)](
             x, grad, state if noise else x, n, c, hw, d,
             float(step_size), float(noise_std), float(grad_clip), float(lo), float(hi),
             CDT=_cdt(x), HAS_NOISE=noise, CHANNELS_LAST=cl, BIG=_big(n, block),
-            BLOCK=block, PI_TRIG=not interpreting(), num_warps=warps, enable_fp_fusion=False)
+            BLOCK=block, SFU=not interpreting(), num_warps=warps, enable_fp_fusion=False)
 
 
 def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
@@ -402,7 +426,7 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     with _launch_device(x):
         if norm == "linf":
             block, warps = _elementwise(x, n)
-            _init_linf_kernel[(triton.cdiv(n, block),)](
+            _init_linf_kernel[_grid(x, n, block, True)](
                 x, x_orig, state, n, c, hw, d, float(eps), float(lo), float(hi),
                 CDT=_cdt(x), CHANNELS_LAST=cl, BIG=_big(n, block), BLOCK=block,
                 num_warps=warps, enable_fp_fusion=False)
@@ -412,4 +436,4 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
             _init_l2_kernel[(x.shape[0],)](
                 x, x_orig, state, n, c, hw, d, float(eps), float(lo), float(hi),
                 CDT=_cdt(x), CHANNELS_LAST=cl, RUN=not cl and d % 4 == 0, BIG=_big(n, block), BLOCK=block,
-                PI_TRIG=not interpreting(), num_warps=warps, enable_fp_fusion=False)
+                SFU=not interpreting(), num_warps=warps, enable_fp_fusion=False)
