@@ -109,14 +109,30 @@ void pgd_init_loop(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch
       for (int j = 0; j < N && base + j < n; ++j)
         x[base + j] = pgd_init_linf_element<XT>(xo[base + j], rs[j], p);
     }
-  } else {
+  } else {  // the device's plan and order of sums (L2Plan, l2_init_sq_partial, block_sum)
+    constexpr int N = kElemsPerThread<XT>;
     const int64_t D = n / batch;
-    const int T = l2_threads(D);
-    std::vector<C> part(T);
+    const L2Plan plan = l2_plan(batch, D, N);
+    const int T = plan.threads;
+    std::vector<C> part(T), chunks(plan.splits);
     for (int64_t b = 0; b < batch; ++b) {
-      for (int t = 0; t < T; ++t) part[t] = l2_init_sq_partial<C>(seed, offset, L, b, D, t, T);
-      const C scale = l2_init_scale<C>(seed, offset, n, b, block_sum_host(part.data(), T), p);
-      for (int64_t m = b * D; m < (b + 1) * D; ++m)
+      const int64_t end = (b + 1) * D;
+      for (int64_t c = 0; c < plan.splits; ++c) {
+        const int64_t lo = b * D + c * plan.chunk, hi = lo + plan.chunk < end ? lo + plan.chunk : end;
+        for (int t = 0; t < T; ++t) part[t] = l2_init_sq_partial<C, N>(seed, offset, L, lo, hi, n, t, T);
+        chunks[c] = block_sum_host(part.data(), T);
+      }
+      C zsq = chunks[0];
+      if (plan.splits > 1) {  // the finish kernel: thread t takes chunks t, t + T, ...
+        for (int t = 0; t < T; ++t) {
+          C s = C(0);
+          for (int64_t c = t; c < plan.splits; c += T) s = s + chunks[c];
+          part[t] = s;
+        }
+        zsq = block_sum_host(part.data(), T);
+      }
+      const C scale = l2_init_scale<C>(seed, offset, n, b, zsq, p);
+      for (int64_t m = b * D; m < end; ++m)
         x[m] = l2_init_element<XT>(xo[m], l2_init_z<C>(seed, offset, L, m), scale, p);
     }
   }
@@ -173,7 +189,8 @@ void pgd_step(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t batc
   raise_if_error("pgd_step", err);
 }
 
-// Scratch values (of x's compute type: fp64 for fp64 x, else fp32) pgd_step needs.
+// Scratch values (of x's compute type: fp64 for fp64 x, else fp32) pgd_step and pgd_init
+// need for an l2 call (pgd_init uses one per chunk of the same plan).
 int64_t pgd_l2_scratch(int64_t n, int64_t batch, int x_dtype) {
   check_count(n);
   check_dtype("x", x_dtype);
@@ -199,7 +216,7 @@ void pgd_init_host(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_
 
 void pgd_init(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_t batch, int x_dtype,
               double eps, bool l2, double lo, double hi, int64_t C, int64_t H, int64_t W,
-              int device, uintptr_t stream) {
+              uintptr_t scratch, int64_t scratch_count, int device, uintptr_t stream) {
   check_pgd(x, xo, n, batch, x_dtype, l2, true, eps);
   check_ptr("state", state, 1);
   const Layout L = make_layout(C, H, W, n);
@@ -210,7 +227,8 @@ void pgd_init(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_t bat
       using XT = decltype(xt);
       err = pgd_init_launch<XT>(as_ptr<XT>(x), as_ptr<const XT>(xo), as_ptr<int64_t>(state), n,
                                 batch, params<compute_t<XT>>(0.0, true, eps, lo, hi), l2, L,
-                                device, reinterpret_cast<void*>(stream));
+                                as_ptr<compute_t<XT>>(scratch), scratch_count, device,
+                                reinterpret_cast<void*>(stream));
     });
   }
   raise_if_error("pgd_init", err);
@@ -232,9 +250,9 @@ void register_pgd(py::module_& m) {
         "x"_a, "grad"_a, "x_orig"_a, "n"_a, "batch"_a, "x_dtype"_a, "grad_dtype"_a, "alpha"_a,
         "has_eps"_a, "eps"_a, "l2"_a, "lo"_a, "hi"_a);
   m.def("pgd_init", &pgd_init,
-        "PGD random start on CUDA memory, advancing the generator state by n.",
+        "PGD random start on CUDA memory (l2: scratch as for pgd_step), advancing the generator.",
         "x"_a, "x_orig"_a, "state"_a, "n"_a, "batch"_a, "x_dtype"_a, "eps"_a, "l2"_a, "lo"_a,
-        "hi"_a, "C"_a, "H"_a, "W"_a, "device"_a, "stream"_a);
+        "hi"_a, "C"_a, "H"_a, "W"_a, "scratch"_a, "scratch_count"_a, "device"_a, "stream"_a);
   m.def("pgd_init_host", &pgd_init_host, "pgd_init on CPU memory (same math, same Philox stream).",
         "x"_a, "x_orig"_a, "state"_a, "n"_a, "batch"_a, "x_dtype"_a, "eps"_a, "l2"_a, "lo"_a,
         "hi"_a, "C"_a, "H"_a, "W"_a);

@@ -36,11 +36,13 @@ inline int64_t l2_scratch(int64_t n, int64_t batch) {
   return plan.splits == 1 ? 0 : 3 * batch * plan.splits;
 }
 
-// Random start; advances the generator offset by n.
+// Random start; advances the generator offset by ceil(n / 4) (l2: plus batch). l2 in
+// L2Plan's chunks as the step, part: scratch of part_count >= l2_scratch(...) values
+// (one per chunk is used; unused, may be null, with one chunk per sample).
 template <class XT>
 const char* pgd_init_launch(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch,
                             const PgdParams<compute_t<XT>>& p, bool l2, const Layout& L,
-                            int device, void* stream);
+                            compute_t<XT>* part, int64_t part_count, int device, void* stream);
 
 }  // namespace ebjdat
 

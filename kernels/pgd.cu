@@ -4,9 +4,10 @@
 //  * l2 step: L2Plan's chunks (kernels/pgd.cuh), one block each: a sum pass and a write
 //    pass over 16-byte vectors. With one chunk per sample a single launch; with more, a
 //    launch of sums into the caller's scratch and one that combines them and writes.
-//  * l2 random start: one block of l2_threads(D) threads per sample, grid-striding over
-//    samples (which keeps its generator atomics few): a sum pass reduced by block_sum,
-//    then the write pass, the normals recomputed in each.
+//  * l2 random start: the l2 step's plan, the normals drawn a Philox call per four
+//    elements: a sum pass of z^2 and a write pass, the normals recomputed in each. With
+//    one chunk per sample the blocks grid-stride over the samples (few generator atomics);
+//    with more, a launch of chunk sums into the scratch and one that combines and writes.
 // Element math and per-thread partial sums come from kernels/pgd.cuh, shared with the
 // host loops in csrc/pgd.cpp.
 #include "device.cuh"
@@ -186,22 +187,89 @@ pgd_init_linf_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* sta
   finish_generator(state, offset, counters_for((uint64_t)n));
 }
 
+// The l2 random start's write of the chunk [lo, hi): z drawn again by the same vectors
+// as the sum (l2_init_sq_partial), x = clamp(xo + z * scale); whole aligned vectors inside
+// the chunk move as 16-byte words, the others element by element (only those inside).
 template <class XT>
+__device__ __forceinline__ void l2_init_chunk_write(XT* __restrict__ x, const XT* __restrict__ xo,
+                                                   int64_t lo, int64_t hi, int64_t n, uint64_t seed,
+                                                   uint64_t offset, const Layout& L, bool aligned,
+                                                   compute_t<XT> scale, const PgdParams<compute_t<XT>>& p) {
+  constexpr int N = kElemsPerThread<XT>;
+  for (int64_t base = (lo / N + threadIdx.x) * N; base < hi; base += (int64_t)blockDim.x * N) {
+    float z[N] = {};
+    noise_chunk<N>(seed, offset, L, base, n, z);
+    if (aligned && base >= lo && base + N <= hi) {
+      XT os[N], xs[N];
+      load_chunk<N>(xo, base, n, true, os);
+#pragma unroll
+      for (int j = 0; j < N; ++j) xs[j] = l2_init_element<XT>(os[j], (compute_t<XT>)z[j], scale, p);
+      store_chunk<N>(x, base, n, true, xs);
+    } else {
+#pragma unroll
+      for (int j = 0; j < N; ++j)
+        if (base + j >= lo && base + j < hi)
+          x[base + j] = l2_init_element<XT>(xo[base + j], (compute_t<XT>)z[j], scale, p);
+    }
+  }
+}
+
+// One chunk per sample (splits == 1): block k takes samples k, k + grid, ... (a grid of
+// at most a full wave, so few blocks count themselves on the generator).
+template <class XT, bool CL>
 __global__ void __launch_bounds__(kThreads)
 pgd_init_l2_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* state, int64_t n,
-                   int64_t batch, int64_t D, PgdParams<compute_t<XT>> p, Layout L) {
+                   int64_t batch, int64_t D, PgdParams<compute_t<XT>> p, Layout L, bool aligned) {
+  L.channels_last = CL;   // a template flag, as in sgld.cu: one noise path per kernel
+  using C = compute_t<XT>;
+  constexpr int N = kElemsPerThread<XT>;
+  uint64_t seed, offset;
+  read_generator(state, seed, offset);
+  for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
+    const int64_t lo = b * D, hi = lo + D;
+    const C zsq = block_sum(l2_init_sq_partial<C, N>(seed, offset, L, lo, hi, n, threadIdx.x, blockDim.x));
+    l2_init_chunk_write<XT>(x, xo, lo, hi, n, seed, offset, L, aligned,
+                            l2_init_scale<C>(seed, offset, n, b, zsq, p), p);
+  }
+  finish_generator(state, offset, counters_for((uint64_t)n) + (uint64_t)batch);
+}
+
+// splits > 1, first launch: block k = b * splits + c writes chunk c's sum of z^2 to
+// part[k]. It reads the generator and leaves it: the second launch advances it.
+template <class XT, bool CL>
+__global__ void __launch_bounds__(kThreads)
+pgd_init_l2_partial_kernel(const int64_t* state, int64_t n, int64_t D, int64_t chunk,
+                           int64_t splits, Layout L, compute_t<XT>* __restrict__ part) {
+  L.channels_last = CL;
   using C = compute_t<XT>;
   uint64_t seed, offset;
   read_generator(state, seed, offset);
-  const int tid = threadIdx.x, T = blockDim.x;
-  for (int64_t b = blockIdx.x; b < batch; b += gridDim.x) {
-    const C zsq = block_sum(l2_init_sq_partial<C>(seed, offset, L, b, D, tid, T));
-    const C scale = l2_init_scale<C>(seed, offset, n, b, zsq, p);
-    for (int64_t i = tid; i < D; i += T) {
-      const int64_t m = b * D + i;
-      x[m] = l2_init_element<XT>(xo[m], l2_init_z<C>(seed, offset, L, m), scale, p);
-    }
-  }
+  const int64_t k = blockIdx.x, b = k / splits;
+  const int64_t lo = b * D + (k - b * splits) * chunk, end = b * D + D;
+  const C s = block_sum(l2_init_sq_partial<C, kElemsPerThread<XT>>(
+      seed, offset, L, lo, lo + chunk < end ? lo + chunk : end, n, threadIdx.x, blockDim.x));
+  if (threadIdx.x == 0) part[k] = s;
+}
+
+// splits > 1, second launch: block k combines sample b's chunk sums (thread t takes
+// chunks t, t + T, ..., then block_sum), then writes chunk c; the last block advances.
+template <class XT, bool CL>
+__global__ void __launch_bounds__(kThreads)
+pgd_init_l2_finish_kernel(XT* __restrict__ x, const XT* __restrict__ xo, int64_t* state,
+                          int64_t n, int64_t batch, int64_t D, int64_t chunk, int64_t splits,
+                          PgdParams<compute_t<XT>> p, Layout L, bool aligned,
+                          const compute_t<XT>* __restrict__ part) {
+  L.channels_last = CL;
+  using C = compute_t<XT>;
+  uint64_t seed, offset;
+  read_generator(state, seed, offset);
+  const int64_t k = blockIdx.x, b = k / splits;
+  C zsq = C(0);
+  for (int64_t c = threadIdx.x; c < splits; c += blockDim.x) zsq = zsq + part[b * splits + c];
+  zsq = block_sum(zsq);
+  const int64_t lo = b * D + (k - b * splits) * chunk, end = b * D + D;
+  l2_init_chunk_write<XT>(x, xo, lo, lo + chunk < end ? lo + chunk : end, n, seed, offset, L, aligned,
+                          l2_init_scale<C>(seed, offset, n, b, zsq, p), p);
   finish_generator(state, offset, counters_for((uint64_t)n) + (uint64_t)batch);
 }
 
@@ -239,19 +307,42 @@ const char* pgd_step_launch(XT* x, const GT* g, const XT* xo, int64_t n, int64_t
   return launch_status();
 }
 
+// The l2 random start's launches for one layout (CL): one kernel with one chunk per
+// sample, else the chunk sums and the combining write.
+template <class XT, bool CL>
+const char* pgd_init_l2_launch(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch,
+                               const PgdParams<compute_t<XT>>& p, const Layout& L,
+                               compute_t<XT>* part, int64_t part_count, int device, cudaStream_t s) {
+  const int64_t D = n / batch;
+  const L2Plan plan = l2_plan(batch, D, kElemsPerThread<XT>);
+  const bool aligned = aligned16(x) && aligned16(xo);
+  if (plan.splits == 1) {
+    constexpr auto k = pgd_init_l2_kernel<XT, CL>;
+    k<<<grid_for<k>(batch * plan.threads, device, plan.threads), plan.threads, 0, s>>>(
+        x, xo, state, n, batch, D, p, L, aligned);
+  } else {
+    const int64_t blocks = batch * plan.splits;
+    if (part == nullptr || part_count < blocks) return "pgd_init_ l2: scratch too small";
+    pgd_init_l2_partial_kernel<XT, CL><<<(unsigned)blocks, plan.threads, 0, s>>>(
+        state, n, D, plan.chunk, plan.splits, L, part);
+    pgd_init_l2_finish_kernel<XT, CL><<<(unsigned)blocks, plan.threads, 0, s>>>(
+        x, xo, state, n, batch, D, plan.chunk, plan.splits, p, L, aligned, part);
+  }
+  return launch_status();
+}
+
 template <class XT>
 const char* pgd_init_launch(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch,
                             const PgdParams<compute_t<XT>>& p, bool l2, const Layout& L,
-                            int device, void* stream) {
+                            compute_t<XT>* part, int64_t part_count, int device, void* stream) {
   if (n <= 0) return nullptr;
   DeviceGuard guard(device);
   if (guard.err != cudaSuccess) return cudaGetErrorString(guard.err);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (l2) {
-    const int64_t D = n / batch;
-    constexpr auto k = pgd_init_l2_kernel<XT>;
-    const int T = l2_threads(D);
-    k<<<grid_for<k>(batch * T, device, T), T, 0, s>>>(x, xo, state, n, batch, D, p, L);
+    if (L.channels_last)
+      return pgd_init_l2_launch<XT, true>(x, xo, state, n, batch, p, L, part, part_count, device, s);
+    return pgd_init_l2_launch<XT, false>(x, xo, state, n, batch, p, L, part, part_count, device, s);
   } else {
     constexpr int N = kElemsPerThread<XT>;
     const bool aligned = aligned16(x) && aligned16(xo);
@@ -273,7 +364,7 @@ const char* pgd_init_launch(XT* x, const XT* xo, int64_t* state, int64_t n, int6
 #define EBJDAT_INSTANTIATE_PGD_INIT(X)                                                  \
   template const char* pgd_init_launch<X>(X*, const X*, int64_t*, int64_t, int64_t,     \
                                           const PgdParams<compute_t<X>>&, bool,         \
-                                          const Layout&, int, void*);
+                                          const Layout&, compute_t<X>*, int64_t, int, void*);
 EBJDAT_FOR_XG(EBJDAT_INSTANTIATE_PGD_STEP)
 EBJDAT_FOR_X(EBJDAT_INSTANTIATE_PGD_INIT)
 

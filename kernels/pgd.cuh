@@ -10,9 +10,9 @@
 // linf init:  v = xo + eps * (u(r0) * 2 - 1);  clamp.
 // l2 init:    z = the elements' normals, zn = sqrt(sum z^2), radius = u(r0) of counter
 //             offset + ceil(n / 4) + b; v = xo + z * ((radius / zn) * eps);  clamp.
-// Sums run over one sample (D consecutive memory elements) in a fixed order (the l2 step:
-// L2Plan below; the l2 init: thread t of T sums elements t, t + T, ...), combined by the
-// fixed tree of reduce.cuh, so host and device reduce in the same order.
+// Sums run over one sample (D consecutive memory elements) in a fixed order (L2Plan below,
+// for the step and the init alike), combined by the fixed tree of reduce.cuh, so host and
+// device reduce in the same order.
 #pragma once
 
 #include "common.cuh"
@@ -147,19 +147,32 @@ EBJDAT_HD XT l2_step_element(XT x, GT g, XT xo, compute_t<XT> gn, compute_t<XT> 
 }
 
 // ---- l2 init -------------------------------------------------------------------------
+// The plan of the l2 step (L2Plan: chunks of a sample, a block of `threads` each) with
+// the normals drawn by vectors: thread t of a chunk [lo, hi) takes the N-element runs of
+// memory starting at multiples of N (so a run in logical order is whole Philox calls)
+// v0 + t, v0 + t + T, ... (v0 = lo / N) that meet the chunk, and in each the elements
+// inside the chunk, in order.
 // z of memory element m: the normal of its logical index (philox.cuh).
 template <class C>
 EBJDAT_HD C l2_init_z(uint64_t seed, uint64_t offset, const Layout& L, int64_t m) {
   return static_cast<C>(normal_of(seed, offset, (uint64_t)logical_index(L, m)));
 }
 
-template <class C>  // thread tid's share of sum z^2 over sample b
-EBJDAT_HD C l2_init_sq_partial(uint64_t seed, uint64_t offset, const Layout& L, int64_t b,
-                               int64_t D, int tid, int T) {
+template <class C, int N>  // thread t's share of sum z^2 over the chunk [lo, hi) of a call of n
+EBJDAT_HD C l2_init_sq_partial(uint64_t seed, uint64_t offset, const Layout& L, int64_t lo,
+                               int64_t hi, int64_t n, int t, int T) {
   C acc = C(0);
-  for (int64_t i = tid; i < D; i += T) {
-    const C z = l2_init_z<C>(seed, offset, L, b * D + i);
-    acc = acc + z * z;
+  for (int64_t base = (lo / N + t) * N; base < hi; base += (int64_t)T * N) {
+    float z[N] = {};
+    noise_chunk<N>(seed, offset, L, base, n, z);
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int j = 0; j < N; ++j) {
+      if (base + j < lo || base + j >= hi) continue;
+      const C v = static_cast<C>(z[j]);
+      acc = acc + v * v;
+    }
   }
   return acc;
 }

@@ -181,6 +181,14 @@ EBJDAT_HD void draw_chunk(const Layout& L, int64_t base, int64_t n, T* out, Quad
   }
 }
 
+// The normals of memory elements base .. base + N - 1 of a call (those below n): one
+// Philox call per four in logical order, one per element along a channels_last walk.
+template <int N>
+EBJDAT_HD void noise_chunk(uint64_t seed, uint64_t offset, const Layout& L, int64_t base, int64_t n, float* z) {
+  draw_chunk<N>(L, base, n, z, [&](uint64_t q, float* o) { normals4(seed, offset, q, o); },
+                [&](uint64_t i) { return normal_of(seed, offset, i); });
+}
+
 // The generator's done-count, state[2]: (tag << 32) | count, the tag being the low 32
 // bits of the offset the counting launch read. A block that finishes adds itself to the
 // count if the tag is its own and starts a fresh count otherwise (a count left by another

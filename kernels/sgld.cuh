@@ -35,12 +35,4 @@ EBJDAT_HD XT sgld_step_element(XT x, GT g, float z, bool noise,
   return store_as<XT>(sgld_step_value<C>(load_as<C>(x), load_as<C>(g), z, noise, p));
 }
 
-// The normals of memory elements base .. base + N - 1 of a call (those below n): one
-// Philox call per four in logical order, one per element along a channels_last walk.
-template <int N>
-EBJDAT_HD void noise_chunk(uint64_t seed, uint64_t offset, const Layout& L, int64_t base, int64_t n, float* z) {
-  draw_chunk<N>(L, base, n, z, [&](uint64_t q, float* o) { normals4(seed, offset, q, o); },
-                [&](uint64_t i) { return normal_of(seed, offset, i); });
-}
-
 }  // namespace ebjdat

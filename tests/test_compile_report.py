@@ -188,7 +188,9 @@ def test_cuda_family_names_the_pgd_kernels():
     f = cr.cuda_family
     assert f("pgd_init_linf_kernel", ["float", "false"]) == ("pgd_init linf", 4)
     assert f("pgd_init_linf_kernel", ["ebjdat::bf16", "true"]) == ("pgd_init linf channels_last", 8)
-    assert f("pgd_init_l2_kernel", ["float"]) == ("pgd_init l2", 1)
-    for k in ("pgd_step_l2_kernel", "pgd_step_l2_partial_kernel", "pgd_step_l2_finish_kernel"):
-        family, ept = f(k, ["float", "float"])
-        assert family.startswith("pgd_step l2") and ept == 4   # a 16-byte vector per pass
+    for k in ("pgd_step_l2_kernel", "pgd_step_l2_partial_kernel", "pgd_step_l2_finish_kernel",
+              "pgd_init_l2_kernel", "pgd_init_l2_partial_kernel", "pgd_init_l2_finish_kernel"):
+        family, ept = f(k, ["float", "false"])
+        assert " l2" in family and ept == 4   # a 16-byte vector (or a run of 4 normals) per pass
+    assert f("pgd_init_l2_finish_kernel", ["ebjdat::f16", "false"]) == ("pgd_init l2_finish", 8)
+    assert f("pgd_init_l2_kernel", ["float", "true"]) == ("pgd_init l2 channels_last", 4)

@@ -6,6 +6,7 @@ from ebjdat import ops
 from ebjdat.ops import philox
 
 from . import oracle
+from .conftest import require_backend
 from .inputs import DTYPES, cases, gaps_untouched, make
 from .tolerances import TOL, TOL_REDUCE, assert_bitwise, assert_close
 
@@ -138,6 +139,46 @@ def test_pgd_l2_large_samples(backend, shape, dtype):
         ops.pgd_step_(ref, g, xo, alpha=0.3, eps=0.5, norm="l2", clamp=(0.0, 1.0))
     ops.pgd_step_(xa, g, xo, alpha=0.3, eps=0.5, norm="l2", clamp=(0.0, 1.0))
     assert_close(xa, ref, TOL_REDUCE[dtype])
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 224, 224), (4, 3, 32, 32), (2, 3, 61, 67)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_pgd_init_l2_large_samples(backend, shape, layout):
+    """The l2 random start in the step's chunks (several per sample: a sum launch and a
+    combining launch on the device): the spec's start and generator advance, in both
+    layouts, the unaligned tail (3 * 61 * 67 is odd) included."""
+    if backend == "triton" and shape[0] == 1:   # the interpreter: slow at 224 x 224
+        shape = (1, 3, 64, 64)
+    out = {}
+    for name in ("torch", backend):
+        xo, xa = _images(shape, torch.float32, layout, seed=13)
+        gen = ops.PhiloxGenerator(SEED)
+        with ops.use_backend(name):
+            ops.pgd_init_(xa, xo, eps=0.5, norm="l2", clamp=(0.0, 1.0), generator=gen)
+        assert gen.offset == philox.counters_for(xa.numel()) + shape[0]
+        out[name] = xa
+    tol = TOL_REDUCE[torch.float32]
+    assert_close(out[backend], out["torch"], (tol[0], tol[1] + 1e-5 * 0.5))
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 61, 67), (5, 1, 7, 9), (2, 1, 8, 8)])
+def test_pgd_init_l2_chunks_sum_every_element_once(shape):
+    """The CUDA l2 start's chunked sum of z^2 (the host twin replays the device's plan)
+    covers each element exactly once: in fp64 without a clamp, ||x - x_orig|| of sample b
+    is radius_b * eps to rounding, radius_b the spec's uniform of counter
+    offset + ceil(n / 4) + b. A chunk-boundary run counted twice or skipped would move
+    it by about 1e-4."""
+    require_backend("cuda")
+    xo = torch.zeros(shape, dtype=torch.float64)
+    xa = torch.empty_like(xo)
+    gen = ops.PhiloxGenerator(SEED)
+    state = gen.state.clone()
+    with ops.use_backend("cuda"):
+        ops.pgd_init_(xa, xo, eps=0.5, norm="l2", clamp=None, generator=gen)
+    n, b = xa.numel(), shape[0]
+    radius = philox.uniform(philox.philox4x32(state[0], state[1] + philox.counters_for(n) + torch.arange(b))[0])
+    dist = xa.reshape(b, -1).norm(dim=1)
+    torch.testing.assert_close(dist, radius.double() * 0.5, rtol=1e-12, atol=0)
 
 
 def test_pgd_l2_plan():

@@ -123,7 +123,7 @@ def test_presets_carry_the_published_details():
     assert TrainConfig.preset("jempp").holdout == 0   # the digits profile: 1,437 images, none held out
     # JEM++'s epoch: 45,000 images in batches of 64 (its decay milestones fall there)
     assert (50_000 - jempp.holdout) // jempp.batch_size == 703
-    assert TrainConfig.preset("sadajem").pd_augment   # the digits profile's documented choice
+    assert not TrainConfig.preset("sadajem").pd_augment   # the published choice; the digits have no augmentation
     t = Trainer(TrainConfig.preset("sadajem", mode="reference", pd_augment=False, **TINY))
     assert not t.pd_loader.augment and t.lab_loader.augment
     with pytest.raises(ValueError, match="reference mode runs the published fp32"):

@@ -340,20 +340,18 @@ def cuda_elems_per_thread() -> dict[bool, int]:
 
 def cuda_family(kernel: str, targs: list[str]) -> tuple[str, int | None]:
     """(family, elements one thread handles per main-loop pass) of a demangled kernel:
-    kElemsPerThread<XT> consecutive elements for the elementwise kernels and the l2 step's
-    (a vector per pass); one for the l2 random start (thread t takes elements t, t + T, ...
-    in each pass)."""
+    kElemsPerThread<XT> consecutive elements, for the elementwise kernels and the l2 ones
+    (a vector per pass)."""
     family = kernel.removesuffix("_kernel").replace("_linf", " linf").replace("_l2", " l2")
     suffix = ""
     if family == "sgld_step":
         family += " noise" if targs[2] == "true" else " no-noise"
         suffix = " channels_last" if len(targs) > 3 and targs[3] == "true" else ""
-    if family == "pgd_init linf":
+    if family.startswith("pgd_init"):   # <XT, CL>
         suffix = " channels_last" if len(targs) > 1 and targs[1] == "true" else ""
-    if family == "pgd_init l2":
-        return family, 1
     if family in ("sgld_step noise", "sgld_step no-noise", "pgd_step linf", "pgd_init linf", "pgd_step l2",
-                  "pgd_step l2_partial", "pgd_step l2_finish"):
+                  "pgd_step l2_partial", "pgd_step l2_finish", "pgd_init l2", "pgd_init l2_partial",
+                  "pgd_init l2_finish"):
         return family + suffix, cuda_elems_per_thread()[targs[0] in ("ebjdat::f16", "ebjdat::bf16")]
     return family, None  # a kernel this report does not know yet
 
@@ -443,8 +441,8 @@ def markdown(variants: list[dict]) -> str:
     rows.append("\nSASS instr. / element: the static count of a kernel's SASS instructions (every "
                 "path: the vectorised body, the tail, the NaN and slow paths) over the elements one "
                 "thread handles per pass of its main loop; the l2 kernels make two passes over a "
-                "sample (a CUDA l2 step thread takes one 16-byte vector per pass, an l2 start thread "
-                "one element, a Triton one BLOCK / threads). "
+                "sample (a CUDA l2 thread takes one 16-byte vector per pass, a Triton one BLOCK / "
+                "threads). "
                 "An upper bound on what one element executes, for comparing variants. "
                 "Hot loop / element: the instructions of the smallest loop holding a 128-bit load "
                 "(the whole kernel where there is none) over the same elements: what a thread "

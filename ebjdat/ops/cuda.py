@@ -121,8 +121,9 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
 
 
 def _l2_scratch(x: torch.Tensor) -> torch.Tensor | None:
-    """The chunk sums of the device l2 step (3 per chunk, x's compute type), or None when
-    each sample is one chunk. From torch's caching allocator, so CUDA graphs capture it."""
+    """The chunk sums of the device l2 step (3 per chunk, x's compute type; the l2 start
+    uses one per chunk of the same plan), or None when each sample is one chunk. From
+    torch's caching allocator, so CUDA graphs capture it."""
     count = _scratch_count(x.numel(), _batch(x), _DTYPE_CODE[x.dtype])
     if not count:
         return None
@@ -137,6 +138,11 @@ def _scratch_count(n: int, batch: int, dtype_code: int) -> int:
 
 def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     """Random start around x_orig (uniform box for linf, scaled normal for l2), clamped."""
-    _call("pgd_init", x, x.data_ptr(), x_orig.data_ptr(), state.data_ptr(), x.numel(),
-          _batch(x), _DTYPE_CODE[x.dtype], float(eps), norm == "l2", float(lo), float(hi),
-          *_layout_args(layout))
+    args = (x.data_ptr(), x_orig.data_ptr(), state.data_ptr(), x.numel(), _batch(x), _DTYPE_CODE[x.dtype],
+            eps, norm == "l2", lo, hi, *_layout_args(layout))
+    if x.is_cuda:  # the l2 start of a few large samples sums its chunks into scratch memory
+        scratch = _l2_scratch(x) if norm == "l2" else None
+        _call("pgd_init", x, *args, 0 if scratch is None else scratch.data_ptr(),
+              0 if scratch is None else scratch.numel())
+    else:
+        _call("pgd_init", x, *args)

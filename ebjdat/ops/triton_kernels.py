@@ -246,45 +246,105 @@ def _init_linf_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
 
 
 @triton.jit
-def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D,
+def _init_l2_z(seed, offset, offs, start, C, HW, D, CHANNELS_LAST: tl.constexpr, RUN: tl.constexpr,
+               BLOCK: tl.constexpr, SFU: tl.constexpr):
+    """The normals of memory indices offs = start + arange(BLOCK): RUN (logical order, start
+    a multiple of 4) one Philox call per four elements; otherwise one per element."""
+    if RUN:
+        return noise_run(seed, offset, start, BLOCK, SFU)
+    return noise_at(seed, offset, logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64), SFU)
+
+
+@triton.jit
+def _init_l2_sumsq(seed, offset, lo, hi, C, HW, D, CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+                   RUN: tl.constexpr, BLOCK: tl.constexpr, SFU: tl.constexpr):
+    """sum z^2 over the memory indices [lo, hi) of one sample."""
+    acc = tl.zeros([BLOCK], CDT)
+    for start in range(lo, hi, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        z = _init_l2_z(seed, offset, offs, start, C, HW, D, CHANNELS_LAST, RUN, BLOCK, SFU).to(CDT)
+        acc += tl.where(offs < hi, z * z, 0.0)
+    return tl.sum(acc, axis=0)
+
+
+@triton.jit
+def _init_l2_write(x_ptr, xo_ptr, seed, offset, lo, hi, scale, lo_c, hi_c, C, HW, D,
+                   CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, RUN: tl.constexpr,
+                   BLOCK: tl.constexpr, SFU: tl.constexpr):
+    """x <- clamp(xo + z * scale, lo_c, hi_c) over [lo, hi), z drawn again as in the sum."""
+    lo_c = tl.full((), lo_c, CDT)
+    hi_c = tl.full((), hi_c, CDT)
+    for start in range(lo, hi, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < hi
+        z = _init_l2_z(seed, offset, offs, start, C, HW, D, CHANNELS_LAST, RUN, BLOCK, SFU).to(CDT)
+        xo = tl.load(xo_ptr + offs, mask=mask).to(CDT)
+        store(x_ptr + offs, clamp(xo + z * scale, lo_c, hi_c), mask)
+
+
+@triton.jit
+def _init_l2_scale(seed, offset, numel, splits, zsq, eps, CDT: tl.constexpr):
+    """(radius / ||z||) * eps of this program's sample b = program // splits, radius = u(r0)
+    of counter offset + ceil(numel / 4) + b."""
+    b = tl.program_id(0).to(tl.int64) // splits
+    q0, _q1, _q2, _q3 = philox_at(seed, offset + (numel + 3) // 4 + b)
+    return div(uniform(q0).to(CDT), sqrt(zsq)) * tl.full((), eps, CDT)
+
+
+@triton.jit
+def _init_l2_kernel(x_ptr, xo_ptr, state_ptr, numel, C, HW, D, chunk, splits,
                     eps: tl.float64, lo: tl.float64, hi: tl.float64,
                     CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, RUN: tl.constexpr, BIG: tl.constexpr,
                     BLOCK: tl.constexpr, SFU: tl.constexpr):
-    """One program per sample b: z = N(0, I), the normals of its elements' logical
-    indices b*D + logical(s); radius = u(r0) of counter offset + ceil(numel / 4) + b;
+    """One program per sample b (splits == 1): z = N(0, I), the normals of its elements'
+    logical indices; radius = u(r0) of counter offset + ceil(numel / 4) + b;
     x <- clamp(xo + z * ((radius / ||z||) * eps), lo, hi). z is drawn twice (norm, write).
-    RUN (logical order and D % 4 == 0, so every block of the sample starts at a multiple
-    of 4): one Philox call per four elements; otherwise one per element."""
-    b = tl.program_id(0)
-    if BIG:
-        b = b.to(tl.int64)
-    base = b * D
+    RUN (logical order and D % 4 == 0, so every block starts at a multiple of 4): one
+    Philox call per four elements; otherwise one per element."""
     seed = tl.load(state_ptr)
     offset = tl.load(state_ptr + 1)
-    first = base.to(tl.int64)  # logical index of the sample's element 0
-    acc = tl.zeros([BLOCK], CDT)
-    for start in range(0, D, BLOCK):
-        s = start + tl.arange(0, BLOCK)  # memory index inside the sample
-        if RUN:
-            z = noise_run(seed, offset, first + start, BLOCK, SFU).to(CDT)
-        else:
-            z = noise_at(seed, offset, first + logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), SFU).to(CDT)
-        acc += tl.where(s < D, z * z, 0.0)
-    n_counters = (numel + 3) // 4
-    q0, _q1, _q2, _q3 = philox_at(seed, offset + n_counters + b.to(tl.int64))
-    scale = div(uniform(q0).to(CDT), sqrt(tl.sum(acc, axis=0))) * tl.full((), eps, CDT)
-    lo = tl.full((), lo, CDT)
-    hi = tl.full((), hi, CDT)
-    for start in range(0, D, BLOCK):
-        s = start + tl.arange(0, BLOCK)
-        mask = s < D
-        if RUN:
-            z = noise_run(seed, offset, first + start, BLOCK, SFU).to(CDT)
-        else:
-            z = noise_at(seed, offset, first + logical(s, C, HW, D, CHANNELS_LAST).to(tl.int64), SFU).to(CDT)
-        xo = tl.load(xo_ptr + base + s, mask=mask).to(CDT)
-        store(x_ptr + base + s, clamp(xo + z * scale, lo, hi), mask)
-    advance(state_ptr, offset, n_counters + numel // D)
+    start, end = _l2_chunk(D, chunk, splits, BIG)
+    zsq = _init_l2_sumsq(seed, offset, start, end, C, HW, D, CDT, CHANNELS_LAST, RUN, BLOCK, SFU)
+    scale = _init_l2_scale(seed, offset, numel, splits, zsq, eps, CDT)
+    _init_l2_write(x_ptr, xo_ptr, seed, offset, start, end, scale, lo, hi, C, HW, D,
+                   CDT, CHANNELS_LAST, RUN, BLOCK, SFU)
+    advance(state_ptr, offset, (numel + 3) // 4 + numel // D)
+
+
+@triton.jit
+def _init_l2_partial_kernel(state_ptr, part_ptr, numel, C, HW, D, chunk, splits,
+                            CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, RUN: tl.constexpr,
+                            BIG: tl.constexpr, BLOCK: tl.constexpr, SFU: tl.constexpr):
+    """Samples in several chunks, first launch: program k's sum of z^2 to part[k]; the
+    generator is read, not advanced (the second launch does)."""
+    seed = tl.load(state_ptr)
+    offset = tl.load(state_ptr + 1)
+    start, end = _l2_chunk(D, chunk, splits, BIG)
+    zsq = _init_l2_sumsq(seed, offset, start, end, C, HW, D, CDT, CHANNELS_LAST, RUN, BLOCK, SFU)
+    tl.store(part_ptr + tl.program_id(0).to(tl.int64), zsq)
+
+
+@triton.jit
+def _init_l2_finish_kernel(x_ptr, xo_ptr, state_ptr, part_ptr, numel, C, HW, D, chunk, splits,
+                           eps: tl.float64, lo: tl.float64, hi: tl.float64,
+                           CDT: tl.constexpr, CHANNELS_LAST: tl.constexpr, RUN: tl.constexpr,
+                           BIG: tl.constexpr, BLOCK: tl.constexpr, SFU: tl.constexpr,
+                           SPLITS_BLOCK: tl.constexpr):
+    """Second launch: program k adds up its sample's chunk sums, writes its chunk, and
+    counts itself on the generator."""
+    seed = tl.load(state_ptr)
+    offset = tl.load(state_ptr + 1)
+    k = tl.program_id(0).to(tl.int64)
+    first = (k // splits) * splits
+    acc = tl.zeros([SPLITS_BLOCK], CDT)
+    for c0 in range(0, splits, SPLITS_BLOCK):
+        c = c0 + tl.arange(0, SPLITS_BLOCK)
+        acc += tl.load(part_ptr + first + c, mask=c < splits, other=0.0)
+    scale = _init_l2_scale(seed, offset, numel, splits, tl.sum(acc, axis=0), eps, CDT)
+    start, end = _l2_chunk(D, chunk, splits, BIG)
+    _init_l2_write(x_ptr, xo_ptr, seed, offset, start, end, scale, lo, hi, C, HW, D,
+                   CDT, CHANNELS_LAST, RUN, BLOCK, SFU)
+    advance(state_ptr, offset, (numel + 3) // 4 + numel // D)
 
 
 # ----------------------------------------------------------------------------- host side
@@ -391,12 +451,12 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
 _L2_PROGRAMS = 1024
 
 
-def l2_plan(batch: int, d: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
-    """(chunk, splits, BLOCK, num_warps) of the l2 step: each of ``batch`` samples of d
-    elements in ``splits`` chunks of ``chunk`` elements (a multiple of BLOCK, the last one
-    shorter), one program each."""
+def l2_plan(batch: int, d: int, dtype: torch.dtype, noise: bool = False) -> tuple[int, int, int, int]:
+    """(chunk, splits, BLOCK, num_warps) of the l2 step (and, ``noise``, of the l2 random
+    start): each of ``batch`` samples of d elements in ``splits`` chunks of ``chunk``
+    elements (a multiple of BLOCK, the last one shorter), one program each."""
     per = -(-d // -(-_L2_PROGRAMS // batch))   # elements per program, for the programs wanted
-    block, _ = _l2_block(per, dtype)
+    block, _ = _l2_block(per, dtype, noise)
     chunk = min(d, -(-per // block) * block)
     # a 16-byte vector per thread at least (fewer warps for small blocks), at most 8 warps
     return chunk, -(-d // chunk), block, max(1, min(8, block // (32 * _VECTOR[dtype])))
@@ -431,9 +491,22 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
                 CDT=_cdt(x), CHANNELS_LAST=cl, BIG=_big(n, block), BLOCK=block,
                 num_warps=warps, enable_fp_fusion=False)
         else:
-            d = n // x.shape[0]
-            block, warps = _l2_block(d, x.dtype, noise=True)
-            _init_l2_kernel[(x.shape[0],)](
-                x, x_orig, state, n, c, hw, d, float(eps), float(lo), float(hi),
-                CDT=_cdt(x), CHANNELS_LAST=cl, RUN=not cl and d % 4 == 0, BIG=_big(n, block), BLOCK=block,
-                SFU=not interpreting(), num_warps=warps, enable_fp_fusion=False)
+            _pgd_init_l2(x, x_orig, state, n, c, hw, cl, float(eps), float(lo), float(hi))
+
+
+def _pgd_init_l2(x, x_orig, state, n, c, hw, cl, eps, lo, hi):
+    """The l2 random start in the l2 step's plan: one program per sample, or a launch of
+    chunk sums of z^2 and one that combines them and writes."""
+    b = x.shape[0]
+    d = n // b
+    chunk, splits, block, warps = l2_plan(b, d, x.dtype, noise=True)
+    kw = dict(CDT=_cdt(x), CHANNELS_LAST=cl, RUN=not cl and d % 4 == 0, BIG=_big(n, block), BLOCK=block,
+              SFU=not interpreting(), num_warps=warps, enable_fp_fusion=False)
+    if splits == 1:
+        _init_l2_kernel[(b,)](x, x_orig, state, n, c, hw, d, chunk, 1, eps, lo, hi, **kw)
+        return
+    part = torch.empty(b * splits, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
+                       device=x.device)
+    _init_l2_partial_kernel[(b * splits,)](state, part, n, c, hw, d, chunk, splits, **kw)
+    _init_l2_finish_kernel[(b * splits,)](x, x_orig, state, part, n, c, hw, d, chunk, splits, eps, lo, hi, **kw,
+                                          SPLITS_BLOCK=min(1024, max(16, triton.next_power_of_2(splits))))
