@@ -2,13 +2,13 @@
 
     python scripts/check_default_run.py runs/<time>/summary.json
 
-Accuracy: clean >= 0.90. Robustness: PGD >= 0.80. Generation: the digits network assigns
->= 80 % of the buffer samples to the class the model gives them (gen_cond_acc), and the
-fresh chains' digits FD (gen_fd_fresh) is below that of the class-Gaussian initial samples
-they start from (the sampler improves on its start; ebjdat.evaluate.generation
-.reference_points, same sample count). Also printed, not enforced: the issue's target of a
-gen_fd halfway between the class-Gaussian samples and real digits, which the default run
-does not reach (README, "Generation"). Exits 1 naming every floor missed.
+Accuracy: clean >= 0.90. Robustness: PGD >= 0.80. Generation (issue 12's floor): the
+digits network assigns >= 80 % of the buffer samples to the class the model gives them
+(gen_cond_acc), and their digits FD (gen_fd) is at most halfway between the class-Gaussian
+initial samples and real digits (ebjdat.evaluate.generation.reference_points, same sample
+count). Also: the fresh chains' FD (gen_fd_fresh) is below that of the class-Gaussian
+samples they start from (the sampler improves on its start). Exits 1 naming every floor
+missed.
 """
 import json
 import sys
@@ -16,15 +16,17 @@ import sys
 from ebjdat.evaluate.generation import reference_points
 
 s = json.load(open(sys.argv[1]))
-ref = reference_points(n=s["gen_n_fresh"])
+ref = reference_points(n=s["gen_n"])
+fresh_ref = ref if s["gen_n_fresh"] == s["gen_n"] else reference_points(n=s["gen_n_fresh"])
 floors = [("clean_acc", s["clean_acc"] >= 0.90, ">= 0.90"), ("pgd_acc", s["pgd_acc"] >= 0.80, ">= 0.80"),
           ("gen_cond_acc", s["gen_cond_acc"] >= 0.80, ">= 0.80"),
-          ("gen_fd_fresh", s["gen_fd_fresh"] < ref["class_gaussian"],
-           f"< {ref['class_gaussian']:.2f} (the class-Gaussian initial samples')")]
+          ("gen_fd", s["gen_fd"] <= ref["halfway"],
+           f"<= {ref['halfway']:.2f} (halfway between the class-Gaussian samples, {ref['class_gaussian']:.2f}, "
+           f"and real digits, {ref['train']:.2f})"),
+          ("gen_fd_fresh", s["gen_fd_fresh"] < fresh_ref["class_gaussian"],
+           f"< {fresh_ref['class_gaussian']:.2f} (the class-Gaussian initial samples')")]
 keys = ("step", "clean_acc", "pgd_acc", "gen_fd", "gen_cond_acc", "gen_fd_fresh", "gen_cond_acc_fresh", "wall_time_s")
 print("default run:", {k: round(s[k], 4) for k in keys})
-print(f"target not enforced: gen_fd <= {ref['halfway']:.2f} (halfway, class-Gaussian to real digits): "
-      f"buffer {s['gen_fd']:.2f}, fresh chains {s['gen_fd_fresh']:.2f}")
 missed = [f"{name} {s[name]:.4g}, needs {want}" for name, ok, want in floors if not ok]
 if missed:
     sys.exit("default run below its floors: " + "; ".join(missed))

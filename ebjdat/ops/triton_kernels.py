@@ -63,32 +63,43 @@ _INT32_LIMIT = 2**31
 # tl.full rounds them the same way).
 
 @triton.jit
+def _sgld_block(x_ptr, g_ptr, seed, offset, blk, numel, C, HW, D, step, noise_std, clip, lo, hi,
+                CDT: tl.constexpr, HAS_NOISE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+                BIG: tl.constexpr, BLOCK: tl.constexpr, SFU: tl.constexpr):
+    """The update of block blk (seed and offset unused without noise)."""
+    offs, mask, start = block_at(blk, numel, BIG, BLOCK)
+    clip = tl.full((), clip, CDT)
+    g = clamp(tl.load(g_ptr + offs, mask=mask).to(CDT), -clip, clip)
+    v = tl.load(x_ptr + offs, mask=mask).to(CDT) + tl.full((), step, CDT) * g
+    if HAS_NOISE:
+        if CHANNELS_LAST:   # memory order is not logical order: each element its own word
+            z = noise_at(seed, offset, logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64), SFU)
+        else:               # a block of consecutive elements: one Philox call per 4
+            z = noise_run(seed, offset, start, BLOCK, SFU)
+        v = v + tl.full((), noise_std, CDT) * z.to(CDT)
+    store(x_ptr + offs, clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
+
+
+@triton.jit
 def _sgld_kernel(x_ptr, g_ptr, state_ptr, numel, C, HW, D,
                  step: tl.float64, noise_std: tl.float64, clip: tl.float64,
                  lo: tl.float64, hi: tl.float64,
                  CDT: tl.constexpr, HAS_NOISE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                  BIG: tl.constexpr, BLOCK: tl.constexpr, SFU: tl.constexpr):
     """x[m] <- clamp(x + step * clamp(g, -clip, clip) + noise_std * z[logical(m)], lo, hi).
-    Program p takes blocks p, p + P, ... (P programs): a noisy launch runs a grid of a few
-    programs per SM (``_grid``), so that few programs count themselves done on the
-    generator; a noiseless one a program per block."""
+    With noise, program p takes blocks p, p + P, ... (P programs, a few per SM: ``_grid``),
+    so that few programs count themselves done on the generator; without, a program per
+    block."""
     if HAS_NOISE:
         seed = tl.load(state_ptr)
         offset = tl.load(state_ptr + 1)
-    clip = tl.full((), clip, CDT)
-    for blk in range(tl.program_id(0), tl.cdiv(numel, BLOCK), tl.num_programs(0)):
-        offs, mask, start = block_at(blk, numel, BIG, BLOCK)
-        g = clamp(tl.load(g_ptr + offs, mask=mask).to(CDT), -clip, clip)
-        v = tl.load(x_ptr + offs, mask=mask).to(CDT) + tl.full((), step, CDT) * g
-        if HAS_NOISE:
-            if CHANNELS_LAST:   # memory order is not logical order: each element its own word
-                z = noise_at(seed, offset, logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64), SFU)
-            else:               # a block of consecutive elements: one Philox call per 4
-                z = noise_run(seed, offset, start, BLOCK, SFU)
-            v = v + tl.full((), noise_std, CDT) * z.to(CDT)
-        store(x_ptr + offs, clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
-    if HAS_NOISE:
+        for blk in range(tl.program_id(0), tl.cdiv(numel, BLOCK), tl.num_programs(0)):
+            _sgld_block(x_ptr, g_ptr, seed, offset, blk, numel, C, HW, D, step, noise_std, clip, lo, hi,
+                        CDT, HAS_NOISE, CHANNELS_LAST, BIG, BLOCK, SFU)
         advance(state_ptr, offset, (numel + 3) // 4)
+    else:
+        _sgld_block(x_ptr, g_ptr, 0, 0, tl.program_id(0), numel, C, HW, D, step, noise_std, clip, lo, hi,
+                    CDT, HAS_NOISE, CHANNELS_LAST, BIG, BLOCK, SFU)
 
 
 @triton.jit
