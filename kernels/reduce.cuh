@@ -1,7 +1,7 @@
 // Per-sample sums for the l2 ops, in one fixed order on host and device.
 //
-// A sample of D elements is summed by T = l2_threads(D) threads (a multiple of 32, at
-// most 256). Thread t accumulates elements t, t+T, ... in order (pgd.cuh); the T partial
+// A chunk of a sample is summed by the T threads of a block (a multiple of 32, at most
+// 256; L2Plan in pgd.cuh), each accumulating its vectors in order; the T partial
 // sums are combined by a warp-shuffle tree (v[l] += v[l + off], off = 16, 8, 4, 2, 1)
 // within each warp, then the same tree over the per-warp sums (zero-padded to 32).
 // block_sum runs that on the device; block_sum_host replays it on the CPU, so the host
@@ -17,10 +17,6 @@ constexpr int kThreads = 256;  // block size of every kernel
 // Elements per thread and pass: 8 for 2-byte x (one 16-byte access), 4 otherwise.
 template <class XT>
 constexpr int kElemsPerThread = sizeof(XT) == 2 ? 8 : 4;
-
-EBJDAT_HD int l2_threads(int64_t D) {
-  return D >= kThreads ? kThreads : (int)((D + 31) / 32) * 32;
-}
 
 template <class A>
 inline A tree32_host(A* v) {

@@ -19,9 +19,6 @@ _M1 = tl.constexpr(philox.PHILOX_M1)
 _W0 = tl.constexpr(philox.PHILOX_W0)
 _W1 = tl.constexpr(philox.PHILOX_W1)
 _TWO_PI = tl.constexpr(philox.TWO_PI_F32)
-_INV_2_23 = tl.constexpr(philox.INV_2_23)
-
-
 
 
 @triton.jit
