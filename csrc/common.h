@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -65,6 +66,18 @@ inline void check_batch(int64_t batch, int64_t n) {
 inline void raise_if_error(const char* op, const char* err) {
   if (err) throw std::runtime_error(std::string("ebjdat._C.") + op + ": CUDA error: " + err);
 }
+
+// The host loops release the GIL only when the loop is long enough for it to pay: a
+// release and re-acquire costs about 0.07 us, more than a loop over 16 elements.
+class HostNoGil {
+ public:
+  explicit HostNoGil(int64_t n) {
+    if (n >= (int64_t(1) << 14)) release_.emplace();
+  }
+
+ private:
+  std::optional<py::gil_scoped_release> release_;
+};
 
 template <class T>
 T* as_ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }

@@ -3,7 +3,8 @@
 // Independent of torch's C++ ABI: tensors arrive as integer data pointers with element
 // counts and dtype codes (0=float32, 1=float16, 2=bfloat16, 3=float64), streams as the
 // raw cudaStream_t of the caller. `<op>` launches on CUDA memory; `<op>_host` runs the same
-// element functions and Philox stream on CPU memory (the test path without a GPU).
+// element functions and Philox stream on CPU memory (the test path without a GPU). Both are
+// CPython fastcall functions (fastcall.h): a pybind11 binding costs 0.3 us more per call.
 // cudart is linked statically, so importing needs no GPU, driver or CUDA install.
 #include "common.h"
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common.h"
+#include "fastcall.h"
 #include "reduce.cuh"
 
 namespace ebjdat {
@@ -155,7 +156,7 @@ void pgd_step_host(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t
   check_pgd(x, xo, n, batch, x_dtype, l2, has_eps, eps);
   check_dtype("grad", grad_dtype);
   check_ptr("grad", grad, n);
-  py::gil_scoped_release nogil;
+  HostNoGil nogil(n);
   dispatch_dtype(x_dtype, [&](auto xt) {
     using XT = decltype(xt);
     dispatch_dtype(grad_dtype, [&](auto gt) {
@@ -206,7 +207,7 @@ void pgd_init_host(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_
   check_pgd(x, xo, n, batch, x_dtype, l2, true, eps);
   check_ptr("state", state, 1);
   const Layout L = make_layout(C, H, W, n);
-  py::gil_scoped_release nogil;
+  HostNoGil nogil(n);
   dispatch_dtype(x_dtype, [&](auto xt) {
     using XT = decltype(xt);
     pgd_init_loop<XT>(as_ptr<XT>(x), as_ptr<const XT>(xo), as_ptr<int64_t>(state), n, batch,
@@ -234,28 +235,36 @@ void pgd_init(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_t bat
   raise_if_error("pgd_init", err);
 }
 
+constexpr char kPgdStep[] = "pgd_step";
+constexpr char kPgdStepHost[] = "pgd_step_host";
+constexpr char kPgdInit[] = "pgd_init";
+constexpr char kPgdInitHost[] = "pgd_init_host";
+
+PyMethodDef pgd_defs[] = {
+    EBJDAT_FASTCALL(pgd_step, kPgdStep,
+                    "pgd_step(x, grad, x_orig, n, batch, x_dtype, grad_dtype, alpha, has_eps, eps, l2, "
+                    "lo, hi, scratch, scratch_count, device, stream): one PGD step (norm linf, or l2 "
+                    "when l2 is true) on CUDA memory, launched on `stream`."),
+    EBJDAT_FASTCALL(pgd_step_host, kPgdStepHost,
+                    "pgd_step_host(x, grad, x_orig, n, batch, x_dtype, grad_dtype, alpha, has_eps, eps, "
+                    "l2, lo, hi): pgd_step on CPU memory (same element math)."),
+    EBJDAT_FASTCALL(pgd_init, kPgdInit,
+                    "pgd_init(x, x_orig, state, n, batch, x_dtype, eps, l2, lo, hi, C, H, W, scratch, "
+                    "scratch_count, device, stream): PGD random start on CUDA memory (l2: scratch as "
+                    "for pgd_step), advancing the generator."),
+    EBJDAT_FASTCALL(pgd_init_host, kPgdInitHost,
+                    "pgd_init_host(x, x_orig, state, n, batch, x_dtype, eps, l2, lo, hi, C, H, W): "
+                    "pgd_init on CPU memory (same math, same Philox stream)."),
+    PyMethodDef{nullptr, nullptr, 0, nullptr}};
+
 }  // namespace
 
 void register_pgd(py::module_& m) {
   using namespace pybind11::literals;
-  m.def("pgd_step", &pgd_step,
-        "One PGD step (norm linf, or l2 when l2=True) on CUDA memory, launched on `stream`.",
-        "x"_a, "grad"_a, "x_orig"_a, "n"_a, "batch"_a, "x_dtype"_a, "grad_dtype"_a, "alpha"_a,
-        "has_eps"_a, "eps"_a, "l2"_a, "lo"_a, "hi"_a, "scratch"_a, "scratch_count"_a, "device"_a,
-        "stream"_a);
   m.def("pgd_l2_scratch", &pgd_l2_scratch,
         "Scratch values (x's compute type) pgd_step with l2=True needs on the device; 0: none.",
         "n"_a, "batch"_a, "x_dtype"_a);
-  m.def("pgd_step_host", &pgd_step_host, "pgd_step on CPU memory (same element math).",
-        "x"_a, "grad"_a, "x_orig"_a, "n"_a, "batch"_a, "x_dtype"_a, "grad_dtype"_a, "alpha"_a,
-        "has_eps"_a, "eps"_a, "l2"_a, "lo"_a, "hi"_a);
-  m.def("pgd_init", &pgd_init,
-        "PGD random start on CUDA memory (l2: scratch as for pgd_step), advancing the generator.",
-        "x"_a, "x_orig"_a, "state"_a, "n"_a, "batch"_a, "x_dtype"_a, "eps"_a, "l2"_a, "lo"_a,
-        "hi"_a, "C"_a, "H"_a, "W"_a, "scratch"_a, "scratch_count"_a, "device"_a, "stream"_a);
-  m.def("pgd_init_host", &pgd_init_host, "pgd_init on CPU memory (same math, same Philox stream).",
-        "x"_a, "x_orig"_a, "state"_a, "n"_a, "batch"_a, "x_dtype"_a, "eps"_a, "l2"_a, "lo"_a,
-        "hi"_a, "C"_a, "H"_a, "W"_a);
+  add_fastcall(m, pgd_defs);
 }
 
 }  // namespace ebjdat

@@ -3,6 +3,7 @@
 // Noise is drawn iff noise_std > 0 (as in reference.py); the generator state
 // [seed, offset, done] is then required and its offset advances by ceil(n / 4).
 #include "common.h"
+#include "fastcall.h"
 
 namespace ebjdat {
 namespace {
@@ -60,7 +61,7 @@ void sgld_step_host(uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n, int
                     double lo, double hi, int64_t C, int64_t H, int64_t W) {
   const SgldArgs a = check(x, grad, state, n, x_dtype, grad_dtype, step_size, noise_std,
                            grad_clip, lo, hi, C, H, W);
-  py::gil_scoped_release nogil;
+  HostNoGil nogil(a.n);
   dispatch_dtype(a.x_dtype, [&](auto xt) {
     using XT = decltype(xt);
     dispatch_dtype(a.grad_dtype, [&](auto gt) {
@@ -92,19 +93,23 @@ void sgld_step(uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n, int x_dt
   raise_if_error("sgld_step", err);
 }
 
+constexpr char kSgldStep[] = "sgld_step";
+constexpr char kSgldStepHost[] = "sgld_step_host";
+
+PyMethodDef sgld_defs[] = {
+    EBJDAT_FASTCALL(sgld_step, kSgldStep,
+                    "sgld_step(x, grad, state, n, x_dtype, grad_dtype, step_size, noise_std, grad_clip, "
+                    "lo, hi, C, H, W, device, stream): x <- clamp(x + step_size*clamp(grad, -grad_clip, "
+                    "grad_clip) [+ noise_std*z], lo, hi) on CUDA memory, launched on `stream` (a "
+                    "cudaStream_t as int)."),
+    EBJDAT_FASTCALL(sgld_step_host, kSgldStepHost,
+                    "sgld_step_host(x, grad, state, n, x_dtype, grad_dtype, step_size, noise_std, "
+                    "grad_clip, lo, hi, C, H, W): sgld_step on CPU memory, the same element math and "
+                    "Philox stream in a host loop."),
+    PyMethodDef{nullptr, nullptr, 0, nullptr}};
+
 }  // namespace
 
-void register_sgld(py::module_& m) {
-  using namespace pybind11::literals;
-  m.def("sgld_step", &sgld_step,
-        "x <- clamp(x + step_size*clamp(grad, -grad_clip, grad_clip) [+ noise_std*z], lo, hi) "
-        "on CUDA memory, launched on `stream` (a cudaStream_t as int).",
-        "x"_a, "grad"_a, "state"_a, "n"_a, "x_dtype"_a, "grad_dtype"_a, "step_size"_a,
-        "noise_std"_a, "grad_clip"_a, "lo"_a, "hi"_a, "C"_a, "H"_a, "W"_a, "device"_a, "stream"_a);
-  m.def("sgld_step_host", &sgld_step_host,
-        "sgld_step on CPU memory: the same element math and Philox stream, in a host loop.",
-        "x"_a, "grad"_a, "state"_a, "n"_a, "x_dtype"_a, "grad_dtype"_a, "step_size"_a,
-        "noise_std"_a, "grad_clip"_a, "lo"_a, "hi"_a, "C"_a, "H"_a, "W"_a);
-}
+void register_sgld(py::module_& m) { add_fastcall(m, sgld_defs); }
 
 }  // namespace ebjdat

@@ -57,7 +57,26 @@ BAD = [
     (_init, dict(eps=-1.0), ValueError, "eps must be >= 0"),
     (_init, dict(norm="linf2"), ValueError, "norm must be one of"),
     (_init, dict(x_orig=torch.zeros(2, 3, 4, 4, dtype=torch.uint8)), TypeError, "x_orig must be"),
+    # past the one-expression fast paths (ops.checks.target, the inline scalar tests)
+    (_sgld, dict(step_size=float("inf")), ValueError, "step_size must be finite"),
+    (_sgld, dict(noise_std=True), TypeError, "noise_std must be a real number"),
+    (_step, dict(alpha=float("-inf")), ValueError, "alpha must be finite"),
+    (_step, dict(eps=float("inf")), ValueError, "eps must be finite"),
+    (_step, dict(grad=torch.zeros(2, 3, 4, 4, dtype=torch.int64)), TypeError, "grad must be"),
+    (_step, dict(grad=torch.empty(2, 3, 4, 4, device="meta")), ValueError, "grad is on meta"),
+    (_step, dict(x_adv=torch.zeros(3).expand(2, 3), grad=torch.zeros(2, 3), x_orig=torch.zeros(2, 3)),
+     ValueError, "x_adv has overlapping"),
 ]
+
+
+def test_scalars_that_are_not_floats_are_converted():
+    """ints, numpy floats and lists pass the checks as floats (the fast paths take floats only)."""
+    import numpy as np
+    x, g, xo = torch.full((5,), 0.5), torch.ones(5), torch.full((5,), 0.5)
+    ops.sgld_step_(x, g, step_size=np.float32(0.25), grad_clip=1, clamp=[0, 1])
+    assert torch.equal(x, torch.full((5,), 0.75))
+    ops.pgd_step_(x, -g, xo, alpha=1, eps=np.float64(0.125), clamp=[0, 1])
+    assert torch.equal(x, torch.full((5,), 0.375))
 
 
 @pytest.mark.parametrize("make,over,exc,match", BAD, ids=lambda v: getattr(v, "__name__", None))
@@ -162,3 +181,38 @@ def test_leaf_that_requires_grad_is_refused_alike(backend):
             call(y)                                   # through the dispatcher
         assert f"ebjdat.{name}.default" in seen.ops
         torch.testing.assert_close(y.detach(), want, rtol=0, atol=0)
+
+
+def test_extension_entries_refuse_bad_arguments():
+    """ebjdat._C's op entries (CPython fastcall functions) name the function and the
+    argument position on a wrong count or type, and raise the C++ checks' ValueError."""
+    from ebjdat.ops import cuda
+    if cuda.load_error() is not None:
+        pytest.skip(cuda.load_error())
+    import ebjdat._C as C
+    x = torch.zeros(4)
+    good = [x.data_ptr(), x.data_ptr(), 0, 4, 0, 0, 0.1, 0.0, 1.0, 0.0, 1.0, 0, 0, 0]
+    C.sgld_step_host(*good)
+    with pytest.raises(TypeError, match=r"sgld_step_host takes 14 positional arguments, got 2"):
+        C.sgld_step_host(1, 2)
+    with pytest.raises(TypeError, match=r"sgld_step_host: argument 7 must be a float, got str"):
+        C.sgld_step_host(*good[:6], "0.1", *good[7:])
+    with pytest.raises(TypeError, match=r"argument 1 must be an int, got float"):
+        C.sgld_step_host(1.0, *good[1:])
+    with pytest.raises(OverflowError, match=r"argument 5 is out of range"):
+        C.sgld_step_host(*good[:4], 2**40, *good[5:])
+    with pytest.raises(ValueError, match="x: unknown dtype code 7"):
+        C.sgld_step_host(*good[:4], 7, *good[5:])
+    with pytest.raises(ValueError, match="grad: null data pointer"):
+        C.sgld_step_host(good[0], 0, *good[2:])
+    with pytest.raises(ValueError, match="batch"):
+        C.pgd_step_host(x.data_ptr(), x.data_ptr(), x.data_ptr(), 4, 3, 0, 0, 0.1, True, 0.1, True, 0.0, 1.0)
+    # the device entries take the host entries' arguments plus (scratch, scratch_count for
+    # pgd,) device, stream; their checks run before anything touches a GPU
+    with pytest.raises(ValueError, match="x: null data pointer"):
+        C.sgld_step(0, *good[1:], 0, 0)
+    with pytest.raises(ValueError, match="x: null data pointer"):
+        C.pgd_step(0, 0, 0, 4, 1, 0, 0, 0.1, True, 0.1, False, 0.0, 1.0, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="x: null data pointer"):
+        C.pgd_init(0, 0, 0, 4, 1, 0, 0.1, False, 0.0, 1.0, 0, 0, 0, 0, 0, 0, 0)
+    assert torch.equal(x, torch.zeros(4))

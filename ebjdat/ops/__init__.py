@@ -15,6 +15,10 @@ from . import backends, checks, library
 from .backends import available_backends, get_backend, set_backend, use_backend
 from .generator import PhiloxGenerator, default_generator
 
+_INF = float("inf")
+_NO_CLAMP = (-_INF, _INF)
+_UNIT = (0.0, 1.0)   # the attacks' default clamp: passed by default, it needs no check
+
 __all__ = ["sgld_step_", "pgd_step_", "pgd_init_", "PhiloxGenerator", "set_backend",
            "get_backend", "available_backends", "use_backend", "check_backend"]
 
@@ -46,26 +50,27 @@ def sgld_step_(x: torch.Tensor, grad: torch.Tensor, *, step_size: float, noise_s
     counters (one Philox call serves four elements: ops/philox.py);
     the final clamp to ``clamp = (lo, hi)`` when set. Returns x.
     """
-    checks.tensor("x", x)
-    checks.tensor("grad", grad, like=x)
-    checks.writable("x", x)
-    step_size = checks.number("step_size", step_size)
-    noise_std = checks.number("noise_std", noise_std)
-    grad_clip = checks.number("grad_clip", grad_clip, allow_none=True)
-    lo, hi = checks.clamp_range(clamp)
-    checks.generator(generator, x)
+    checks.target("x", x, "grad", grad)
+    # a finite non-negative float passes without a call; anything else is checked
+    # (and converted, or refused) by checks.number
+    if type(step_size) is not float or not 0.0 <= step_size < _INF:
+        step_size = checks.number("step_size", step_size)
+    if type(noise_std) is not float or not 0.0 <= noise_std < _INF:
+        noise_std = checks.number("noise_std", noise_std)
+    grad_clip = _INF if grad_clip is None else checks.number("grad_clip", grad_clip)
+    lo, hi = _NO_CLAMP if clamp is None else checks.clamp_range(clamp)
     state = None
+    if generator is not None:
+        checks.generator(generator, x)
     if noise_std > 0:
         state = (generator or default_generator(x.device)).state
-    library.call("sgld_step_", x, grad, state, step_size, noise_std,
-                                float("inf") if grad_clip is None else grad_clip,
-                                lo, hi, get_backend())
+    library.call("sgld_step_", x, grad, state, step_size, noise_std, grad_clip, lo, hi, get_backend())
     return x
 
 
 def pgd_step_(x_adv: torch.Tensor, grad: torch.Tensor, x_orig: torch.Tensor, *, alpha: float,
               eps: float | None, norm: str = "linf",
-              clamp: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
+              clamp: tuple[float, float] | None = _UNIT) -> torch.Tensor:
     """One projected gradient ascent step, in place.
 
     x_adv, x_orig: (B, *) same dtype; grad: (B, *) any float dtype, the ascent direction.
@@ -74,16 +79,16 @@ def pgd_step_(x_adv: torch.Tensor, grad: torch.Tensor, x_orig: torch.Tensor, *, 
     the difference d to x_orig scaled by ``min(1, eps / ||d||)`` (torchattacks' PGDL2).
     eps=None skips the projection. Finally clamped to ``clamp`` when set. Returns x_adv.
     """
-    _check_pgd(x_adv, x_orig, eps, norm)
-    checks.tensor("grad", grad, like=x_adv)
-    alpha = checks.number("alpha", alpha)
-    lo, hi = checks.clamp_range(clamp)
+    _check_pgd(x_adv, x_orig, eps, norm, grad)
+    if type(alpha) is not float or not 0.0 <= alpha < _INF:
+        alpha = checks.number("alpha", alpha)
+    lo, hi = clamp if clamp is _UNIT else checks.clamp_range(clamp)
     library.call("pgd_step_", x_adv, grad, x_orig, alpha, eps, norm, lo, hi, get_backend())
     return x_adv
 
 
 def pgd_init_(x_adv: torch.Tensor, x_orig: torch.Tensor, *, eps: float, norm: str = "linf",
-              clamp: tuple[float, float] | None = (0.0, 1.0),
+              clamp: tuple[float, float] | None = _UNIT,
               generator: PhiloxGenerator | None = None) -> torch.Tensor:
     """Random start of a PGD attack, in place, advancing the generator by ``ceil(n / 4)``
     counters, n = x_adv.numel() (l2: ``ceil(n / 4) + B``, one more per sample for its radius).
@@ -95,18 +100,19 @@ def pgd_init_(x_adv: torch.Tensor, x_orig: torch.Tensor, *, eps: float, norm: st
     _check_pgd(x_adv, x_orig, eps, norm)
     if eps is None:
         raise TypeError("eps must be a real number for pgd_init_, got None")
-    lo, hi = checks.clamp_range(clamp)
-    checks.generator(generator, x_adv)
+    lo, hi = clamp if clamp is _UNIT else checks.clamp_range(clamp)
+    if generator is not None:
+        checks.generator(generator, x_adv)
     state = (generator or default_generator(x_adv.device)).state
     library.call("pgd_init_", x_adv, x_orig, state, eps, norm, lo, hi, get_backend())
     return x_adv
 
 
-def _check_pgd(x_adv, x_orig, eps, norm) -> None:
-    checks.tensor("x_adv", x_adv)
-    checks.tensor("x_orig", x_orig, like=x_adv, same_dtype=True)
-    checks.writable("x_adv", x_adv)
-    checks.norm(norm)
-    checks.number("eps", eps, allow_none=True)
+def _check_pgd(x_adv, x_orig, eps, norm, grad=None) -> None:
+    checks.target("x_adv", x_adv, "x_orig", x_orig, same_dtype=True, grad=grad)
+    if norm != "linf":
+        checks.norm(norm)
+    if type(eps) is not float or not 0.0 <= eps < _INF:
+        checks.number("eps", eps, allow_none=True)
     if norm == "l2" and x_adv.dim() == 0:
         raise ValueError("x_adv must have a batch dimension (dim 0) for norm='l2'")

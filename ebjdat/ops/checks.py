@@ -10,10 +10,16 @@ from .generator import PhiloxGenerator
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 NORMS = ("linf", "l2")
+_Tensor = torch.Tensor
 
 
 def tensor(name: str, t, like: torch.Tensor | None = None, same_dtype: bool = False) -> None:
     """t must be a float tensor (fp32/fp16/bf16/fp64); with ``like``, of its shape and device."""
+    # the common case first, in one expression (each check below costs a call or an
+    # isinstance; ops.sgld_step_ on a small tensor is mostly this function)
+    if type(t) is _Tensor and t.dtype in FLOAT_DTYPES and (like is None or (
+            t.shape == like.shape and t.device == like.device and (not same_dtype or t.dtype == like.dtype))):
+        return
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in FLOAT_DTYPES:
@@ -28,9 +34,31 @@ def tensor(name: str, t, like: torch.Tensor | None = None, same_dtype: bool = Fa
         raise TypeError(f"{name} has dtype {t.dtype}, expected {like.dtype} (the dtype of x)")
 
 
+def target(name: str, x, other_name: str, other, same_dtype: bool = False, grad=None) -> None:
+    """x: a float tensor an op updates in place (``tensor`` and ``writable``); other: a
+    float tensor of x's shape and device (and dtype when ``same_dtype``); grad, when
+    given: a float tensor of x's shape and device."""
+    # the common case in one expression (x's shape and device read once: each read builds
+    # an object); the checks below, one by one, cost a call each
+    if (type(x) is _Tensor and type(other) is _Tensor and (dtype := x.dtype) in FLOAT_DTYPES
+            and other.dtype in FLOAT_DTYPES and (shape := x.shape) == other.shape
+            and (device := x.device) == other.device and (not same_dtype or dtype == other.dtype)
+            and not x.requires_grad and x.is_contiguous()
+            and (grad is None or (type(grad) is _Tensor and grad.dtype in FLOAT_DTYPES
+                                  and grad.shape == shape and grad.device == device))):
+        return
+    tensor(name, x)
+    tensor(other_name, other, like=x, same_dtype=same_dtype)
+    writable(name, x)
+    if grad is not None:
+        tensor("grad", grad, like=x)
+
+
 def writable(name: str, t: torch.Tensor) -> None:
     """An in-place target must not overlap itself (e.g. an expanded view), nor be part of
     an autograd graph while grad mode is on (``no_autograd``)."""
+    if not t.requires_grad and t.is_contiguous():   # the common case: nothing to refuse
+        return
     if torch.compiler.is_compiling():  # not traceable; eager calls catch the mistake
         return
     no_autograd(name, t)

@@ -65,24 +65,15 @@ def _ext_or_raise():
     return ext
 
 
-_HOST: dict = {}   # name -> _C.<name>_host, looked up once
-
-
-def _call(name: str, x: torch.Tensor, *args) -> None:
-    """Run ``_C.<name>`` on x's device: the kernel on the current stream, or the host loop."""
-    if x.is_cpu:
-        entry = _HOST.get(name)
-        if entry is None:
-            entry = _HOST[name] = getattr(_ext_or_raise(), name + "_host")
-        entry(*args)
-    elif x.is_cuda:
-        ext = _ext_or_raise()
-        if not ext.has_device_code():
-            raise RuntimeError("ebjdat._C was built without device code; " + _BUILD_HINT)
-        stream = torch.cuda.current_stream(x.device).cuda_stream
-        getattr(ext, name)(*args, x.device.index, stream)
-    else:
+def _launch(name: str, x: torch.Tensor, args: tuple) -> None:
+    """Launch ``_C.<name>`` on x's CUDA device, on the current stream."""
+    if not x.is_cuda:
         raise RuntimeError(f"the cuda backend does not run on {x.device.type} tensors")
+    ext = _ext_or_raise()
+    if not ext.has_device_code():
+        raise RuntimeError("ebjdat._C was built without device code; " + _BUILD_HINT)
+    stream = torch.cuda.current_stream(x.device).cuda_stream
+    getattr(ext, name)(*args, x.device.index, stream)
 
 
 _NO_LAYOUT = (0, 0, 0)
@@ -102,22 +93,26 @@ def _batch(x: torch.Tensor) -> int:
 def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=None):
     """x <- clamp(x + step_size * clamp(grad, -grad_clip, grad_clip) + noise_std * z, lo, hi)."""
     c, h, w = _NO_LAYOUT if layout is None else _layout_args(layout)
-    _call("sgld_step", x, x.data_ptr(), grad.data_ptr(), state.data_ptr() if noise_std > 0 else 0,
-          x.numel(), _DTYPE_CODE[x.dtype], _DTYPE_CODE[grad.dtype], step_size, noise_std, grad_clip,
-          lo, hi, c, h, w)
+    args = (x.data_ptr(), grad.data_ptr(), state.data_ptr() if noise_std > 0 else 0, x.numel(),
+            _DTYPE_CODE[x.dtype], _DTYPE_CODE[grad.dtype], step_size, noise_std, grad_clip, lo, hi, c, h, w)
+    if x.is_cpu:   # the host loop (how the CUDA arithmetic is tested without a GPU)
+        (_ext or _ext_or_raise()).sgld_step_host(*args)
+    else:
+        _launch("sgld_step", x, args)
 
 
 def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
     """One PGD step (linf: sign step; l2: normalised step), projected onto the eps-ball."""
-    args = (x.data_ptr(), grad.data_ptr(), x_orig.data_ptr(), x.numel(), _batch(x), _DTYPE_CODE[x.dtype],
-            _DTYPE_CODE[grad.dtype], alpha, eps is not None, 0.0 if eps is None else eps,
-            norm == "l2", lo, hi)
-    if x.is_cuda:  # the l2 step of a few large samples sums its chunks into scratch memory
-        scratch = _l2_scratch(x) if norm == "l2" else None
-        _call("pgd_step", x, *args, 0 if scratch is None else scratch.data_ptr(),
-              0 if scratch is None else scratch.numel())
-    else:
-        _call("pgd_step", x, *args)
+    l2 = norm == "l2"   # the batch matters to l2 alone (per-sample norms)
+    args = (x.data_ptr(), grad.data_ptr(), x_orig.data_ptr(), x.numel(), _batch(x) if l2 else 1,
+            _DTYPE_CODE[x.dtype], _DTYPE_CODE[grad.dtype], alpha, eps is not None,
+            0.0 if eps is None else eps, l2, lo, hi)
+    if x.is_cpu:
+        (_ext or _ext_or_raise()).pgd_step_host(*args)
+    else:  # the l2 step of a few large samples sums its chunks into scratch memory
+        scratch = _l2_scratch(x) if l2 else None
+        _launch("pgd_step", x, (*args, 0 if scratch is None else scratch.data_ptr(),
+                                0 if scratch is None else scratch.numel()))
 
 
 def _l2_scratch(x: torch.Tensor) -> torch.Tensor | None:
@@ -138,11 +133,12 @@ def _scratch_count(n: int, batch: int, dtype_code: int) -> int:
 
 def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     """Random start around x_orig (uniform box for linf, scaled normal for l2), clamped."""
-    args = (x.data_ptr(), x_orig.data_ptr(), state.data_ptr(), x.numel(), _batch(x), _DTYPE_CODE[x.dtype],
-            eps, norm == "l2", lo, hi, *_layout_args(layout))
-    if x.is_cuda:  # the l2 start of a few large samples sums its chunks into scratch memory
-        scratch = _l2_scratch(x) if norm == "l2" else None
-        _call("pgd_init", x, *args, 0 if scratch is None else scratch.data_ptr(),
-              0 if scratch is None else scratch.numel())
-    else:
-        _call("pgd_init", x, *args)
+    l2 = norm == "l2"
+    args = (x.data_ptr(), x_orig.data_ptr(), state.data_ptr(), x.numel(), _batch(x) if l2 else 1,
+            _DTYPE_CODE[x.dtype], eps, l2, lo, hi, *_layout_args(layout))
+    if x.is_cpu:
+        (_ext or _ext_or_raise()).pgd_init_host(*args)
+    else:  # the l2 start of a few large samples sums its chunks into scratch memory
+        scratch = _l2_scratch(x) if l2 else None
+        _launch("pgd_init", x, (*args, 0 if scratch is None else scratch.data_ptr(),
+                                0 if scratch is None else scratch.numel()))

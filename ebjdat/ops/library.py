@@ -108,21 +108,23 @@ for _name, _impl in _IMPLS.items():
     torch.library.register_fake(f"ebjdat::{_name}", _fake, lib=_LIB)
 
 
-def _plain_eager(x: Tensor) -> bool:
-    """True when nothing traces or transforms this call: no torch.compile, no fake or
-    functional tensors, no dispatch mode (make_fx, export), no functorch transform, and
-    no autograd on x. Then the dispatcher would only call the implementation anyway."""
-    return (type(x) is torch.Tensor
-            and not torch.compiler.is_compiling()
-            and torch._C._len_torch_dispatch_stack() == 0
-            and not torch._C._are_functorch_transforms_active()
-            and not (x.requires_grad and torch.is_grad_enabled()))
+# What call() asks on every eager call, bound once (an attribute chain costs a lookup each).
+_grad_enabled = torch.is_grad_enabled
+_compiling = torch.compiler.is_compiling
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_functorch_transforms = torch._C._are_functorch_transforms_active
 
 
 def call(name: str, x: Tensor, *args) -> None:
     """Run ``ebjdat::<name>``: straight to its implementation in plain eager mode (saves
-    the dispatcher's few microseconds per call), through ``torch.ops.ebjdat`` otherwise."""
-    if _plain_eager(x):
+    the dispatcher's few microseconds per call), through ``torch.ops.ebjdat`` otherwise.
+
+    Plain eager: nothing traces or transforms this call (no torch.compile, no fake or
+    functional tensors, no dispatch mode such as make_fx or export, no functorch
+    transform) and x records no autograd history; then the dispatcher would only call
+    the implementation anyway."""
+    if (type(x) is Tensor and not (x.requires_grad and _grad_enabled()) and not _compiling()
+            and not _dispatch_modes() and not _functorch_transforms()):
         _IMPLS[name](x, *args)
     else:
         getattr(torch.ops.ebjdat, name)(x, *args)
