@@ -16,7 +16,6 @@ from .backends import available_backends, get_backend, set_backend, use_backend
 from .generator import PhiloxGenerator, default_generator
 
 _INF = float("inf")
-_NO_CLAMP = (-_INF, _INF)
 _UNIT = (0.0, 1.0)   # the attacks' default clamp: passed by default, it needs no check
 
 __all__ = ["sgld_step_", "pgd_step_", "pgd_init_", "PhiloxGenerator", "set_backend",
@@ -58,7 +57,7 @@ def sgld_step_(x: torch.Tensor, grad: torch.Tensor, *, step_size: float, noise_s
     if type(noise_std) is not float or not 0.0 <= noise_std < _INF:
         noise_std = checks.number("noise_std", noise_std)
     grad_clip = _INF if grad_clip is None else checks.number("grad_clip", grad_clip)
-    lo, hi = _NO_CLAMP if clamp is None else checks.clamp_range(clamp)
+    lo, hi = checks.NO_CLAMP if clamp is None else checks.clamp_range(clamp)
     state = None
     if generator is not None:
         checks.generator(generator, x)

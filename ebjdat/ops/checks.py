@@ -15,11 +15,6 @@ _Tensor = torch.Tensor
 
 def tensor(name: str, t, like: torch.Tensor | None = None, same_dtype: bool = False) -> None:
     """t must be a float tensor (fp32/fp16/bf16/fp64); with ``like``, of its shape and device."""
-    # the common case first, in one expression (each check below costs a call or an
-    # isinstance; ops.sgld_step_ on a small tensor is mostly this function)
-    if type(t) is _Tensor and t.dtype in FLOAT_DTYPES and (like is None or (
-            t.shape == like.shape and t.device == like.device and (not same_dtype or t.dtype == like.dtype))):
-        return
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in FLOAT_DTYPES:
@@ -99,13 +94,13 @@ def number(name: str, v, *, nonneg: bool = True, allow_none: bool = False) -> fl
 
 
 _INFS = (math.inf, -math.inf)
-_NO_CLAMP = (-math.inf, math.inf)
+NO_CLAMP = (-math.inf, math.inf)  # (lo, hi) of no clamp
 
 
 def clamp_range(v) -> tuple[float, float]:
     """None, or a (lo, hi) pair with lo <= hi (either may be +-inf); returns floats."""
     if v is None:
-        return _NO_CLAMP
+        return NO_CLAMP
     if type(v) is tuple and len(v) == 2 and type(v[0]) is float and type(v[1]) is float and v[0] <= v[1]:
         return v   # the common case, without the numbers.Real ABC checks (NaN fails <=)
     if not isinstance(v, (tuple, list)) or len(v) != 2:

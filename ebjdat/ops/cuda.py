@@ -107,12 +107,18 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
     args = (x.data_ptr(), grad.data_ptr(), x_orig.data_ptr(), x.numel(), _batch(x) if l2 else 1,
             _DTYPE_CODE[x.dtype], _DTYPE_CODE[grad.dtype], alpha, eps is not None,
             0.0 if eps is None else eps, l2, lo, hi)
+    _pgd_call("pgd_step", "pgd_step_host", x, args, l2)
+
+
+def _pgd_call(name: str, host_name: str, x: torch.Tensor, args: tuple, l2: bool) -> None:
+    """``_C.<host_name>(*args)`` on CPU memory; on the GPU ``_C.<name>`` with the l2 plan's
+    scratch appended (a few large samples sum their chunks there; 0, 0 when not needed)."""
     if x.is_cpu:
-        (_ext or _ext_or_raise()).pgd_step_host(*args)
-    else:  # the l2 step of a few large samples sums its chunks into scratch memory
-        scratch = _l2_scratch(x) if l2 else None
-        _launch("pgd_step", x, (*args, 0 if scratch is None else scratch.data_ptr(),
-                                0 if scratch is None else scratch.numel()))
+        getattr(_ext or _ext_or_raise(), host_name)(*args)
+        return
+    scratch = _l2_scratch(x) if l2 else None
+    _launch(name, x, (*args, 0 if scratch is None else scratch.data_ptr(),
+                      0 if scratch is None else scratch.numel()))
 
 
 def _l2_scratch(x: torch.Tensor) -> torch.Tensor | None:
@@ -136,9 +142,4 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     l2 = norm == "l2"
     args = (x.data_ptr(), x_orig.data_ptr(), state.data_ptr(), x.numel(), _batch(x) if l2 else 1,
             _DTYPE_CODE[x.dtype], eps, l2, lo, hi, *_layout_args(layout))
-    if x.is_cpu:
-        (_ext or _ext_or_raise()).pgd_init_host(*args)
-    else:  # the l2 start of a few large samples sums its chunks into scratch memory
-        scratch = _l2_scratch(x) if l2 else None
-        _launch("pgd_init", x, (*args, 0 if scratch is None else scratch.data_ptr(),
-                                0 if scratch is None else scratch.numel()))
+    _pgd_call("pgd_init", "pgd_init_host", x, args, l2)
