@@ -41,6 +41,34 @@ def test_bench_ops_quick_writes_rows_with_environment(tmp_path, capsys):
     for r in timed:
         assert r["ours_us"] > 0 and r["baseline_us"] > 0 and r["compile_us"] > 0 and r["GBps"] > 0
     assert "speed-up" in capsys.readouterr().out
+    assert not any("targets" in r for r in data["rows"])   # GPU targets: not judged on CPU timings
+
+
+def test_ops_targets_are_judged_on_gpu_rows_and_summarised():
+    """The ops' GPU targets: >= 85% of copy bandwidth at 256 MiB (pgd_step_ linf 90%),
+    >= 3x eager at CIFAR size, never slower than torch.compile; each miss is listed with
+    its figure under the table and in the report's markdown."""
+    from ebjdat.bench import suite_ops
+    fig = {"speedup_vs_compile": 1.2, "pct_ceiling": 89.0, "speedup": 2.9}
+    linf = suite_ops.targets("pgd_step_linf", "256MiB", fig)
+    assert linf == [{"target": ">= 1x torch.compile", "value": 1.2, "met": True},
+                    {"target": ">= 90% of copy bandwidth", "value": 89.0, "met": False}]
+    sgld = suite_ops.targets("sgld_step", "256MiB", fig)
+    assert [t["met"] for t in sgld] == [True, True]
+    cifar = suite_ops.targets("sgld_step", "cifar", {**fig, "speedup_vs_compile": None})
+    assert cifar[1]["target"] == ">= 3x eager" and [t["met"] for t in cifar] == [None, False]
+    rows = [{"case": "pgd_step_linf/fp32/256MiB", "ours": "ebjdat[cuda]", "targets": linf},
+            {"case": "sgld_step/fp32/256MiB", "ours": "ebjdat[cuda]", "targets": sgld},
+            {"case": "sgld_step/bf16/cifar", "ours": "ebjdat[triton]", "targets": cifar},
+            {"case": "a CPU row"}]
+    assert cli.target_lines(rows) == [
+        "targets: 1 of 3 GPU rows meet every target (suite_ops.targets)",
+        "target missed: pgd_step_linf/fp32/256MiB ebjdat[cuda]: >= 90% of copy bandwidth (got 89)",
+        "target missed: sgld_step/bf16/cifar ebjdat[triton]: >= 1x torch.compile (got not measured)",
+        "target missed: sgld_step/bf16/cifar ebjdat[triton]: >= 3x eager (got 2.9)"]
+    assert cli.target_lines(rows[3:]) == []
+    md = report.markdown([{"environment": {"commit": "abc"}, "rows": rows}])
+    assert "- targets: 1 of 3 GPU rows" in md and "- target missed: sgld_step/bf16/cifar" in md
 
 
 def test_bench_step_quick_profile(tmp_path):

@@ -120,11 +120,11 @@ def test_traced_calls_go_through_the_dispatcher():
 
 
 def test_backend_resolution_is_decided_once_per_selection_and_device(monkeypatch):
-    """The launch path decides the backend module once per (selection, device kind) and
-    then looks it up; a refusal (triton on CPU tensors without the interpreter) is never
+    """The launch path decides the backend module once per (selection, device) and then
+    looks it up; a refusal (triton on CPU tensors without the interpreter) is never
     cached."""
     from ebjdat.ops import backends
-    monkeypatch.setattr(backends, "_RESOLVED", {})
+    monkeypatch.setattr(backends, "_RESOLVED", {name: {} for name in backends.NAMES})
     decided = []
     decide = backends._decide
     monkeypatch.setattr(backends, "_decide", lambda name, x: decided.append(name) or decide(name, x))
@@ -136,3 +136,50 @@ def test_backend_resolution_is_decided_once_per_selection_and_device(monkeypatch
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
             backends.resolve("triton", x)
     assert decided == ["auto", "torch", "triton", "triton"]
+
+
+def test_backend_name_through_torch_ops_is_checked():
+    """torch.ops.ebjdat.* take the backend as a string; a wrong one is a ValueError that
+    names the choices (ebjdat.ops passes a checked name)."""
+    x, g = torch.zeros(3), torch.ones(3)
+    with pytest.raises(ValueError, match=r"backend must be one of .*'tpu'"):
+        torch.ops.ebjdat.sgld_step_(x, g, None, 0.1, 0.0, INF, -INF, INF, "tpu")
+    assert torch.equal(x, torch.zeros(3))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(0,), (0, 3, 4, 4), (3, 0)])
+def test_empty_tensors_are_left_alone(backend, shape):
+    """Tensors without elements (an empty batch, or samples of no elements) run every op
+    as a no-op, on every backend and for both norms, and draw no noise."""
+    require_backend(backend)
+    x, xo, g = torch.zeros(shape), torch.zeros(shape), torch.ones(shape)
+    gen = ops.PhiloxGenerator(0)
+    with ops.use_backend(backend):
+        ops.sgld_step_(x, g, step_size=0.1, noise_std=0.1, generator=gen)
+        for norm in ("linf", "l2"):
+            ops.pgd_step_(x, g, xo, alpha=0.1, eps=0.1, norm=norm)
+            ops.pgd_init_(x, xo, eps=0.1, norm=norm, generator=gen)
+    assert x.shape == shape and gen.offset == 0
+
+
+def test_device_launch_passes_the_device_index_and_its_raw_current_stream(monkeypatch):
+    """The cuda backend's device launches append x's device index and that device's
+    current stream as a raw cudaStream_t (what torch.cuda.current_stream(x.device)
+    .cuda_stream gives, without building a Stream): checked here with a stand-in tensor
+    and extension; test_ops_gpu runs the real launches, in CUDA-graph capture too."""
+    from types import SimpleNamespace
+
+    from ebjdat.ops import cuda
+    calls = []
+    fake_ext = SimpleNamespace(has_device_code=lambda: True, sgld_step=lambda *a: calls.append(a))
+    monkeypatch.setattr(cuda, "_ext", fake_ext)
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 1000 + index, raising=False)
+    x = SimpleNamespace(is_cuda=True, get_device=lambda: 3)
+    cuda._launch("sgld_step", x, (11, 12))
+    assert calls == [(11, 12, 3, 1003)]
+    monkeypatch.setattr(fake_ext, "has_device_code", lambda: False)
+    with pytest.raises(RuntimeError, match="built without device code"):
+        cuda._launch("sgld_step", x, (11, 12))
+    with pytest.raises(RuntimeError, match="does not run on cpu tensors"):
+        cuda._launch("sgld_step", torch.zeros(1), (11, 12))

@@ -100,6 +100,22 @@ def table_lines(rows: list[dict]) -> list[list[str]]:
     return lines
 
 
+def target_lines(rows: list[dict]) -> list[str]:
+    """A summary of the rows' ``targets`` (the ops suite's GPU targets): how many rows meet
+    every one, then each miss with its figure; nothing when no row carries targets."""
+    judged = [r for r in rows if r.get("targets")]
+    if not judged:
+        return []
+    met = sum(all(t["met"] for t in r["targets"]) for r in judged)
+    out = [f"targets: {met} of {len(judged)} GPU rows meet every target (suite_ops.targets)"]
+    for r in judged:
+        for t in r["targets"]:
+            if not t["met"]:
+                got = "not measured" if t["value"] is None else f"{t['value']:.3g}"
+                out.append(f"target missed: {r['case']} {r['ours']}: {t['target']} (got {got})")
+    return out
+
+
 def format_table(result: dict) -> str:
     env, ceil = result["environment"], result["ceilings"]
     lines = table_lines(result["rows"])
@@ -117,6 +133,7 @@ def format_table(result: dict) -> str:
     text += [f"skipped: {r['case']} {r['ours']}: {r['skipped']}" for r in skipped]
     notes = dict.fromkeys(f"note: {r['case']}: {r['note']}" for r in result["rows"] if r.get("note"))
     text += list(notes)
+    text += target_lines(result["rows"])
     return "\n".join(text)
 
 

@@ -3,8 +3,9 @@
 ``python -m ebjdat.bench.report bench/results/*.json --markdown OUT.md --plot OUT.png``
 
 The markdown has, per result file, a line naming where it was measured (device, GPU or
-CPU, driver, CUDA, torch, triton, commit, date and the ceilings measured in that run) and
-the table of ``ebjdat bench`` (cli.table_lines). The PNG draws one horizontal bar per
+CPU, driver, CUDA, torch, triton, commit, date and the ceilings measured in that run),
+the table of ``ebjdat bench`` (cli.table_lines) and, for GPU results, which rows meet the
+ops' targets (cli.target_lines). The PNG draws one horizontal bar per
 row: its speed-up over the row's baseline on a log2 axis, with a line at 1x. Drawn
 with PIL (no matplotlib).
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from ..plots import font, text_size
-from .cli import table_lines
+from .cli import table_lines, target_lines
 
 
 def load(paths) -> list[dict]:
@@ -59,6 +60,8 @@ def markdown(results: list[dict]) -> str:
         text.append("|" + "|".join("---" if i < 4 else "---:" for i in range(len(lines[0]))) + "|")
         text += ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in lines[1:]]
         text.append("")
+        if targets := target_lines(res["rows"]):
+            text += [f"- {line}" for line in targets] + [""]
     return "\n".join(text)
 
 

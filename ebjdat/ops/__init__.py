@@ -63,7 +63,7 @@ def sgld_step_(x: torch.Tensor, grad: torch.Tensor, *, step_size: float, noise_s
         checks.generator(generator, x)
     if noise_std > 0:
         state = (generator or default_generator(x.device)).state
-    library.call("sgld_step_", x, grad, state, step_size, noise_std, grad_clip, lo, hi, get_backend())
+    library.pick("sgld_step_", x)(x, grad, state, step_size, noise_std, grad_clip, lo, hi, get_backend())
     return x
 
 
@@ -78,11 +78,13 @@ def pgd_step_(x_adv: torch.Tensor, grad: torch.Tensor, x_orig: torch.Tensor, *, 
     the difference d to x_orig scaled by ``min(1, eps / ||d||)`` (torchattacks' PGDL2).
     eps=None skips the projection. Finally clamped to ``clamp`` when set. Returns x_adv.
     """
-    _check_pgd(x_adv, x_orig, eps, norm, grad)
+    checks.target("x_adv", x_adv, "x_orig", x_orig, True, grad)
+    if norm != "linf" or type(eps) is not float or not 0.0 <= eps < _INF:
+        _check_pgd(x_adv, eps, norm)
     if type(alpha) is not float or not 0.0 <= alpha < _INF:
         alpha = checks.number("alpha", alpha)
     lo, hi = clamp if clamp is _UNIT else checks.clamp_range(clamp)
-    library.call("pgd_step_", x_adv, grad, x_orig, alpha, eps, norm, lo, hi, get_backend())
+    library.pick("pgd_step_", x_adv)(x_adv, grad, x_orig, alpha, eps, norm, lo, hi, get_backend())
     return x_adv
 
 
@@ -90,28 +92,29 @@ def pgd_init_(x_adv: torch.Tensor, x_orig: torch.Tensor, *, eps: float, norm: st
               clamp: tuple[float, float] | None = _UNIT,
               generator: PhiloxGenerator | None = None) -> torch.Tensor:
     """Random start of a PGD attack, in place, advancing the generator by ``ceil(n / 4)``
-    counters, n = x_adv.numel() (l2: ``ceil(n / 4) + B``, one more per sample for its radius).
+    counters, n = x_adv.numel() (l2: ``ceil(n / 4) + B``, one more per sample for its radius;
+    nothing when n = 0).
 
     linf: ``x_adv = clamp(x_orig + U(-eps, eps))`` elementwise.
     l2 (torchattacks' convention): ``x_adv = clamp(x_orig + eps * r * z / ||z||)`` with
     ``z ~ N(0, I)`` and ``r ~ U(0, 1)`` per sample. Returns x_adv.
     """
-    _check_pgd(x_adv, x_orig, eps, norm)
+    checks.target("x_adv", x_adv, "x_orig", x_orig, True)
+    _check_pgd(x_adv, eps, norm)
     if eps is None:
         raise TypeError("eps must be a real number for pgd_init_, got None")
     lo, hi = clamp if clamp is _UNIT else checks.clamp_range(clamp)
     if generator is not None:
         checks.generator(generator, x_adv)
     state = (generator or default_generator(x_adv.device)).state
-    library.call("pgd_init_", x_adv, x_orig, state, eps, norm, lo, hi, get_backend())
+    library.pick("pgd_init_", x_adv)(x_adv, x_orig, state, eps, norm, lo, hi, get_backend())
     return x_adv
 
 
-def _check_pgd(x_adv, x_orig, eps, norm, grad=None) -> None:
-    checks.target("x_adv", x_adv, "x_orig", x_orig, same_dtype=True, grad=grad)
-    if norm != "linf":
-        checks.norm(norm)
-    if type(eps) is not float or not 0.0 <= eps < _INF:
-        checks.number("eps", eps, allow_none=True)
+def _check_pgd(x_adv, eps, norm) -> None:
+    """The pgd ops' settings (pgd_step_ calls this only off its common case: linf, a finite
+    non-negative float eps)."""
+    checks.norm(norm)
+    checks.number("eps", eps, allow_none=True)
     if norm == "l2" and x_adv.dim() == 0:
         raise ValueError("x_adv must have a batch dimension (dim 0) for norm='l2'")

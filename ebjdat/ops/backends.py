@@ -84,17 +84,20 @@ def use_backend(name: str):
         set_backend(prev)
 
 
-_RESOLVED: dict = {}
+_RESOLVED: dict = {name: {} for name in NAMES}   # selection -> {device: backend module}
 
 
 def resolve(name: str, x: torch.Tensor) -> ModuleType:
     """The backend module that runs an op on x under the selection ``name``: decided once
-    per (selection, CUDA / CPU / other device, and for triton TRITON_INTERPRET) and cached
-    (``_decide``); a call costs a tuple and a dict lookup."""
-    key = (name, x.is_cuda, x.is_cpu, name == "triton" and interpreting())
-    impl = _RESOLVED.get(key)
+    per (selection, device) and cached (``_decide``); a call costs a device read and two
+    dict lookups. A refusal is not cached. (Whether triton interprets is fixed for the
+    process: Triton reads TRITON_INTERPRET when its kernels are defined.)"""
+    try:
+        impl = _RESOLVED[name].get(device := x.device)
+    except KeyError:   # only through torch.ops.ebjdat.* directly: ebjdat.ops passes a checked name
+        raise ValueError(f"backend must be one of {NAMES}, got {name!r}") from None
     if impl is None:
-        impl = _RESOLVED[key] = _decide(name, x)
+        impl = _RESOLVED[name][device] = _decide(name, x)
     return impl
 
 

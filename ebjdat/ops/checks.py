@@ -36,8 +36,8 @@ def target(name: str, x, other_name: str, other, same_dtype: bool = False, grad=
     # the common case in one expression (x's shape and device read once: each read builds
     # an object); the checks below, one by one, cost a call each
     if (type(x) is _Tensor and type(other) is _Tensor and (dtype := x.dtype) in FLOAT_DTYPES
-            and other.dtype in FLOAT_DTYPES and (shape := x.shape) == other.shape
-            and (device := x.device) == other.device and (not same_dtype or dtype == other.dtype)
+            and (dtype == other.dtype if same_dtype else other.dtype in FLOAT_DTYPES)
+            and (shape := x.shape) == other.shape and (device := x.device) == other.device
             and not x.requires_grad and x.is_contiguous()
             and (grad is None or (type(grad) is _Tensor and grad.dtype in FLOAT_DTYPES
                                   and grad.shape == shape and grad.device == device))):

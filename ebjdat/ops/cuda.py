@@ -1,14 +1,16 @@
-"""The ``cuda`` backend: the pybind11 extension ``ebjdat._C`` (built from csrc/ and kernels/).
+"""The ``cuda`` backend: the extension ``ebjdat._C`` (built from csrc/ and kernels/; its op
+entries are CPython fastcall functions, csrc/fastcall.h).
 
-Same three functions, signatures and results as ``reference.py``. Tensors cross into C++
+Same three functions, signatures and results as ``spec.py``. Tensors cross into C++
 as data pointers, element counts and dtype codes, so the extension never links torch.
 ``library.py`` hands over dense tensors sharing one layout: contiguous (``layout is
 None``) or channels_last 4-D (``layout == (C, H, W)``); the kernels update memory in
 order and index the Philox counters by logical (row-major NCHW) position.
 
-* CUDA tensors: kernels launched on ``torch.cuda.current_stream(x.device)``; nothing is
-  allocated and nothing synchronises, so the ops are safe in CUDA-graph capture. The
-  generator state ``[seed, offset, done]`` is read and advanced on the device.
+* CUDA tensors: kernels launched on x's device's current stream; nothing synchronises
+  and the only allocation (the l2 chunk sums) comes from torch's caching allocator, so
+  the ops are safe in CUDA-graph capture. The generator state ``[seed, offset, done]``
+  is read and advanced on the device.
 * CPU tensors: the ``*_host`` entry points run the same element functions and Philox
   stream in a C++ loop, which is how the CUDA arithmetic is tested without a GPU.
 
@@ -66,14 +68,17 @@ def _ext_or_raise():
 
 
 def _launch(name: str, x: torch.Tensor, args: tuple) -> None:
-    """Launch ``_C.<name>`` on x's CUDA device, on the current stream."""
+    """Launch ``_C.<name>`` on x's CUDA device, on that device's current stream: the raw
+    ``cudaStream_t`` from ``torch._C._cuda_getCurrentRawStream``, as torch.compile's
+    generated code takes it (``torch.cuda.current_stream`` builds a Python Stream object
+    on every call)."""
     if not x.is_cuda:
         raise RuntimeError(f"the cuda backend does not run on {x.device.type} tensors")
-    ext = _ext_or_raise()
+    ext = _ext or _ext_or_raise()
     if not ext.has_device_code():
         raise RuntimeError("ebjdat._C was built without device code; " + _BUILD_HINT)
-    stream = torch.cuda.current_stream(x.device).cuda_stream
-    getattr(ext, name)(*args, x.device.index, stream)
+    index = x.get_device()
+    getattr(ext, name)(*args, index, torch._C._cuda_getCurrentRawStream(index))
 
 
 _NO_LAYOUT = (0, 0, 0)
@@ -107,15 +112,15 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
     args = (x.data_ptr(), grad.data_ptr(), x_orig.data_ptr(), x.numel(), _batch(x) if l2 else 1,
             _DTYPE_CODE[x.dtype], _DTYPE_CODE[grad.dtype], alpha, eps is not None,
             0.0 if eps is None else eps, l2, lo, hi)
-    _pgd_call("pgd_step", "pgd_step_host", x, args, l2)
-
-
-def _pgd_call(name: str, host_name: str, x: torch.Tensor, args: tuple, l2: bool) -> None:
-    """``_C.<host_name>(*args)`` on CPU memory; on the GPU ``_C.<name>`` with the l2 plan's
-    scratch appended (a few large samples sum their chunks there; 0, 0 when not needed)."""
     if x.is_cpu:
-        getattr(_ext or _ext_or_raise(), host_name)(*args)
-        return
+        (_ext or _ext_or_raise()).pgd_step_host(*args)
+    else:
+        _launch_pgd("pgd_step", x, args, l2)
+
+
+def _launch_pgd(name: str, x: torch.Tensor, args: tuple, l2: bool) -> None:
+    """Launch ``_C.<name>`` with the l2 plan's scratch appended to ``args`` (a few large
+    samples sum their chunks there; 0, 0 when not needed)."""
     scratch = _l2_scratch(x) if l2 else None
     _launch(name, x, (*args, 0 if scratch is None else scratch.data_ptr(),
                       0 if scratch is None else scratch.numel()))
@@ -142,4 +147,7 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     l2 = norm == "l2"
     args = (x.data_ptr(), x_orig.data_ptr(), state.data_ptr(), x.numel(), _batch(x) if l2 else 1,
             _DTYPE_CODE[x.dtype], eps, l2, lo, hi, *_layout_args(layout))
-    _pgd_call("pgd_init", "pgd_init_host", x, args, l2)
+    if x.is_cpu:
+        (_ext or _ext_or_raise()).pgd_init_host(*args)
+    else:
+        _launch_pgd("pgd_init", x, args, l2)

@@ -20,10 +20,10 @@ def sgld_step_(x: Tensor, grad: Tensor, generator: PhiloxGenerator | None, step_
                noise_std: float, grad_clip: float, lo: float, hi: float) -> None:
     """ops.sgld_step_ for a grad of x's shape and device (e.g. from autograd through x)."""
     state = None if noise_std == 0 else (generator or default_generator(x.device)).state
-    library.call("sgld_step_", x, grad, state, step_size, noise_std, grad_clip, lo, hi, get_backend())
+    library.pick("sgld_step_", x)(x, grad, state, step_size, noise_std, grad_clip, lo, hi, get_backend())
 
 
 def pgd_step_(x_adv: Tensor, grad: Tensor, x_orig: Tensor, alpha: float, eps: float | None,
               norm: str, lo: float, hi: float) -> None:
     """ops.pgd_step_ for checked x_adv, x_orig and a grad of their shape and device."""
-    library.call("pgd_step_", x_adv, grad, x_orig, alpha, eps, norm, lo, hi, get_backend())
+    library.pick("pgd_step_", x_adv)(x_adv, grad, x_orig, alpha, eps, norm, lo, hi, get_backend())
