@@ -81,12 +81,12 @@ def _launch(name: str, x: torch.Tensor, args: tuple) -> None:
     getattr(ext, name)(*args, index, torch._C._cuda_getCurrentRawStream(index))
 
 
-_NO_LAYOUT = (0, 0, 0)
+_NO_LAYOUT = (0, 0, 0)   # the (C, H, W) arguments of contiguous memory
 
 
 def _layout_args(layout) -> tuple[int, int, int]:
-    """(0, 0, 0) for contiguous memory, (C, H, W) for channels_last."""
-    return (0, 0, 0) if layout is None else tuple(int(v) for v in layout)
+    """The (C, H, W) arguments of a layout: _NO_LAYOUT for contiguous memory (None)."""
+    return _NO_LAYOUT if layout is None else tuple(int(v) for v in layout)
 
 
 def _batch(x: torch.Tensor) -> int:
@@ -94,10 +94,10 @@ def _batch(x: torch.Tensor) -> int:
 
 
 # The scalars arrive as Python floats (ops.checks returns floats; the dispatcher passes
-# floats): pybind11 takes them as doubles without a conversion here.
+# floats): the fastcall entries read them as doubles (csrc/fastcall.h).
 def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=None):
     """x <- clamp(x + step_size * clamp(grad, -grad_clip, grad_clip) + noise_std * z, lo, hi)."""
-    c, h, w = _NO_LAYOUT if layout is None else _layout_args(layout)
+    c, h, w = _NO_LAYOUT if layout is None else _layout_args(layout)   # no call on the common path
     args = (x.data_ptr(), grad.data_ptr(), state.data_ptr() if noise_std > 0 else 0, x.numel(),
             _DTYPE_CODE[x.dtype], _DTYPE_CODE[grad.dtype], step_size, noise_std, grad_clip, lo, hi, c, h, w)
     if x.is_cpu:   # the host loop (how the CUDA arithmetic is tested without a GPU)
