@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import energy, graphs, ops
+from . import compiling, energy, graphs, ops
 from .ops import checks, prechecked
 
 __all__ = ["PGD"]
+
+_compiling = torch.compiler.is_compiling
 
 LOSSES = ("ce", "energy", "ebjdat")
 Objective = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -50,6 +52,11 @@ class PGD:
 
     ``cuda_graph=True`` (CUDA tensors only) captures the whole loop once per input shape,
     dtype, autocast state and train/eval modes and replays it: one launch per attack.
+
+    ``memory_format``: the layout x_adv (and the copy of x it is projected around) is made
+    in, for 4-D inputs; give the model's (``torch.channels_last`` for a channels_last
+    model), so that the input gradients share x_adv's layout and no step copies them.
+    None: x's own layout.
     """
 
     def __init__(self, model: nn.Module, *, eps: float | None = 8 / 255, alpha: float = 2 / 255,
@@ -57,7 +64,8 @@ class PGD:
                  clamp: tuple[float, float] | None = (0.0, 1.0), loss: str | Objective = "ce",
                  targeted: bool = False, generator: ops.PhiloxGenerator | None = None,
                  cuda_graph: bool = False, start_eps: float | None = None,
-                 perceptual_weight: float | None = None):
+                 perceptual_weight: float | None = None,
+                 memory_format: torch.memory_format | None = None):
         if not callable(model):
             raise TypeError(f"model must be an nn.Module (or a callable) returning logits, got {type(model).__name__}")
         self.model = model
@@ -88,6 +96,7 @@ class PGD:
             raise TypeError(f"generator must be an ebjdat.ops.PhiloxGenerator or None, got {type(generator).__name__}")
         self.generator = generator
         self.cuda_graph = bool(cuda_graph)
+        self.memory_format = checks.memory_format(memory_format)
         self._graphs = graphs.GraphCache()
 
     def __repr__(self) -> str:
@@ -102,8 +111,12 @@ class PGD:
             checks.generator(gen, x)
         # inference mode would forbid the input gradient; the attack needs autograd
         with torch.inference_mode(False):
-            if x.is_inference() or y.is_inference():  # inference tensors cannot enter autograd
+            # inference tensors cannot enter autograd (dynamo cannot trace is_inference, and
+            # none reaches a compiled region: torch.compile refuses them as inputs)
+            if not _compiling() and (x.is_inference() or y.is_inference()):
                 x, y = x.clone(), y.clone()
+            if self.memory_format is not None and x.dim() == 4:
+                x = x.contiguous(memory_format=self.memory_format)   # no copy when it has it
             if not self.cuda_graph:
                 x_adv = torch.empty_like(x)
                 self._loop(x_adv, x, y, gen)
@@ -128,14 +141,24 @@ class PGD:
             else:
                 x_adv.copy_(x)
             for k in range(self.steps):
-                # a leaf view of x_adv's storage: the gradient flows to it alone
-                leaf = x_adv.detach().requires_grad_(True)
-                logits = self._logits(leaf, y, check_labels=(k == 0 and clean is None))
-                obj = self._objective(logits, y, leaf, x, clean)
-                (grad,) = torch.autograd.grad(obj, leaf)
-                del leaf, logits, obj  # the graph is freed; x_adv may be written again
-                # x checked once per call, x_adv made like it, grad from autograd through it
-                prechecked.pgd_step_(x_adv, grad, x, self.alpha, self.eps, self.norm, *self._lohi)
+                self._step(x_adv, x, y, clean, k == 0 and clean is None)
+
+    def _step(self, x_adv: Tensor, x: Tensor, y: Tensor, clean: Tensor | None, check_labels: bool) -> None:
+        """One step on x_adv in place: J's input gradient, then the fused sign (or l2) step."""
+        # a leaf view of x_adv's storage: the gradient flows to it alone
+        leaf = x_adv.detach().requires_grad_(True)
+        logits = self._logits(leaf, y, check_labels=check_labels)
+        obj = self._objective(logits, y, leaf, x, clean)
+        (grad,) = torch.autograd.grad(obj, leaf)
+        del leaf, logits, obj  # the graph is freed; x_adv may be written again
+        # x checked once per call, x_adv made like it, grad from autograd through it
+        prechecked.pgd_step_(x_adv, grad, x, self.alpha, self.eps, self.norm, *self._lohi)
+
+    def compile(self, **options) -> "PGD":
+        """From now on each step runs as one compiled graph (forward, input gradient and
+        fused update, ``ebjdat.compiling.step``; options are torch.compile's). Returns self."""
+        self._step = compiling.step(self._step, **options)
+        return self
 
     def _objective(self, logits: Tensor, y: Tensor, x_adv: Tensor, x: Tensor, clean) -> Tensor:
         if self.loss == "ce":
@@ -163,7 +186,7 @@ class PGD:
             raise ValueError(f"the model's logits must have shape (B, K) = ({b}, K), got {shape}")
         if check_labels:
             k = logits.shape[1]
-            if y.device.type == "cpu":
+            if y.device.type == "cpu" and not _compiling():   # a host read: no graph break when compiled
                 if b and (int(y.min()) < 0 or int(y.max()) >= k):
                     raise ValueError(f"y has labels outside [0, {k}) (the model has {k} logits): "
                                      f"min {int(y.min())}, max {int(y.max())}")

@@ -52,22 +52,25 @@ def replay_buffer(cfg, sample_shape: tuple, init, *, device, generator: torch.Ge
 
 
 def sampler(cfg, net: nn.Module, *, generator, buffer: ReplayBuffer | None = None,
-            n_steps: int | None = None, cuda_graph: bool = False) -> SGLD:
+            n_steps: int | None = None, cuda_graph: bool = False,
+            memory_format: torch.memory_format | None = None) -> SGLD:
     """The run's SGLD (PYLD for JEM++'s inner steps) over ``net``'s marginal energy;
     ``n_steps`` overrides cfg.sgld_steps; with ``buffer``, ``sample(n)`` draws and writes
     back its chains. The model's train/eval mode stays the caller's."""
     kw = dict(n_steps=cfg.sgld_steps if n_steps is None else n_steps, step_size=cfg.sgld_step_size,
               noise_std=cfg.sgld_noise, grad_clip=cfg.sgld_clip,
               clamp=(-1.0, 1.0) if cfg.sgld_clamp else None, generator=generator,
-              cuda_graph=cuda_graph, buffer=buffer)
+              cuda_graph=cuda_graph, buffer=buffer, memory_format=memory_format)
     energy = ClassifierEnergy(net)
     return PYLD(energy, n_inner=cfg.sgld_inner, **kw) if cfg.sgld_inner > 1 else SGLD(energy, **kw)
 
 
-def attack(cfg, net: nn.Module, *, generator, cuda_graph: bool = False) -> PGD:
+def attack(cfg, net: nn.Module, *, generator, cuda_graph: bool = False,
+           memory_format: torch.memory_format | None = None) -> PGD:
     """The training attack (REFERENCE.md): cfg.pgd_steps linf sign steps of cfg.adv_objective
     from a U(-eps, eps) start, projected only when cfg.pgd_project, clamped to [-1, 1]."""
     return PGD(net, eps=cfg.pgd_eps if cfg.pgd_project else None, start_eps=cfg.pgd_eps,
                alpha=cfg.pgd_alpha, steps=cfg.pgd_steps, random_start=True, norm="linf",
-               clamp=(-1.0, 1.0), loss=cfg.adv_objective, generator=generator, cuda_graph=cuda_graph)
+               clamp=(-1.0, 1.0), loss=cfg.adv_objective, generator=generator, cuda_graph=cuda_graph,
+               memory_format=memory_format)
 

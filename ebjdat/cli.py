@@ -52,7 +52,8 @@ TRAIN_FLAGS = {  # flag: (config field, type, help)
                   "imagefolder): K (the first K classes) or a file of 0-based class indices, stored in the run's "
                   "config as the list it holds"),
     "--mode": ("mode", str, "fast (default) | reference (the published loop's waste)"),
-    "--precision": ("precision", str, "fp32 (default) | bf16 (fast mode)"),
+    "--precision": ("precision", str, "auto (default: bf16 autocast where the device has bf16 units, "
+                                      "else fp32) | fp32 | bf16; fast mode"),
     "--backend": ("backend", str, "fused-op backend: auto | torch | triton | cuda"),
     "--device": ("device", str, "auto (default) | cpu | cuda | cuda:N"),
     "--seed": ("seed", int, "random seed"),
@@ -69,6 +70,10 @@ def _train_parser(sub) -> None:
         p.add_argument(flag, type=typ, help=text)
     p.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="do not compile (default)")
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                   help="fast mode: channels_last model, chains and attack inputs (default)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="fast mode: keep the contiguous (NCHW) layout")
     p.set_defaults(fn=_train)
 
 
@@ -78,6 +83,7 @@ def _train(args) -> int:
     from .train.loop import check_run_folder
     flags = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in TRAIN_FLAGS.items()}
     flags["compile"] = args.compile
+    flags["channels_last"] = args.channels_last
     flags = {k: v for k, v in flags.items() if v is not None}
     try:
         if args.resume:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch._dynamo.eval_frame import OptimizedModule
 
 
 def marginal(logits: Tensor) -> Tensor:
@@ -27,9 +28,35 @@ def perceptual_distance(logits: Tensor, logits_adv: Tensor) -> Tensor:
 
 
 def logits_of(model: nn.Module, x: Tensor) -> Tensor:
-    """The model's logits: ``model.classify(x)`` when it has one, else ``model(x)``."""
+    """The model's logits: ``model.classify(x)`` when it has one, else ``model(x)``.
+
+    A compiled module (``torch.compile(m)``, an OptimizedModule) is called as ``model(x)``:
+    its attribute lookup would hand back the uncompiled ``classify``. ``compiled`` builds
+    compiled modules whose forward is the logits."""
+    if isinstance(model, OptimizedModule):
+        return model(x)
     classify = getattr(model, "classify", None)
     return classify(x) if callable(classify) else model(x)
+
+
+class Logits(nn.Module):
+    """``forward(x) = logits_of(model, x)``: a module whose forward is a classifier's logits,
+    for a model whose own forward returns something else (JEM's energy, say)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return logits_of(self.model, x)
+
+
+def compiled(model: nn.Module, **options) -> nn.Module:
+    """``torch.compile(Logits(model), **options)``: the model's logits path compiled, whether
+    its logits come from ``classify`` or ``forward``; ``logits_of`` on the result runs the
+    compiled graph. The compiled module shares the model's parameters, buffers and
+    train/eval mode."""
+    return torch.compile(Logits(model), **options)
 
 
 class ClassifierEnergy(nn.Module):

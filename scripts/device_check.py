@@ -17,7 +17,8 @@ when it runs over) and recorded as passed / failed / timed-out / skipped-for-tim
   bench-loops  ebjdat bench loops overhead attack: SGLD-10 and PGD-10 on WRN-28-10, eager
                vs CUDA graph (no torch.compile), per-step sampler overhead, torchattacks
   bench-step   ebjdat bench step: published-loop baseline, fast fp32, +bf16,
-               +channels_last, +cuda_graph; +compile only if its time is left
+               +channels_last, +cuda_graph, +compile (if its reserve is left): each
+               row with dynamo's graphs and breaks and its first loss against fp32
   summary      device_check.json (every figure and the environment) and summary.md
 
 Files written to the output folder (--out, default $OUT; it must be empty or new):
@@ -44,10 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = {  # name: budget in seconds; the total stays under 9 minutes
     "env": 10,
     "build": 80,
-    "gpu-tests": 150,
-    "bench-ops": 90,
-    "bench-loops": 80,
-    "bench-step": 100,
+    "gpu-tests": 120,
+    "bench-ops": 70,
+    "bench-loops": 60,
+    "bench-step": 190,   # with its +compile stage (suite_step.COMPILE_RESERVE_S)
     "summary": 10,
 }
 MAX_TOTAL_S = 540

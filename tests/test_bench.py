@@ -74,8 +74,16 @@ def test_ops_targets_are_judged_on_gpu_rows_and_summarised():
 def test_bench_step_quick_profile(tmp_path):
     result = cli.run_bench("step", "cpu", quick=True, profile=tmp_path)
     steps = [r for r in result["rows"] if not r["case"].startswith("loader")]
-    assert [r["ours"] for r in steps] == ["reference baseline", "trainer reference mode", "trainer fast fp32"]
-    assert all(r["s_per_iter"] > 0 and r["mfu_pct"] > 0 for r in steps)
+    assert [r["ours"] for r in steps] == ["reference baseline", "trainer fast fp32", "+channels_last", "+compile",
+                                          "+bf16", "+bf16 +compile"]
+    timed = [r for r in steps if "skipped" not in r]
+    assert [r["ours"] for r in timed] == ["reference baseline", "trainer fast fp32", "+channels_last", "+bf16"]
+    assert all(r["s_per_iter"] > 0 and r["mfu_pct"] > 0 for r in timed)
+    fp32, cl, bf16 = timed[1:]
+    assert (fp32["channels_last"], fp32["precision"]) == (False, "fp32") and "loss_rel_diff" not in fp32
+    assert (cl["channels_last"], cl["precision"], bf16["precision"]) == (True, "fp32", "bf16")
+    assert cl["loss_rel_diff"] < 1e-4 and bf16["loss_rel_diff"] < 0.05   # fp32 layouts agree; bf16 rounds
+    assert not any(r["compiled"] for r in timed[1:])
     loaders = result["rows"][len(steps):]   # then the loader beside the model, per image size
     assert [r["case"] for r in loaders] == ["loader 32x32x3/b16", "loader 64x64x3/b16"]
     assert all(r["images_per_s"] > 0 and r["model_images_per_s"] > 0 for r in loaders)
@@ -133,10 +141,12 @@ def test_bench_suites_json_checked_first(tmp_path):
 def test_step_compile_case_needs_its_budget(monkeypatch):
     from ebjdat.bench import suite_step
     monkeypatch.setattr(suite_step.time, "perf_counter", lambda: 1000.0)
-    assert suite_step._compile_skip(False, None) == "--no-compile"
-    assert suite_step._compile_skip(True, None) is None
-    assert suite_step._compile_skip(True, 1000.0 + suite_step.COMPILE_RESERVE_S) is None
-    assert "60 s of the budget left" in suite_step._compile_skip(True, 1060.0)
+    skip = suite_step._compile_skip
+    assert skip(False, None, False, True) == "--no-compile"
+    assert skip(True, None, False, True) is None and skip(True, None, True, True) is None
+    assert skip(True, None, True, False).startswith("--quick on the CPU")
+    assert skip(True, 1000.0 + suite_step.COMPILE_RESERVE_S, False, True) is None
+    assert "60 s of the budget left" in skip(True, 1060.0, False, True)
     names = [n for n, _ in suite_step.GPU_STAGES]
     assert names == ["trainer fast fp32", "+bf16", "+channels_last", "+cuda_graph", "+compile"]
     # each stage switches on one more optimisation than the one before

@@ -39,7 +39,7 @@ def test_fast_and_reference_modes_compute_the_same_losses(norm, steps):
     duplicated forwards also update the running statistics twice, which later steps see."""
     runs = {}
     for mode in ("fast", "reference"):
-        t = Trainer(TrainConfig.preset("sadajem", mode=mode, norm=norm, steps=10, **SMALL))
+        t = Trainer(TrainConfig.preset("sadajem", mode=mode, norm=norm, steps=10, precision="fp32", **SMALL))
         runs[mode] = [{k: float(v) for k, v in t.train_step().items()} for _ in range(steps)]
     for fast, ref in zip(runs["fast"], runs["reference"]):
         for k in ("loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv"):

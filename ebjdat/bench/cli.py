@@ -116,6 +116,21 @@ def target_lines(rows: list[dict]) -> list[str]:
     return out
 
 
+def recipe_lines(rows: list[dict]) -> list[str]:
+    """Per trainer row of the step suite, what of the fast recipe ran: layout, precision,
+    compile (graphs and breaks dynamo made in the case) and the first loss against fp32."""
+    out = []
+    for r in rows:
+        if "precision" not in r:
+            continue
+        comp = (f"compiled ({r['graphs']} graphs, {r['graph_breaks']} breaks)" if r["compiled"]
+                else f"eager ({r['compile_why_not']})" if r.get("compile_why_not") else "eager")
+        agree = f", first loss {r['loss_rel_diff']:.1e} rel. from fp32" if "loss_rel_diff" in r else ""
+        out.append(f"recipe: {r['ours']}: {'channels_last' if r['channels_last'] else 'NCHW'}, "
+                   f"{r['precision']}, {comp}{agree}")
+    return out
+
+
 def format_table(result: dict) -> str:
     env, ceil = result["environment"], result["ceilings"]
     lines = table_lines(result["rows"])
@@ -133,6 +148,7 @@ def format_table(result: dict) -> str:
     text += [f"skipped: {r['case']} {r['ours']}: {r['skipped']}" for r in skipped]
     notes = dict.fromkeys(f"note: {r['case']}: {r['note']}" for r in result["rows"] if r.get("note"))
     text += list(notes)
+    text += recipe_lines(result["rows"])
     text += target_lines(result["rows"])
     return "\n".join(text)
 

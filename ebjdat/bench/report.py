@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from ..plots import font, text_size
-from .cli import table_lines, target_lines
+from .cli import recipe_lines, table_lines, target_lines
 
 
 def load(paths) -> list[dict]:
@@ -60,6 +60,8 @@ def markdown(results: list[dict]) -> str:
         text.append("|" + "|".join("---" if i < 4 else "---:" for i in range(len(lines[0]))) + "|")
         text += ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in lines[1:]]
         text.append("")
+        if recipe := recipe_lines(res["rows"]):
+            text += [f"- {line}" for line in recipe] + [""]
         if targets := target_lines(res["rows"]):
             text += [f"- {line}" for line in targets] + [""]
     return "\n".join(text)

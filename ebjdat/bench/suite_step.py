@@ -1,14 +1,18 @@
 """The training-iteration suite: one EB-JDAT iteration (SADA-JEM preset) per method.
 
-Cases, each timed on the same fixed batches and stated against the reference baseline:
-``reference baseline`` (ebjdat.published.PublishedLoop, REFERENCE.md's loop), then the
-trainer. On the CPU: its
-``reference mode`` and ``fast fp32``. On a GPU (where reference mode, the same computation
-as the baseline, is not timed again) ``trainer fast fp32`` and each optimisation switched
-on in turn: ``+bf16``, ``+channels_last``, ``+cuda_graph``, then ``+compile`` when
-``compile`` is on and, given a ``deadline``, at least COMPILE_RESERVE_S seconds are left
-for it (torch.compile of WRN-28-10's several graphs takes minutes); otherwise its row
-says why it was skipped.
+Cases, each timed on the same fixed batches and stated against the reference baseline
+(``reference baseline``: ebjdat.published.PublishedLoop, REFERENCE.md's loop), then the
+trainer's fast mode with one part of its recipe switched on at a time. On a GPU
+(GPU_STAGES): ``trainer fast fp32``, ``+bf16``, ``+channels_last``, ``+cuda_graph``,
+``+compile``. On the CPU (CPU_STAGES): ``trainer fast fp32``, ``+channels_last``,
+``+compile``, ``+bf16`` (channels_last, eager: the CPU default where bf16 units exist) and
+``+bf16 +compile``. A compile case runs when ``compile`` is on, not in --quick on the CPU,
+and, given a ``deadline``, with at least COMPILE_RESERVE_S seconds left (compiling
+WRN-28-10's graphs takes minutes); otherwise its row says why it was skipped.
+
+Each trainer row also says what ran (channels_last, precision, whether compile was in
+effect, dynamo's graphs and graph breaks while the case was built and timed) and its first
+iteration's loss against the first trainer case's (fp32): ``loss_rel_diff``.
 
 Per case: seconds per iteration (CUDA-event medians on a GPU, perf_counter medians on
 the CPU, after warm-up iterations), labelled images per second, model FLOP utilisation
@@ -16,8 +20,8 @@ the CPU, after warm-up iterations), labelled images per second, model FLOP utili
 of the matmul rate measured in this run), and the projected hours of the paper's
 100-epoch CIFAR-10 schedule (only at CIFAR sizes, not in --quick).
 
-Sizes: WRN-28-10 on 32x32 synthetic CIFAR-shaped data, batches 64 + 128, 10 SGLD steps,
-5 attack steps, SAM. --quick: the digits SmallCNN (8x8), batches 16 + 16, a 200-row
+Sizes: on a GPU WRN-28-10 on 32x32 synthetic CIFAR-shaped data, batches 64 + 128, 10 SGLD
+steps, 5 attack steps, SAM; on the CPU WRN-10-2 with batches 8 + 16 (CPU_FULL). --quick: the digits SmallCNN (8x8), batches 16 + 16, a 200-row
 buffer, 5 SGLD and 5 attack steps.
 
 Then the data loader against the model, at 32x32 and 64x64 (``loader_rows``): images/s of
@@ -38,11 +42,15 @@ import torch
 import torch.nn.functional as F
 
 from ..published import PublishedLoop
+from .. import compiling
 from . import formulas, profiling, timing
 
 QUICK = {"dataset": "digits", "batch_size": 16, "label_batch_size": 16, "buffer_size": 200,
              "sgld_steps": 5, "pgd_steps": 5}
 FULL = {"dataset": "synthetic", "image_size": 32, "model": "wrn", "depth": 28, "width": 10}
+# the CPU's full size: what 2 cores iterate in about a second (WRN-10-2, batches 8 + 16)
+CPU_FULL = {"dataset": "synthetic", "image_size": 32, "model": "wrn", "depth": 10, "width": 2,
+            "batch_size": 8, "label_batch_size": 16, "buffer_size": 1000}
 _OFF = {"precision": "fp32", "channels_last": False, "cuda_graph": False, "compile": False}
 GPU_STAGES = [  # (name, overrides): each adds one optimisation to the last
     ("trainer fast fp32", _OFF),
@@ -51,12 +59,19 @@ GPU_STAGES = [  # (name, overrides): each adds one optimisation to the last
     ("+cuda_graph", {**_OFF, "precision": "bf16", "channels_last": True, "cuda_graph": True}),
     ("+compile", {"precision": "bf16", "channels_last": True, "cuda_graph": True, "compile": True}),
 ]
-COMPILE_RESERVE_S = 240.0
+CPU_STAGES = [  # each on the stage before it, except that +bf16 leaves compile off (the CPU default)
+    ("trainer fast fp32", _OFF),
+    ("+channels_last", {**_OFF, "channels_last": True}),
+    ("+compile", {**_OFF, "channels_last": True, "compile": True}),
+    ("+bf16", {**_OFF, "channels_last": True, "precision": "bf16"}),
+    ("+bf16 +compile", {**_OFF, "channels_last": True, "precision": "bf16", "compile": True}),
+]
+COMPILE_RESERVE_S = 90.0   # compiling a step region and the model's forward, with headroom
 
 
 def _cfg(device, quick, mode="reference", **over):
     from ebjdat.train import TrainConfig
-    sizes = QUICK if quick else FULL
+    sizes = QUICK if quick else FULL if torch.device(device).type == "cuda" else CPU_FULL
     return TrainConfig.preset("sadajem", mode=mode, device=str(device), steps=10_000,
                               **{**sizes, **over})
 
@@ -66,10 +81,12 @@ def _seconds(fn, device, quick, slow=False):
     return timing.median_us(fn, device, warmup=warm, reps=reps, do_bench=False) / 1e6
 
 
-def _compile_skip(compile: bool, deadline: float | None) -> str | None:
-    """Why the +compile case is not run, or None to run it."""
+def _compile_skip(compile: bool, deadline: float | None, quick: bool, gpu: bool) -> str | None:
+    """Why a compile case is not run, or None to run it."""
     if not compile:
         return "--no-compile"
+    if quick and not gpu:
+        return "--quick on the CPU: compiling takes longer than the quick suite"
     if deadline is not None and deadline - time.perf_counter() < COMPILE_RESERVE_S:
         left = max(0.0, deadline - time.perf_counter())
         return f"{left:.0f} s of the budget left, the compile case needs {COMPILE_RESERVE_S:.0f} s"
@@ -95,44 +112,78 @@ def run(device, quick: bool, ceil: dict, profile_dir=None, deadline: float | Non
         return cls(cfg, copy.deepcopy(model0), ds.x, ds.y, ds.n_classes, dev, ref_trainer.steps_per_epoch,
                    gaussian=gauss)
 
+    stages = GPU_STAGES if gpu else CPU_STAGES
     cases = [("reference baseline", lambda: baseline(PublishedLoop))]
-    if gpu:
-        cases += [(name, lambda o=o: Trainer(_cfg(dev, quick, "fast", **o))) for name, o in GPU_STAGES]
-    else:
-        cases += [("trainer reference mode", lambda: ref_trainer),
-                  ("trainer fast fp32", lambda: Trainer(_cfg(dev, quick, "fast")))]
-    case = f"sadajem/{'digits' if quick else 'wrn28-10 cifar-shape'}/b{cfg.batch_size}+{cfg.label_batch_size}"
-    rows, ref_s = [], None
+    cases += [(name, lambda o=o: Trainer(_cfg(dev, quick, "fast", **o))) for name, o in stages]
+    case = f"sadajem/{_size_name(cfg, quick)}/b{cfg.batch_size}+{cfg.label_batch_size}"
+    rows, ref_s, fp32_loss = [], None, None
     for name, make in cases:
-        why = _compile_skip(compile, deadline) if name == "+compile" else None
+        why = _compile_skip(compile, deadline, quick, gpu) if "+compile" in name else None
         if why is not None:
             rows.append({"suite": "step", "case": case, "ours": name, "skipped": why})
             continue
+        before = compiling.graph_counts()
         obj = make()
+        first = {}
         if isinstance(obj, PublishedLoop):
             fn = lambda o=obj: o.step(x_lab, y_lab, x_pd)
         else:
             profiling.instrument(obj)
-            fn = lambda o=obj: o.train_step(x_lab, y_lab, x_pd)
+            fn = _first_loss(lambda o=obj: o.train_step(x_lab, y_lab, x_pd), first)
         s = _seconds(fn, dev, quick, slow="reference" in name)
         ref_s = ref_s or s
         if profile_dir is not None:
             slug = name.replace(" ", "_").replace("+", "plus_")
             profiling.trace(Path(profile_dir) / f"step-{slug}.json", dev, fn, n=1)
         rate = flops / s
-        rows.append({"suite": "step", "case": case, "baseline": "reference baseline",
-                     "ours": name, "baseline_us": ref_s * 1e6, "ours_us": s * 1e6, "speedup": ref_s / s,
-                     "s_per_iter": s, "images_per_s": cfg.label_batch_size / s,
-                     "iteration_TFLOP": flops / 1e12, "model_TFLOPs": rate / 1e12,
-                     "mfu_pct": 100 * rate / (ceil["matmul_TFLOPs"] * 1e12),
-                     "pct_ceiling": 100 * rate / (ceil["matmul_TFLOPs"] * 1e12),
-                     "ceiling": f"{ceil['matmul_dtype']} matmul",
-                     "projected_hours": None if quick else formulas.projected_hours(s, cfg.label_batch_size)})
+        row = {"suite": "step", "case": case, "baseline": "reference baseline",
+               "ours": name, "baseline_us": ref_s * 1e6, "ours_us": s * 1e6, "speedup": ref_s / s,
+               "s_per_iter": s, "images_per_s": cfg.label_batch_size / s,
+               "iteration_TFLOP": flops / 1e12, "model_TFLOPs": rate / 1e12,
+               "mfu_pct": 100 * rate / (ceil["matmul_TFLOPs"] * 1e12),
+               "pct_ceiling": 100 * rate / (ceil["matmul_TFLOPs"] * 1e12),
+               "ceiling": f"{ceil['matmul_dtype']} matmul",
+               "projected_hours": None if quick or not gpu else formulas.projected_hours(s, cfg.label_batch_size)}
+        if not isinstance(obj, PublishedLoop):
+            row.update(_fast_path(obj, first, fp32_loss, before))
+            fp32_loss = fp32_loss if fp32_loss is not None else first["loss"]
+        rows.append(row)
         del obj, fn  # fn holds the case too: free its model and optimiser before the next
         gc.collect()
         if gpu:
             torch.cuda.empty_cache()
     return rows + loader_rows(dev, quick)
+
+
+def _size_name(cfg, quick: bool) -> str:
+    return "digits" if quick else f"wrn{cfg.depth}-{cfg.width} cifar-shape"
+
+
+def _first_loss(fn, first: dict):
+    """fn, recording the loss of its first call (the same batches and initial weights in
+    every case, so the cases' first losses are comparable) in first["loss"]."""
+    def call():
+        m = fn()
+        if "loss" not in first:
+            first["loss"] = float(m["loss"])
+        return m
+    return call
+
+
+def _fast_path(trainer, first: dict, fp32_loss: float | None, before: dict) -> dict:
+    """What of the recipe ran in a trainer case: layout, precision, whether compile was in
+    effect and dynamo's graphs and breaks in the case, and the first iteration's loss
+    beside the first (fp32) case's: ``loss_rel_diff = |loss - loss_fp32| / |loss_fp32|``."""
+    after = compiling.graph_counts()
+    info = trainer.compile_info
+    out = {"channels_last": trainer.memory_format is not None, "precision": trainer.precision,
+           "compiled": info["active"], "graphs": after["graphs"] - before["graphs"],
+           "graph_breaks": after["graph_breaks"] - before["graph_breaks"], "first_loss": first["loss"]}
+    if info["requested"] and not info["active"]:
+        out["compile_why_not"] = info["why"]
+    if fp32_loss is not None:
+        out["loss_rel_diff"] = abs(first["loss"] - fp32_loss) / max(abs(fp32_loss), 1e-12)
+    return out
 
 
 LOADER_SIZES = (32, 64)

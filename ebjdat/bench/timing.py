@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from .. import hardware
+
 HAS_GPU = torch.cuda.is_available()
 
 
@@ -54,7 +56,8 @@ def environment() -> dict:
         dirty = {"0": False, "1": True}.get(os.environ.get("EBJDAT_DIRTY", ""))
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, "commit": commit, "dirty": dirty,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+           "python": platform.python_version(), "cpu": hardware.cpu_model(),
+           "cpu_bf16_units": " ".join(map(str, hardware.bf16_units("cpu"))),
            "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count()}
     try:
         import triton

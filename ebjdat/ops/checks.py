@@ -129,3 +129,10 @@ def generator(g, x: torch.Tensor) -> None:
     if g.device != x.device:
         raise ValueError(f"generator is on {g.device} but x is on {x.device}; "
                          f"create it with PhiloxGenerator(seed, device=x.device)")
+
+
+def memory_format(v):
+    """A torch.memory_format for 4-D tensors (contiguous_format or channels_last), or None."""
+    if v is None or v in (torch.contiguous_format, torch.channels_last):
+        return v
+    raise ValueError(f"memory_format must be torch.contiguous_format, torch.channels_last or None, got {v!r}")

@@ -200,7 +200,13 @@ class ClassGaussianInit:
 
     # ---- sampling ----------------------------------------------------------------------
     def __call__(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
-        """n samples (n, *sample_shape) float32: ``clamp(mu_y + e_y, lo, hi)``, no host sync on a GPU."""
+        """n samples (n, *sample_shape) float32: ``clamp(mu_y + e_y, lo, hi)``, no host sync on a
+        GPU. float32 under autocast too (a bf16 training step draws its fresh chains here):
+        the chains are stored in float32, and a bf16 factor product would round them."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self._draw(n, y)
+
+    def _draw(self, n: int, y: torch.Tensor | None) -> torch.Tensor:
         n = checks.integer("n", n, minimum=0)
         dev = self.device
         if y is None:

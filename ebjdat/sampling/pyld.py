@@ -29,7 +29,7 @@ class PYLD(SGLD):
                  clamp: tuple[float, float] | None = (-1.0, 1.0), noise_std: float = 0.0,
                  buffer=None, generator: ops.PhiloxGenerator | None = None,
                  cuda_graph: bool = False, first_layer: nn.Module | None = None,
-                 head: EnergyFn | None = None):
+                 head: EnergyFn | None = None, memory_format: torch.memory_format | None = None):
         if (first_layer is None) != (head is None):
             raise ValueError("give both first_layer and head (E = head(first_layer(x), y)), or neither")
         if energy_fn is None:
@@ -40,7 +40,7 @@ class PYLD(SGLD):
             raise ValueError(f"n_inner must be an int >= 1, got {n_inner!r}")
         super().__init__(energy_fn, n_steps=n_steps, step_size=step_size, noise_std=noise_std,
                          grad_clip=grad_clip, clamp=clamp, buffer=buffer, generator=generator,
-                         cuda_graph=cuda_graph)
+                         cuda_graph=cuda_graph, memory_format=memory_format)
         self.n_inner = n_inner
         self.first_layer, self.head = first_layer, head
 

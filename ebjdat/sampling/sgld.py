@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .. import graphs, ops
+from .. import compiling, graphs, ops
 from ..energy import ClassifierEnergy, conditional, logits_of
 from ..ops import checks, prechecked
 
@@ -26,13 +26,17 @@ class SGLD:
 
     energy_fn(x, y=None) -> (B,) energies (lower is more probable). buffer: a
     ReplayBuffer to draw starts from and write samples back to. generator: the
-    PhiloxGenerator of the noise (the device's default when None).
+    PhiloxGenerator of the noise (the device's default when None). memory_format: the
+    layout the chains are stepped in, for 4-D samples: the model's (``torch.channels_last``
+    for a channels_last model), so that the input gradients share the chains' layout and
+    no step copies them; None: the start's own layout.
     """
 
     def __init__(self, energy_fn: EnergyFn, *, n_steps: int, step_size: float,
                  noise_std: float = 0.0, grad_clip: float | None = None,
                  clamp: tuple[float, float] | None = None, buffer=None,
-                 generator: ops.PhiloxGenerator | None = None, cuda_graph: bool = False):
+                 generator: ops.PhiloxGenerator | None = None, cuda_graph: bool = False,
+                 memory_format: torch.memory_format | None = None):
         if not callable(energy_fn):
             raise TypeError(f"energy_fn must be callable, got {type(energy_fn).__name__}")
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
@@ -50,6 +54,7 @@ class SGLD:
         self.buffer = buffer
         self.generator = generator
         self.cuda_graph = bool(cuda_graph)
+        self.memory_format = checks.memory_format(memory_format)
         self._graphs = graphs.GraphCache()
         self._n_classes: int | None = None  # the logits' width, once a ClassifierEnergy ran
         self._y_max: int | None = None      # the largest label of the current sample() call
@@ -78,10 +83,14 @@ class SGLD:
             x, idx = self.buffer.sample(batch_size, y)
         else:
             raise ValueError("give x_init, or a buffer to the sampler to start from")
+        if self.memory_format is not None and x.dim() == 4:
+            x = x.contiguous(memory_format=self.memory_format)   # a copy only when it differs
         if y is not None:
             y = self._labels(y, x)
         if self.update_kw["noise_std"] > 0:   # once per call: the steps run unchecked
-            checks.generator(self.generator, x)
+            # resolved here, so a first use of the device's default generator (its seed is
+            # a host read) happens before the loop, never inside a compiled one
+            checks.generator(self._generator(x), x)
         if self.cuda_graph:
             x = self._replay(x, y)
         else:
@@ -123,6 +132,12 @@ class SGLD:
     def _step(self, x: Tensor, y: Tensor | None) -> None:
         """One Langevin step on x in place."""
         prechecked.sgld_step_(x, self._descent(x, y), self._generator(x), *self._update)
+
+    def compile(self, **options) -> "SGLD":
+        """From now on each step runs as one compiled graph (forward, input gradient and
+        fused update, ``ebjdat.compiling.step``; options are torch.compile's). Returns self."""
+        self._step = compiling.step(self._step, **options)
+        return self
 
     def _descent(self, x: Tensor, y: Tensor | None) -> Tensor:
         """-dE/dx at x (a new tensor), by one forward and one input-only backward."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 VARIANTS = ("jem", "jempp", "sadajem")
 OBJECTIVES = ("ebjdat", "standard", "at", "jem")
 MODES = ("fast", "reference")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 ADV_OBJECTIVES = ("ebjdat", "energy", "ce")
 
 
@@ -80,10 +80,10 @@ class TrainConfig:
     sigma: float = 0.03                # input noise std
     noise_on: str = "pd"               # "all" (x_pd and labelled), "pd" (x_pd only)
     # run
-    precision: str = "fp32"
+    precision: str = "auto"            # fast mode: bf16 autocast where the device has bf16 units
     compile: bool = False
     cuda_graph: bool = True            # fast mode on a GPU: graph-captured sampler/attack
-    channels_last: bool = True         # fast mode on a GPU: NHWC model and inputs
+    channels_last: bool = True         # fast mode: NHWC model, chains and attack inputs
     backend: str = "auto"
     device: str = "auto"
     threads: int | None = None         # CPU intra-op threads; None: chosen by the trainer
@@ -175,7 +175,7 @@ class TrainConfig:
             raise ValueError(f"reinit_freq must be in [0, 1], got {self.reinit_freq}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
-        if self.mode == "reference" and self.precision != "fp32":
+        if self.mode == "reference" and self.precision == "bf16":
             raise ValueError(f"precision {self.precision!r} is a fast-mode choice; reference mode runs the "
                              f"published fp32 computation (use mode='fast' for bf16)")
         if isinstance(self.classes, int) and self.classes < 1:
@@ -221,7 +221,7 @@ def check_type(name: str, value, annotation: str) -> None:
 
 # what ``ebjdat train --resume`` may change: how long, where and how fast the same run goes on
 RESUMABLE = ("steps", "epochs", "device", "log_every", "ckpt_every", "out", "data_root", "backend",
-             "compile", "threads")
+             "compile", "channels_last", "threads")
 
 
 def check_resume(stored: TrainConfig, overrides: dict) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import plots
+from .. import compiling, plots
 from ..energy import logits_of
 from ..evaluate import generation
 from ..evaluate.core import evaluate as evaluate_model
@@ -86,10 +86,22 @@ def fit(trainer) -> dict:
     summary = {"step": trainer.step, **result, "wall_time_s": round(trainer.wall_s, 2),
                "eval_s": round(time.time() - t_eval, 2),
                "threads": trainer.threads, "threads_reason": trainer.threads_reason,
+               "fast_path": fast_path(trainer),
                "resumes": trainer.resumes, "config": cfg.to_dict()}
     if main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def fast_path(trainer) -> dict:
+    """What of fast mode's recipe took effect: the model's memory format, the precision
+    (and why), and torch.compile (requested, active or why not, dynamo's graph and break counts)."""
+    info = dict(trainer.compile_info)
+    if info["active"]:
+        info.update(compiling.graph_counts())
+    return {"channels_last": trainer.memory_format is not None,
+            "precision": trainer.precision, "precision_reason": trainer.precision_reason,
+            "compile": info}
 
 
 def _train(trainer, out: Path, total: int, main: bool) -> None:

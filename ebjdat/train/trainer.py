@@ -15,12 +15,13 @@ interval reads them.
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .. import build, objectives, ops, published
+from .. import build, compiling, energy, hardware, objectives, ops, published
 from ..checks import resolve_device
 from ..data import Loader, hold_out, load_dataset
 from ..energy import logits_of
@@ -86,11 +87,14 @@ class Trainer:
 
         self.model = build.model(cfg, ds.channels, ds.n_classes).to(self.device)
         self.threads, self.threads_reason = self._choose_threads()
-        fast_gpu = not reference and self.gpu
-        if fast_gpu and cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # fast mode's layout and compilation, on every device (reference mode: the published fp32 NCHW)
+        fast = not reference
+        self.memory_format = torch.channels_last if fast and cfg.channels_last else None
+        if self.memory_format is not None:
+            self.model = self.model.to(memory_format=self.memory_format)
         dist.broadcast_model(self.model)
-        self.net = torch.compile(self.model) if cfg.compile else self.model
+        self.compile_info = self._compile_info(cfg.compile and fast)
+        self.net = energy.compiled(self.model) if self.compile_info["active"] else self.model
         self.optimizer = self._build_optimizer(foreach=not reference)
         self.philox = ops.PhiloxGenerator(seed, device=self.device)
         where = torch.device("cpu") if reference else self.device   # the published buffer is on the host
@@ -99,21 +103,27 @@ class Trainer:
         self._init_digest: str | None = None
         self.buffer = build.replay_buffer(cfg, tuple(ds.x.shape[1:]), self.init, device=where,
                                           generator=gen(3, where), world=self.world)
-        graphs = fast_gpu and cfg.cuda_graph
+        graphs = fast and self.gpu and cfg.cuda_graph
         self.sampler = build.sampler(cfg, self.net, generator=self.philox, cuda_graph=graphs,
-                                     buffer=None if reference else self.buffer)
+                                     buffer=None if reference else self.buffer,
+                                     memory_format=self.memory_format)
         # the parts the iteration runs: the published code's, or their fast equivalents;
         # an objective that switches a term off (weight 0) switches its work off too
         self.chains = published.HostChains(self.buffer, self.sampler, self.device) if reference else self.sampler
         self.attack = (published.PublishedAttack(self.net, cfg, self.philox) if reference
-                       else build.attack(cfg, self.net, generator=self.philox, cuda_graph=graphs))
+                       else build.attack(cfg, self.net, generator=self.philox, cuda_graph=graphs,
+                                         memory_format=self.memory_format))
+        if self.compile_info["active"]:   # each sampler and attack step one graph
+            self.sampler.compile()
+            self.attack.compile()
         self.uses = {"pd": bool(cfg.w_px or cfg.w_pxadv), "lab": bool(cfg.w_pyx)}
         if not cfg.w_px:
             self.chains = Off()
         if not (cfg.w_pxadv or cfg.w_pyxadv):
             self.attack = Off()
         self.objective = published.objective if reference else objectives.objective
-        self.autocast_dtype = torch.bfloat16 if cfg.precision == "bf16" else None   # fp32 in reference mode
+        self.precision, self.precision_reason = self._choose_precision()
+        self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
         watched = cfg.bound_on if cfg.w_px else "loss"   # an objective without p(x) watches the loss
         self.watch = DivergenceWatch(cfg.loss_bound, watched, self.device, every_step=reference)
         self.step = 0
@@ -138,6 +148,36 @@ class Trainer:
         if n_params < SMALL_MODEL_PARAMS:
             return 1, f"{n_params} parameters < {SMALL_MODEL_PARAMS}: one thread survives a loaded machine"
         return torch.get_num_threads(), f"{n_params} parameters: torch's default"
+
+    def _choose_precision(self) -> tuple[str, str]:
+        """(precision, why): reference mode fp32; "auto" bf16 autocast where the device has
+        bf16 units (``hardware.bf16_units``: there it measured faster, README "Performance"),
+        else fp32; "fp32" / "bf16" as set."""
+        cfg = self.cfg
+        if cfg.mode == "reference":
+            return "fp32", "reference mode: the published fp32 computation"
+        if cfg.precision != "auto":
+            return cfg.precision, "set by the precision setting"
+        units, why = hardware.bf16_units(self.device)
+        return ("bf16" if units else "fp32"), f"auto: {why}"
+
+    def _compile_info(self, wanted: bool) -> dict:
+        """What torch.compile does in this run (summary.json records it): ``active`` when
+        compile was asked for in fast mode and can run on this device; else ``why`` not,
+        said once on stderr when it was asked for. Active: the model's logits path and each
+        sampler and attack step are compiled regions (``ebjdat.compiling``)."""
+        info = {"requested": self.cfg.compile, "active": False, "why": None,
+                "traces_autograd": compiling.traces_autograd()}
+        if not self.cfg.compile:
+            info["why"] = "compile is off"
+        elif not wanted:
+            info["why"] = "reference mode runs the published eager computation"
+        else:
+            info["why"] = compiling.unavailable(self.device)
+            info["active"] = info["why"] is None
+        if self.cfg.compile and not info["active"]:
+            print(f"ebjdat: --compile is not in effect ({info['why']}); training runs eager", file=sys.stderr)
+        return info
 
     def _build_optimizer(self, foreach: bool) -> torch.optim.Optimizer:
         """SGD (momentum) or Adam, in SAM when sam_rho > 0; ``foreach``: multi-tensor
@@ -179,7 +219,13 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _logits(self, x: Tensor | None) -> Tensor | None:
-        return None if x is None else logits_of(self.net, x).float()
+        if x is None:
+            return None
+        if self.memory_format is not None and x.dim() == 4:
+            # every input in the model's layout: no layout conversion inside the model, and a
+            # compiled model sees one input layout (dynamo recompiles for each stride pattern)
+            x = x.contiguous(memory_format=self.memory_format)
+        return logits_of(self.net, x).float()
 
     def sample_q(self) -> Tensor:
         """(batch_size, ...) SGLD samples continuing buffer chains (written back to them),
