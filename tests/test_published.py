@@ -19,7 +19,8 @@ from ebjdat.published import PublishedLoop
 from ebjdat.train import TrainConfig, Trainer
 
 TINY = dict(model="wrn", depth=10, width=1, norm="batch", device="cpu", steps=1000, batch_size=8, label_batch_size=8,
-            buffer_size=40, sgld_steps=2, pgd_steps=2, warmup_iters=2, threads=1)
+            buffer_size=40, sgld_steps=2, pgd_steps=2, warmup_iters=2, threads=1,
+            precision="fp32", channels_last=False)   # fast mode as the published fp32 NCHW math
 TERMS = ("loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv")
 TOL = dict(rtol=1e-5, atol=1e-6)
 
