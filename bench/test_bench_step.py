@@ -35,7 +35,7 @@ def test_bench_step_cpu(benchmark, record):
 
 
 def test_bench_step_baselines_cpu(benchmark, record):
-    """ebjdat bench's step suite at --quick sizes: the reference baseline (REFERENCE.md's
+    """ebjdat bench's step suite at --quick sizes: the reference baseline (the published
     loop), the full-batch eager baseline and the trainer's two modes, on the CPU."""
     from ebjdat.bench import suite_step
     rows = suite_step.run("cpu", True, timing.ceilings("cpu"))

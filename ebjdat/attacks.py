@@ -41,7 +41,7 @@ class PGD:
       distance ``P_i = || l_i/||l_i|| - a_i/||a_i|| ||^2``, ``l = logits(x)`` (computed
       once per attack, without gradient), ``a = logits(x_adv)`` and ``w =
       perceptual_weight``, 1 by default: the published loop sums P over each micro-batch
-      (REFERENCE.md), a weight of 1 per sample.
+      (ebjdat/published.py), a weight of 1 per sample.
     * a callable ``(logits, y, x_adv, x) -> Tensor``: a scalar, or per-sample values summed.
 
     Steps, for k = 1..steps: ``g = dJ/dx_adv``; linf ``x_adv += alpha * sign(g)``, l2

@@ -67,7 +67,7 @@ def sampler(cfg, net: nn.Module, *, generator, buffer: ReplayBuffer | None = Non
 
 def attack(cfg, net: nn.Module, *, generator, cuda_graph: bool = False,
            memory_format: torch.memory_format | None = None) -> PGD:
-    """The training attack (REFERENCE.md): cfg.pgd_steps linf sign steps of cfg.adv_objective
+    """The training attack (ebjdat/published.py): cfg.pgd_steps linf sign steps of cfg.adv_objective
     from a U(-eps, eps) start, projected only when cfg.pgd_project, clamped to [-1, 1]."""
     return PGD(net, eps=cfg.pgd_eps if cfg.pgd_project else None, start_eps=cfg.pgd_eps,
                alpha=cfg.pgd_alpha, steps=cfg.pgd_steps, random_start=True, norm="linf",

@@ -63,7 +63,7 @@ TRAIN_FLAGS = {  # flag: (config field, type, help)
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a JEM-style classifier with EB-JDAT",
                        description="Train with EB-JDAT. Settings: the variant's preset "
-                       "(REFERENCE.md), then --config, then flags.")
+                       "(the published settings), then --config, then flags.")
     p.add_argument("--config", help="a TOML file of TrainConfig fields")
     p.add_argument("--resume", metavar="PATH", help="continue from a run folder or checkpoint file")
     for flag, (_, typ, text) in TRAIN_FLAGS.items():

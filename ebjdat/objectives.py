@@ -1,4 +1,4 @@
-"""The EB-JDAT objective (REFERENCE.md) and the learning-rate schedule.
+"""The EB-JDAT objective (ebjdat/published.py) and the learning-rate schedule.
 
 With ``f(x) = logsumexp(logits(x)) = -E(x)``:
   L = w_px * -(mean f(x_pd) - mean f(x_q))        p(x): data up, samples down
@@ -52,7 +52,7 @@ def objective(cfg, logits, clean: tuple, x_pd: Tensor, x_adv: Tensor | None, y_l
 def learning_rate(cfg, step: int, steps_per_epoch: int) -> float:
     """Linear warm-up ``lr * step / warmup_iters`` from 0 (the published code's: its first
     iteration has lr 0), then x decay_rate at each milestone in ``decay_epochs``
-    (REFERENCE.md's schedules)."""
+    (the published schedules)."""
     lr = cfg.lr
     if step < cfg.warmup_iters:
         return lr * step / cfg.warmup_iters

@@ -1,4 +1,4 @@
-"""The published EB-JDAT computation, written once (REFERENCE.md describes that code).
+"""The published EB-JDAT computation, written once (the authors' released training code, described here in our words).
 
 Its parts, which the trainer's reference mode is built from: ``HostChains`` (the replay
 buffer on the host: rows gathered, moved to the device, sampled and scattered back every
@@ -216,7 +216,7 @@ class PublishedLoop:
 
     # ---------------------------------------------------------------- loss and update
     def clean_logits(self, x_pd, x_q, x_lab):
-        """The train-mode forwards before the attack (REFERENCE.md's step 2)."""
+        """The train-mode forwards before the attack (the published order's step 2)."""
         f = lambda x: _logits(self.model, x)  # noqa: E731
         return f(x_pd), f(x_q), f(x_lab)
 
@@ -247,7 +247,7 @@ class PublishedLoop:
         self.opt.step()
 
     def step(self, x_lab: torch.Tensor, y_lab: torch.Tensor, x_pd: torch.Tensor) -> dict:
-        """One iteration in the published order (REFERENCE.md): x_q; the train-mode forwards
+        """One iteration in the published order: x_q; the train-mode forwards
         of x_pd, x_q, x_lab; the eval-mode attack; the forwards of x_adv; the optimiser step.
         Then, as the code does, the watched value (cfg.bound_on) is read and checked against
         cfg.loss_bound, and every cfg.refresh_every iterations the buffer gets one more

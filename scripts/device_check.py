@@ -1,9 +1,9 @@
-"""All GPU work of a session in one budgeted device call (run it through device_check.sh).
+"""All GPU work in one budgeted command on a GPU machine (run it through device_check.sh).
 
     bash scripts/device_check.sh                 # on the GPU machine: results into $OUT
     bash scripts/device_check.sh --plan          # the stages and their budgets; runs nothing
     bash scripts/device_check.sh --cpu-smoke     # every stage's code path on the CPU, tiny sizes
-    bash scripts/device_check.sh --command       # the line to give the device tool, commit filled in
+    bash scripts/device_check.sh --command       # the command line to run there, commit filled in
     bash scripts/device_check.sh --only bench-ops,summary   # a rerun of some stages
 
 Stages, in order of value, each under its own time budget (killed with its process group
@@ -23,7 +23,7 @@ when it runs over) and recorded as passed / failed / timed-out / skipped-for-tim
 
 Files written to the output folder (--out, default $OUT; it must be empty or new):
 device_check.json, summary.md, env.txt, build.log, gpu-tests.log, bench.log (6 of the 8
-files the device tool returns). The markdown summary is printed last.
+files at most that a run may bring back). The markdown summary is printed last.
 
 Standard library only: it runs before the package is installed.
 """
@@ -305,7 +305,7 @@ def summary_markdown(result: dict) -> str:
 # ----------------------------------------------------------------------------- entry
 
 def device_command() -> str:
-    """The command line to hand the device tool (the commit is filled in here: the device
+    """The command line to run on the GPU machine (the commit is filled in here: the device
     machine's copy of the tree may not carry .git), and what to carry with it."""
     commit, dirty = commit_and_dirty()
     line = f"EBJDAT_COMMIT={commit} EBJDAT_DIRTY={int(bool(dirty))} bash scripts/device_check.sh"
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--plan", action="store_true", help="print the stages and budgets; run nothing")
     mode.add_argument("--cpu-smoke", action="store_true", help="every stage's code path on the CPU, tiny sizes")
-    mode.add_argument("--command", action="store_true", help="print the device tool's command line")
+    mode.add_argument("--command", action="store_true", help="print the command line to run on the GPU machine")
     p.add_argument("--out", default=os.environ.get("OUT"), help="an empty or new folder (default: $OUT)")
     p.add_argument("--only", metavar="S1,S2", help="run only these stages (a rerun)")
     p.add_argument("--python", default=os.environ.get("PYTHON", "python3"), help="the python to use")

@@ -1,4 +1,5 @@
-"""float64 evaluations of the DESIGN.md formulas: the independent check of every backend.
+"""float64 evaluations of the ops' formulas (README "The ops", ebjdat/ops/spec.py): the
+independent check of every backend.
 
 Scalars are rounded to the op's compute dtype first (fp32 unless x is fp64), as the
 specification says; everything else is evaluated in float64.

@@ -1,4 +1,4 @@
-"""Exactness: one iteration of ebjdat.published (the published computation, REFERENCE.md:
+"""Exactness: one iteration of ebjdat.published (the published computation:
 perceptual distance summed per micro-batch, the attack after the clean forwards, warm-up
 from lr 0) against the trainer in both modes, on a tiny WideResNet with BatchNorm, with
 the same weights, batches, buffer, Gaussian init and random starts, fp32.
@@ -115,7 +115,7 @@ def test_published_warm_up_starts_at_zero():
 
 # ---------------------------------------------------------------- the published code's details
 def test_presets_carry_the_published_details():
-    """REFERENCE.md's 'further details': SADA-JEM's x_pd unaugmented and its p(x) term
+    """The published code's further details: SADA-JEM's x_pd unaugmented and its p(x) term
     watched; JEM++ holds 5,000 images out; JEM and JEM++ refresh the buffer every 100."""
     sada, jempp, jem = (TrainConfig.preset(v, dataset="cifar10") for v in ("sadajem", "jempp", "jem"))
     assert (sada.pd_augment, sada.bound_on, sada.refresh_every, sada.holdout) == (False, "l_px", 0, 0)

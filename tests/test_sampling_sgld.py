@@ -102,7 +102,7 @@ def _pyld_parts():
 
 def test_pyld_reduction_equals_the_literal_hamiltonian():
     """With a linear first layer, JEM++'s inner Hamiltonian steps equal n_inner clipped
-    steps along the outer input gradient (REFERENCE.md): both modes give the same samples."""
+    steps along the outer input gradient (ebjdat/published.py): both modes give the same samples."""
     model, first, head = _pyld_parts()
     x0 = torch.rand(6, 3, 8, 8) * 2 - 1
     literal = PYLD(first_layer=first, head=head, n_steps=4, n_inner=5, step_size=0.02).sample(x_init=x0)

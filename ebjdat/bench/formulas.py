@@ -73,7 +73,7 @@ def model_flops(model: nn.Module, sample_shape, batch: int = 8, device="cpu") ->
 
 
 def iteration_flops(per_sample: dict, cfg) -> float:
-    """Useful FLOPs of one EB-JDAT iteration (REFERENCE.md) of config ``cfg``:
+    """Useful FLOPs of one EB-JDAT iteration (ebjdat/published.py) of config ``cfg``:
 
     sgld_steps * B_pd * fwd_xgrad                      (sampler; PYLD: x sgld_inner is
                                                         not counted, its inner steps are

@@ -1,7 +1,7 @@
 """The training-iteration suite: one EB-JDAT iteration (SADA-JEM preset) per method.
 
 Cases, each timed on the same fixed batches and stated against the reference baseline
-(``reference baseline``: ebjdat.published.PublishedLoop, REFERENCE.md's loop), then the
+(``reference baseline``: ebjdat.published.PublishedLoop, the published loop), then the
 trainer's fast mode with one part of its recipe switched on at a time. On a GPU
 (GPU_STAGES): ``trainer fast fp32``, ``+bf16``, ``+channels_last``, ``+cuda_graph``,
 ``+compile``. On the CPU (CPU_STAGES): ``trainer fast fp32``, ``+channels_last``,
@@ -174,10 +174,10 @@ def _fast_path(trainer, first: dict, fp32_loss: float | None, before: dict) -> d
     """What of the recipe ran in a trainer case: layout, precision, whether compile was in
     effect and dynamo's graphs and breaks in the case, and the first iteration's loss
     beside the first (fp32) case's: ``loss_rel_diff = |loss - loss_fp32| / |loss_fp32|``."""
-    after = compiling.graph_counts()
-    info = trainer.compile_info
-    out = {"channels_last": trainer.memory_format is not None, "precision": trainer.precision,
-           "compiled": info["active"], "graphs": after["graphs"] - before["graphs"],
+    from ..train.loop import fast_path
+    after, ran = compiling.graph_counts(), fast_path(trainer)
+    info = ran["compile"]
+    out = {"channels_last": ran["channels_last"], "precision": ran["precision"], "compiled": info["active"], "graphs": after["graphs"] - before["graphs"],
            "graph_breaks": after["graph_breaks"] - before["graph_breaks"], "first_loss": first["loss"]}
     if info["requested"] and not info["active"]:
         out["compile_why_not"] = info["why"]

@@ -5,7 +5,7 @@ units, random start, restarts, a curve over eps) and AutoAttack accuracy, under 
 standard protocol and the published one (``protocol="reference"`` / ``"both"``), with
 sanity checks. ``evaluate_checkpoint(path, ...)`` adds the energy landscape, SGLD sample
 grids, FID / IS (fresh and the published filtered buffer), OOD detection, calibration and
-a RobustBench-style model card for a training checkpoint. See REFERENCE.md for why the
+a RobustBench-style model card for a training checkpoint. See ebjdat/evaluate/core.py for why the
 protocols differ.
 """
 from .autoattack import apgd_correct, autoattack_correct, reference_autoattack_correct

@@ -6,7 +6,7 @@ normalisation (:class:`PixelModel`), iterates clamped to [0, 1]; PGD-k with rand
 and restarts, a curve over eps (always including eps = 0), AutoAttack "standard"; clean
 top-5 accuracy for 100 classes or more.
 
-Reference protocol (REFERENCE.md, the published evaluation), all of it:
+Reference protocol (the published evaluation), all of it:
 
 * test-time noise: ``x' = clamp(x + 0.03 z, -1, 1)``, z ~ N(0, I) drawn on the CPU from a
   generator seeded with ``seed`` (the same noise on every device), added to the [-1, 1]
@@ -16,7 +16,7 @@ Reference protocol (REFERENCE.md, the published evaluation), all of it:
   changes only the centre of the eps-ball at saturated pixels, and keeps the check
   "PGD at eps 0 equals clean" exact;
 * PGD-20, linf, random start, eps = 8/255 and **alpha = 1/255, both in the model's
-  [-1, 1] units** (4/255 and 0.5/255 in pixels). Why those units: REFERENCE.md says
+  [-1, 1] units** (4/255 and 0.5/255 in pixels). Why those units: the published code says
   "PGD-20 with alpha 1/255" and, for the same code, "eps = 8/255 in the [-1, 1] space".
   The published script hands both numbers unchanged to the PGD of its own torchattacks
   copy, which adds them to the normalised [-1, 1] tensors and clamps to [-1, 1]: eps and

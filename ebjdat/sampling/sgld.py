@@ -76,7 +76,8 @@ class SGLD:
             checks.tensor("x_init", x_init)
             if batch_size is not None and batch_size != x_init.shape[0]:
                 raise ValueError(f"batch_size={batch_size} but x_init has {x_init.shape[0]} rows")
-            x = x_init.detach().clone()
+            fmt = self.memory_format if x_init.dim() == 4 and self.memory_format else torch.preserve_format
+            x = x_init.detach().clone(memory_format=fmt)   # one copy, in the chains' layout
         elif self.buffer is not None:
             if batch_size is None:
                 raise ValueError("batch_size is needed to sample from the buffer")

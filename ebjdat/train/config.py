@@ -1,6 +1,6 @@
 """TrainConfig: every setting of an EB-JDAT run, with a preset per JEM variant.
 
-``TrainConfig.preset(variant, **overrides)`` gives REFERENCE.md's numbers for that
+``TrainConfig.preset(variant, **overrides)`` gives the published code's numbers for that
 variant (CIFAR-10, WRN-28-10); on the embedded "digits" data the schedule, buffer and
 model shrink to fit a few CPU minutes (``DIGITS``). A TOML file and CLI flags override
 fields by name (``TrainConfig.from_toml``, ``with_overrides``).
@@ -23,7 +23,7 @@ ADV_OBJECTIVES = ("ebjdat", "energy", "ce")
 @dataclass
 class TrainConfig:
     """One EB-JDAT run. Units: images in [-1, 1]; eps/alpha of the training attack in
-    those units (REFERENCE.md), ``eval_eps`` in [0, 1] pixel units."""
+    those units (ebjdat/published.py), ``eval_eps`` in [0, 1] pixel units."""
 
     variant: str = "sadajem"
     objective: str = "ebjdat"          # "standard", "at", "jem": OBJECTIVE_PRESETS' terms switched off
@@ -98,7 +98,7 @@ class TrainConfig:
     # ------------------------------------------------------------------ presets
     @classmethod
     def preset(cls, variant: str = "sadajem", **overrides) -> "TrainConfig":
-        """REFERENCE.md's settings of ``variant``, then DIGITS' (and DIGITS_VARIANT's) on the
+        """The published settings of ``variant``, then DIGITS' (and DIGITS_VARIANT's) on the
         digits data, then the objective's (OBJECTIVE_PRESETS), then overrides."""
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -235,7 +235,7 @@ def check_resume(stored: TrainConfig, overrides: dict) -> None:
                 f"changing only {', '.join(RESUMABLE)}")
 
 
-# REFERENCE.md, per variant (CIFAR-10, WRN-28-10)
+# the published code's settings, per variant (CIFAR-10, WRN-28-10)
 PRESETS = {
     "jem": dict(norm=None, batch_size=128, label_batch_size=128, init="uniform",
                 sgld_steps=10, sgld_step_size=1.0, sgld_noise=0.01, sgld_clip=None,

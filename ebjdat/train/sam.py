@@ -1,5 +1,5 @@
 """Sharpness-Aware Minimisation (SAM, Foret et al. 2021) and its adaptive form (ASAM,
-Kwon et al. 2021) around any base optimizer, as SADA-JEM trains (REFERENCE.md:
+Kwon et al. 2021) around any base optimizer, as SADA-JEM trains (the published code:
 rho = 2, adaptive because rho >= 0.5, over SGD momentum 0.9, wd 5e-4).
 
 One SAM update takes two forward/backward passes:

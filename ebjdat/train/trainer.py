@@ -1,5 +1,5 @@
 """The EB-JDAT trainer: one iteration draws SGLD samples, two data batches and adversarial
-examples, and takes an (optionally SAM) optimiser step on REFERENCE.md's objective.
+examples, and takes an (optionally SAM) optimiser step on the published objective (ebjdat/published.py).
 
 The iteration (``train_step``) is the same in both modes; the mode decides which objects
 it is built from. ``mode="reference"`` builds the published code's parts
@@ -237,7 +237,7 @@ class Trainer:
             self.model.train(True)
 
     def adversarial(self, x: Tensor, y: Tensor) -> Tensor:
-        """x_adv of the labelled batch, the model in eval mode (REFERENCE.md)."""
+        """x_adv of the labelled batch, the model in eval mode (as the published code)."""
         self.model.eval()
         try:
             return self.attack(x, y)
@@ -256,7 +256,7 @@ class Trainer:
 
     def train_step(self, x_lab: Tensor | None = None, y_lab: Tensor | None = None,
                    x_pd: Tensor | None = None) -> dict:
-        """One EB-JDAT iteration in the published order (REFERENCE.md); draws its own
+        """One EB-JDAT iteration in the published order (ebjdat/published.py); draws its own
         batches when none are given: x_q from the sampler; the train-mode forwards of x_pd,
         x_q and x_lab; the attack in eval mode, which so sees BatchNorm running statistics
         that include this iteration's batches; the forwards of x_adv; the optimiser step
