@@ -88,6 +88,7 @@ def test_bench_step_quick_profile(tmp_path):
     assert [r["case"] for r in loaders] == ["loader 32x32x3/b16", "loader 64x64x3/b16"]
     assert all(r["images_per_s"] > 0 and r["model_images_per_s"] > 0 for r in loaders)
     trace = (tmp_path / "step-trainer_fast_fp32.json").read_text()
+    assert "Self CPU" in (tmp_path / "step-trainer_fast_fp32.txt").read_text()   # the top operators
     assert all(f"ebjdat.{p}" in trace for p in ("sampler", "attack", "optimizer"))
 
 

@@ -44,7 +44,8 @@ def instrument(trainer):
 
 
 def trace(path, device, fn, n: int = 2) -> Path:
-    """Run fn n times under torch.profiler (CPU, plus CUDA on a GPU); write a Chrome trace."""
+    """Run fn n times under torch.profiler (CPU, plus CUDA on a GPU); write a Chrome trace,
+    and beside it (same name, .txt) the operators that took the most self time."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     acts = [ProfilerActivity.CPU]
@@ -56,4 +57,6 @@ def trace(path, device, fn, n: int = 2) -> Path:
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
     prof.export_chrome_trace(str(path))
+    key = "self_cuda_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
+    path.with_suffix(".txt").write_text(prof.key_averages().table(sort_by=key, row_limit=20) + "\n")
     return path
