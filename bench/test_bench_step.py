@@ -1,13 +1,13 @@
-"""The training iteration: reference mode (the published loop's computation) against fast
+"""The training iteration: published mode (the published loop's computation) against fast
 mode, and on a GPU fast mode with each optimisation switched on in turn.
 
 * CPU (runs anywhere): SADA-JEM on digits, the default run's sizes; target fast >= 2.5x
-  reference. Host timer medians: CPU work is synchronous.
+  published mode. Host timer medians: CPU work is synchronous.
 * GPU: ebjdat bench's step suite (ebjdat/bench/suite_step.py): WRN-28-10 on CIFAR-shaped
   synthetic data, SADA-JEM preset (batch 64 + 128, 10 SGLD steps, 5 attack steps, SAM);
   CUDA-event medians per iteration; labelled images per second and projected hours for
   the paper's 100 epochs of CIFAR-10 (50,000 images).
-  Targets: fast >= 25x reference, <= 2 hours projected on one H100.
+  Targets: fast >= 25x published mode, <= 2 hours projected on one H100.
 """
 import pytest
 
@@ -24,18 +24,18 @@ def _iter_seconds_cpu(trainer, n=8, warmup=2) -> float:
 
 def test_bench_step_cpu(benchmark, record):
     times = {}
-    for mode in ("reference", "fast"):
+    for mode in ("published", "fast"):
         t = Trainer(TrainConfig.preset("sadajem", mode=mode, device="cpu", steps=1000))
-        times[mode] = _iter_seconds_cpu(t, n=4 if mode == "reference" else 8)
+        times[mode] = _iter_seconds_cpu(t, n=4 if mode == "published" else 8)
     row = {f"{k}_s_per_iter": v for k, v in times.items()}
-    row["speedup_fast_vs_reference"] = times["reference"] / times["fast"]
+    row["speedup_fast_vs_published"] = times["published"] / times["fast"]
     record(case="train_step/sadajem/digits/cpu", **row)
     benchmark.extra_info.update(row)
     benchmark.pedantic(t.train_step, rounds=3)
 
 
 def test_bench_step_baselines_cpu(benchmark, record):
-    """ebjdat bench's step suite at --quick sizes: the reference baseline (the published
+    """ebjdat bench's step suite at --quick sizes: the published baseline (the published
     loop), the full-batch eager baseline and the trainer's two modes, on the CPU."""
     from ebjdat.bench import suite_step
     rows = suite_step.run("cpu", True, timing.ceilings("cpu"))

@@ -3,14 +3,19 @@
 replay buffer, the sampler and the training attack.
 
 Choices of speed (buffer on the device, CUDA-graph loops) are arguments here, so the
-trainer's iteration has no branches; reference mode's published parts (host buffer,
-micro-batched attack, duplicated forwards) come from :mod:`ebjdat.published`.
+trainer's iteration has no branches; ``iteration`` picks the parts of cfg.mode: published
+mode's published parts (host buffer, micro-batched attack, duplicated forwards) come from
+:mod:`ebjdat.published`.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import objectives, published
 from .attacks import PGD
 from .energy import ClassifierEnergy
 from .models import SmallCNN, WideResNet
@@ -74,3 +79,51 @@ def attack(cfg, net: nn.Module, *, generator, cuda_graph: bool = False,
                clamp=(-1.0, 1.0), loss=cfg.adv_objective, generator=generator, cuda_graph=cuda_graph,
                memory_format=memory_format)
 
+
+
+class Off:
+    """A part an objective switched off: sampling or attacking gives None (no work)."""
+
+    def sample(self, n: int) -> None:
+        return None
+
+    def __call__(self, x, y) -> None:
+        return None
+
+    def compile(self, **options) -> "Off":
+        return self
+
+
+@dataclass
+class Iteration:
+    """The parts one training iteration runs. chains.sample(n) -> x_q (or None);
+    attack(x, y) -> x_adv (or None); objective(cfg, logits, clean, x_pd, x_adv, y) ->
+    (loss, terms); sampler: the SGLD / PYLD under the chains."""
+    sampler: SGLD
+    chains: object
+    attack: Callable
+    objective: Callable
+
+
+def iteration(cfg, net: nn.Module, buffer: ReplayBuffer, *, generator, device, cuda_graph: bool = False,
+              memory_format: torch.memory_format | None = None) -> Iteration:
+    """The parts of cfg.mode. "published": the published code's, from ebjdat.published
+    (chains of a host buffer moved to the device and back every iteration, the micro-batched
+    eval-mode attack, the objective's extra forwards); "fast": the sampler continuing the
+    device buffer's chains itself, the fused attack, each batch forwarded once. A part no
+    weighted term needs (``objectives.reads``: no x_q, no x_adv) is ``Off``: no work."""
+    published_mode = cfg.mode == "published"
+    sgld = sampler(cfg, net, generator=generator, cuda_graph=cuda_graph, buffer=None if published_mode else buffer,
+                   memory_format=memory_format)
+    if published_mode:
+        parts = Iteration(sgld, published.HostChains(buffer, sgld, device),
+                          published.PublishedAttack(net, cfg, generator), published.objective)
+    else:
+        parts = Iteration(sgld, sgld, attack(cfg, net, generator=generator, cuda_graph=cuda_graph,
+                                             memory_format=memory_format), objectives.objective)
+    reads = objectives.reads(cfg)
+    if "q" not in reads:
+        parts.chains = Off()
+    if "adv" not in reads:
+        parts.attack = Off()
+    return parts

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import ops
-from .checks import resolve_device
+from .validate import resolve_device
 
 
 def _classes_arg(value: str):
@@ -51,7 +51,7 @@ TRAIN_FLAGS = {  # flag: (config field, type, help)
     "--classes": ("classes", _classes_arg, "class subset (svhn, stl10, tinyimagenet, imagenet32/64, "
                   "imagefolder): K (the first K classes) or a file of 0-based class indices, stored in the run's "
                   "config as the list it holds"),
-    "--mode": ("mode", str, "fast (default) | reference (the published loop's waste)"),
+    "--mode": ("mode", str, "fast (default) | published (the published loop's waste)"),
     "--precision": ("precision", str, "auto (default: bf16 autocast where the device has bf16 units, "
                                       "else fp32) | fp32 | bf16; fast mode"),
     "--backend": ("backend", str, "fused-op backend: auto | torch | triton | cuda"),
@@ -78,9 +78,10 @@ def _train_parser(sub) -> None:
 
 
 def _train(args) -> int:
+    from .evaluate import closing
+    from .runs.config import RESUMABLE
+    from .runs.folders import check_run_folder
     from .train import TrainConfig, Trainer, TrainingDiverged
-    from .train.config import RESUMABLE
-    from .train.loop import check_run_folder
     flags = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in TRAIN_FLAGS.items()}
     flags["compile"] = args.compile
     flags["channels_last"] = args.channels_last
@@ -102,7 +103,7 @@ def _train(args) -> int:
             trainer = Trainer(cfg)
         print(f"ebjdat train: {trainer.cfg.variant}, {trainer.cfg.mode} mode, {trainer.cfg.dataset} "
               f"on {trainer.device}; writing to {trainer.cfg.out}", flush=True)
-        summary = trainer.fit()
+        summary = trainer.fit(closing=closing.evaluate)
     except TrainingDiverged as e:
         print(f"ebjdat train: stopped: {e}", file=sys.stderr)
         return 3
@@ -131,7 +132,7 @@ def _check_sample_args(args) -> None:
         raise ValueError(f"--steps {args.steps}: SGLD steps must be >= 0 (0 pictures the starting points)")
     if args.y is not None and args.y < 0:
         raise ValueError(f"--y {args.y}: a class index must be >= 0")
-    from .checks import resolve_device
+    from .validate import resolve_device
     resolve_device(args.device or "auto")
     ops.check_backend(args.backend)
     plots.check_image_path(args.out, name="--out", overwrite=args.force, force_flag="--force")

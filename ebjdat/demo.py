@@ -57,7 +57,7 @@ def _pgd_demo(device: torch.device, steps: int = 10, eps: float = 0.15) -> tuple
 def _setup(args) -> torch.device:
     """The device the demo runs on, after checking --device, --backend and --steps
     (ValueError naming the flag)."""
-    from .checks import resolve_device
+    from .validate import resolve_device
     device = resolve_device(args.device or "auto")
     ops.check_backend(args.backend, device)
     if args.steps < 1:

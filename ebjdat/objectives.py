@@ -1,16 +1,29 @@
-"""The EB-JDAT objective (ebjdat/published.py) and the learning-rate schedule.
+"""The EB-JDAT objective as a table of terms (ebjdat/published.py), and the learning-rate schedule.
 
 With ``f(x) = logsumexp(logits(x)) = -E(x)``:
   L = w_px * -(mean f(x_pd) - mean f(x_q))        p(x): data up, samples down
     + w_pyx * CE(logits(x_lab), y_lab)            p(y | x)
     + w_pxadv * -(mean f(x_pd) - mean f(x_adv))   p(x, x_adv)
     + w_pyxadv * CE(logits(x_adv), y_lab)         p(y | x_adv)
+
+Each term is one ``Term`` of ``TERMS``: its name (the logged metric), its weight (a
+TrainConfig field), the batches whose logits it reads ("pd": x_pd, "q": the sampler's
+x_q, "lab": the labelled x_lab, "adv": the attack's x_adv) and its function. The fast
+objective, the published one (ebjdat/published.py), the metrics, the config's checks and
+the trainer's choice of work (no sampler unless a weighted term reads "q", no attack
+unless one reads "adv") all read this table: a new term is one entry here plus its weight
+field (and preset values) in ebjdat/runs/config.py.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+BATCHES = ("pd", "q", "lab", "adv")   # the batches a term may read, in the iteration's order
 
 
 def px_term(logits_data: Tensor, logits_model: Tensor) -> Tensor:
@@ -18,35 +31,65 @@ def px_term(logits_data: Tensor, logits_model: Tensor) -> Tensor:
     return -(torch.logsumexp(logits_data, 1).mean() - torch.logsumexp(logits_model, 1).mean())
 
 
-def weighted(cfg, terms: dict) -> Tensor:
-    """The loss: the four terms weighted by cfg.w_px, w_pyx, w_pxadv, w_pyxadv."""
-    return (cfg.w_px * terms["l_px"] + cfg.w_pyx * terms["l_pyx"]
-            + cfg.w_pxadv * terms["l_pxadv"] + cfg.w_pyxadv * terms["l_pyxadv"])
+@dataclass(frozen=True)
+class Term:
+    """One weighted term: ``fn(*logits of inputs, y_lab) -> 0-d tensor``."""
+    name: str                           # the logged metric, "l_..."
+    weight: str                         # the TrainConfig field holding its weight
+    inputs: tuple[str, ...]             # the batches (BATCHES) whose logits it reads, in fn's order
+    fn: Callable[..., Tensor]
 
 
-def terms_of(logits_pd, logits_q, logits_lab, y_lab, logits_pxadv, logits_pd_adv, logits_pyxadv) -> dict:
-    """The four terms from the logits each one reads; a term whose logits are None (its
-    weight is 0 and its work skipped) is a 0 tensor."""
-    zero = next(t for t in (logits_lab, logits_pyxadv, logits_pd) if t is not None).new_zeros(())
-    return {"l_px": zero if logits_q is None else px_term(logits_pd, logits_q),
-            "l_pyx": zero if logits_lab is None else F.cross_entropy(logits_lab, y_lab),
-            "l_pxadv": zero if logits_pxadv is None else px_term(logits_pd_adv, logits_pxadv),
-            "l_pyxadv": zero if logits_pyxadv is None else F.cross_entropy(logits_pyxadv, y_lab)}
+TERMS = (
+    Term("l_px", "w_px", ("pd", "q"), lambda pd, q, y: px_term(pd, q)),
+    Term("l_pyx", "w_pyx", ("lab",), lambda lab, y: F.cross_entropy(lab, y)),
+    Term("l_pxadv", "w_pxadv", ("pd", "adv"), lambda pd, adv, y: px_term(pd, adv)),
+    Term("l_pyxadv", "w_pyxadv", ("adv",), lambda adv, y: F.cross_entropy(adv, y)),
+)
+METRICS = ("loss",) + tuple(t.name for t in TERMS)   # what a training run logs
 
 
-def objective(cfg, logits, clean: tuple, x_pd: Tensor, x_adv: Tensor | None, y_lab: Tensor) -> tuple[Tensor, dict]:
-    """(loss, terms) of one iteration, forwarding x_adv once (fast mode; the published
-    loop's extra forwards are ``ebjdat.published.objective``).
+def active(cfg) -> tuple[Term, ...]:
+    """The terms whose weight in cfg is not 0 (the others cost nothing: their work is skipped)."""
+    return tuple(t for t in TERMS if getattr(cfg, t.weight))
 
-    logits: the model's forward, x -> (B, K) float32 logits (None -> None); clean: the
-    (B, K) logits of x_pd, x_q and x_lab from before the attack, None where an objective
-    switched their terms off (x_adv too); terms: 0-d tensors, no host sync.
+
+def reads(cfg) -> frozenset[str]:
+    """The batches the active terms read: the work an iteration does ("q": sample, "adv": attack)."""
+    return frozenset(b for t in active(cfg) for b in t.inputs)
+
+
+def watched(cfg) -> str:
+    """What cfg.loss_bound watches: cfg.bound_on ("loss" or a term's name), or the loss
+    when that term's weight is 0."""
+    term = next((t for t in TERMS if t.name == cfg.bound_on), None)
+    return cfg.bound_on if term is None or getattr(cfg, term.weight) else "loss"
+
+
+def weigh(cfg, logits_of_term: Callable[[Term], list]) -> tuple[Tensor, dict]:
+    """(loss, terms): every active term from the logits ``logits_of_term(term)`` gives it,
+    weighted and summed, in TERMS' order; an inactive term is a 0 tensor (no work)."""
+    terms, loss = {}, None
+    for t in TERMS:
+        if getattr(cfg, t.weight):
+            terms[t.name] = t.fn(*logits_of_term(t))
+            part = getattr(cfg, t.weight) * terms[t.name]
+            loss = part if loss is None else loss + part
+    zero = next(iter(terms.values())).new_zeros(())
+    return loss, {t.name: terms.get(t.name, zero) for t in TERMS}
+
+
+def objective(cfg, logits, clean: dict, x_pd: Tensor, x_adv: Tensor | None, y_lab: Tensor) -> tuple[Tensor, dict]:
+    """(loss, terms) of one iteration, forwarding x_adv once and reusing the clean logits
+    of x_pd (fast mode; the published loop's extra forwards: ``ebjdat.published.objective``).
+
+    logits: the model's forward, x -> (B, K) float32 logits (None -> None); clean: {"pd",
+    "q", "lab"} -> the (B, K) logits from before the attack, None where no active term reads
+    them; terms: 0-d tensors, no host sync. x_pd is not forwarded again (the signature is
+    the published objective's).
     """
-    logits_pd, logits_q, logits_lab = clean
-    logits_adv = logits(x_adv)
-    pxadv = logits_adv if cfg.w_pxadv else None
-    return_terms = terms_of(logits_pd, logits_q, logits_lab, y_lab, pxadv, logits_pd, logits_adv)
-    return weighted(cfg, return_terms), return_terms
+    have = {**clean, "adv": logits(x_adv)}
+    return weigh(cfg, lambda t: [have[b] for b in t.inputs] + [y_lab])
 
 
 def learning_rate(cfg, step: int, steps_per_epoch: int) -> float:

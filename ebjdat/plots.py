@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, features
 
-from . import checks
+from . import validate
 
 NAN_COLOUR = (255, 0, 255)  # magenta: no image in [-1, 1] maps to it by accident in grey
 PAD_COLOUR = (80, 80, 80)  # visible against both black digit backgrounds and white
@@ -122,10 +122,10 @@ def save_grid(path, x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> P
     b, c, h, w = x.shape
     if b == 0 or h == 0 or w == 0:
         raise ValueError(f"x holds no pixels (shape {tuple(x.shape)}); nothing to draw")
-    ncol = math.ceil(math.sqrt(b)) if nrow is None else checks.integer("nrow", nrow)
+    ncol = math.ceil(math.sqrt(b)) if nrow is None else validate.integer("nrow", nrow)
     ncol = min(ncol, b)
     nrows = math.ceil(b / ncol)
-    pad = checks.integer("pad", pad, minimum=0)
+    pad = validate.integer("pad", pad, minimum=0)
     scale = max(1, math.ceil(MIN_GRID_WIDTH / (ncol * w)))
 
     x = x.detach().to("cpu", torch.float32)
@@ -157,8 +157,8 @@ def save_class_grid(path, x: torch.Tensor, y: torch.Tensor, n_classes: int, *, p
     fmt = image_format(path)
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"x must be a (B, C, H, W) tensor with C = 1 or 3, got {getattr(x, 'shape', x)!r}")
-    n_classes, per_class = checks.integer("n_classes", n_classes), checks.integer("per_class", per_class)
-    if n_classes > checks.integer("max_rows", max_rows):
+    n_classes, per_class = validate.integer("n_classes", n_classes), validate.integer("per_class", per_class)
+    if n_classes > validate.integer("max_rows", max_rows):
         title = (title + "; " if title else "") + f"classes 0-{max_rows - 1} of {n_classes}"
         n_classes = max_rows
     b, c, h, w = x.shape
@@ -247,13 +247,35 @@ def save_histograms(path, series: dict, *, bins: int = 60, title: str = "", xlab
 
 def histogram_image(series: dict, *, bins: int = 60, title: str = "", xlabel: str = "energy",
                     size: tuple[int, int] = (640, 420), notes=()) -> Image.Image:
-    """The RGB picture ``save_histograms`` writes (see there), as a Pillow image."""
+    """The RGB picture ``save_histograms`` writes (see there), as a Pillow image of
+    ``size`` pixels plus 18 rows per note. Drawn back to front: grid and ticks, bars,
+    outlines, axes and labels, then the legend over everything."""
     if not isinstance(series, dict):
         raise TypeError(f"series must be a dict name -> values, got {type(series).__name__}")
-    bins = checks.integer("bins", bins)
-    width, height = (checks.integer("size[0]", size[0], minimum=200), checks.integer("size[1]", size[1], minimum=150))
+    bins = validate.integer("bins", bins)
+    width = validate.integer("size[0]", size[0], minimum=200)
+    height = validate.integer("size[1]", size[1], minimum=150)
+    data = _finite_series(series)
+    lo, hi = _value_range(data)
+    fracs = [np.histogram(v, bins=bins, range=(lo, hi))[0] / v.size if v.size else None for _, v, _ in data]
+    notes = [str(n) for n in notes]
+    img = Image.new("RGBA", (width, height + 18 * len(notes)), (255, 255, 255, 255))
+    left, right, top, bottom = 58, width - 16, 34 if title else 16, height - 48
+    legend = _Legend.measure(ImageDraw.Draw(img), _legend_lines(data), plot_width=right - left)
+    ymax, legend_x = _place_legend(fracs, legend, bins=bins, left=left, right=right, plot_height=bottom - top)
+    plot = _Plot(left, right, top, bottom, lo, hi, ymax)
+    edges = np.linspace(lo, hi, bins + 1)
+    _draw_grid(ImageDraw.Draw(img), plot)
+    _draw_bars(img, plot, fracs, edges)
+    _draw_outlines(ImageDraw.Draw(img), plot, fracs, edges)
+    _draw_labels(ImageDraw.Draw(img), plot, title=title, xlabel=xlabel, notes=notes, size=(width, height))
+    legend.draw(img, legend_x, top + 6)
+    return img.convert("RGB")
 
-    data = []  # (name, finite values as float64, n dropped)
+
+def _finite_series(series: dict) -> list[tuple[str, np.ndarray, int]]:
+    """[(name, its finite values as a flat float64 array, how many non-finite were dropped)]."""
+    data = []
     for name, v in series.items():
         if isinstance(v, torch.Tensor):
             v = v.detach().to("cpu", torch.float64).reshape(-1).numpy()
@@ -261,7 +283,11 @@ def histogram_image(series: dict, *, bins: int = 60, title: str = "", xlabel: st
             v = np.asarray(v, dtype=np.float64).reshape(-1)
         finite = np.isfinite(v)
         data.append((str(name), v[finite], int((~finite).sum())))
+    return data
 
+
+def _value_range(data: list) -> tuple[float, float]:
+    """(lo, hi): the common bin range of every finite value; (0, 1) without any."""
     allv = [v for _, v, _ in data if v.size]
     if allv:
         lo, hi = min(float(v.min()) for v in allv), max(float(v.max()) for v in allv)
@@ -269,16 +295,11 @@ def histogram_image(series: dict, *, bins: int = 60, title: str = "", xlabel: st
         lo, hi = 0.0, 1.0
     if hi - lo < 1e-12 * max(1.0, abs(lo)):  # one value: a unit-wide range around it
         lo, hi = lo - 0.5, hi + 0.5
-    fracs = [np.histogram(v, bins=bins, range=(lo, hi))[0] / v.size if v.size else None for _, v, _ in data]
-    notes = [str(n) for n in notes]
-    img = Image.new("RGBA", (width, height + 18 * len(notes)), (255, 255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    regular, small, big = font(13), font(11), font(15)
-    left, right, top, bottom = 58, width - 16, 34 if title else 16, height - 48
-    pw, ph = right - left, bottom - top
+    return lo, hi
 
-    # legend: one line per series, in a box at the top left or top right, whichever
-    # needs less headroom above the bars it covers (bars never hide under it)
+
+def _legend_lines(data: list) -> list[tuple[str, tuple]]:
+    """One (text, colour) per series: its mean and count, or why it is not drawn."""
     lines = []
     for k, (name, v, dropped) in enumerate(data):
         if v.size:
@@ -288,13 +309,45 @@ def histogram_image(series: dict, *, bins: int = 60, title: str = "", xlabel: st
         if dropped:
             text += f", {dropped} non-finite dropped"
         lines.append((text, PALETTE[k % len(PALETTE)]))
-    if not lines:
-        lines = [("no series", (127, 127, 127))]
-    lh = text_size(draw, "Ag", regular)[1] + 6
-    lw = min(max(text_size(draw, t, regular)[0] for t, _ in lines) + 34, pw - 16)
-    lbox_h = lh * len(lines) + 6
+    return lines or [("no series", (127, 127, 127))]
+
+
+class _Legend:
+    """The legend box: ``lines`` of (text, colour), each ``line_height`` pixels, in a box
+    ``width`` x ``height`` pixels."""
+
+    def __init__(self, lines: list, width: int, line_height: int, height: int):
+        self.lines, self.width, self.line_height, self.height = lines, width, line_height, height
+
+    @classmethod
+    def measure(cls, draw: ImageDraw.ImageDraw, lines: list, *, plot_width: int) -> _Legend:
+        regular = font(13)
+        lh = text_size(draw, "Ag", regular)[1] + 6
+        lw = min(max(text_size(draw, t, regular)[0] for t, _ in lines) + 34, plot_width - 16)
+        return cls(lines, lw, lh, lh * len(lines) + 6)
+
+    def draw(self, img: Image.Image, lx: float, ly: float) -> None:
+        """The translucent box at (lx, ly), then a colour swatch and the text per line."""
+        box = Image.new("RGBA", img.size, (0, 0, 0, 0))
+        ImageDraw.Draw(box).rectangle([lx, ly, lx + self.width, ly + self.height], fill=(255, 255, 255, 215),
+                                      outline=(200, 200, 200, 255))
+        img.alpha_composite(box)
+        draw, regular, lh = ImageDraw.Draw(img), font(13), self.line_height
+        for i, (text, colour) in enumerate(self.lines):
+            y = ly + 6 + i * lh
+            draw.rectangle([lx + 8, y + 2, lx + 20, y + lh - 6], fill=colour)
+            draw.text((lx + 26, y), text, fill=(20, 20, 20), font=regular)
+
+
+def _place_legend(fracs: list, legend: _Legend, *, bins: int, left: int, right: int,
+                  plot_height: int) -> tuple[float, float]:
+    """(ymax, lx): the top of the fraction axis and the legend's left edge, for ``fracs``
+    (per series its (bins,) fractions, None for a series without finite values). The
+    legend sits at the top left or top right, whichever needs less headroom above the bars
+    it covers (bars never hide under it); the right on a tie."""
+    pw, lw = right - left, legend.width
     peak = max([float(f.max()) for f in fracs if f is not None] + [0.0])
-    free = max(0.2, 1.0 - (lbox_h + 14) / ph)  # fraction of the plot height below the legend
+    free = max(0.2, 1.0 - (legend.height + 14) / plot_height)  # fraction of the plot height below the legend
     best = None
     for lx in (right - 8 - lw, left + 8):  # right first: preferred on a tie
         i0 = max(0, int((lx - left) / pw * bins))
@@ -304,77 +357,88 @@ def histogram_image(series: dict, *, bins: int = 60, title: str = "", xlabel: st
         if best is None or need < best[0] - 1e-12:
             best = (need, lx)
     ymax, lx = best
-    ymax = ymax if ymax > 0 else 1.0
+    return (ymax if ymax > 0 else 1.0), lx
 
-    def px(v: float) -> float:
-        return left + (v - lo) / (hi - lo) * pw
 
-    def py(f: float) -> float:
-        return bottom - f / ymax * ph
+class _Plot:
+    """The plot area (pixel edges left, right, top, bottom) and its axes: values lo..hi
+    across, fractions 0..ymax up."""
 
-    # grid and ticks
-    yticks, ystep = _nice_ticks(0.0, ymax, 5)
+    def __init__(self, left: int, right: int, top: int, bottom: int, lo: float, hi: float, ymax: float):
+        self.left, self.right, self.top, self.bottom = left, right, top, bottom
+        self.lo, self.hi, self.ymax = lo, hi, ymax
+
+    def px(self, v: float) -> float:
+        return self.left + (v - self.lo) / (self.hi - self.lo) * (self.right - self.left)
+
+    def py(self, f: float) -> float:
+        return self.bottom - f / self.ymax * (self.bottom - self.top)
+
+
+def _draw_grid(draw: ImageDraw.ImageDraw, plot: _Plot) -> None:
+    """Grid lines with their tick labels: fractions on the left, values below."""
+    small = font(11)
+    yticks, ystep = _nice_ticks(0.0, plot.ymax, 5)
     for t in yticks:
-        y = py(t)
-        draw.line([(left, y), (right, y)], fill=(232, 232, 232))
+        y = plot.py(t)
+        draw.line([(plot.left, y), (plot.right, y)], fill=(232, 232, 232))
         label = _fmt(t, ystep)
         tw, th = text_size(draw, label, small)
-        draw.text((left - 6 - tw, y - th / 2 - 2), label, fill=(60, 60, 60), font=small)
-    xticks, xstep = _nice_ticks(lo, hi, 7)
+        draw.text((plot.left - 6 - tw, y - th / 2 - 2), label, fill=(60, 60, 60), font=small)
+    xticks, xstep = _nice_ticks(plot.lo, plot.hi, 7)
     for t in xticks:
-        x = px(t)
-        draw.line([(x, top), (x, bottom)], fill=(240, 240, 240))
-        draw.line([(x, bottom), (x, bottom + 5)], fill=(60, 60, 60))
+        x = plot.px(t)
+        draw.line([(x, plot.top), (x, plot.bottom)], fill=(240, 240, 240))
+        draw.line([(x, plot.bottom), (x, plot.bottom + 5)], fill=(60, 60, 60))
         label = _fmt(t, xstep)
         tw, _ = text_size(draw, label, small)
-        draw.text((x - tw / 2, bottom + 7), label, fill=(60, 60, 60), font=small)
+        draw.text((x - tw / 2, plot.bottom + 7), label, fill=(60, 60, 60), font=small)
 
-    # bars: translucent fills composited one series at a time, then solid step outlines
-    edges = np.linspace(lo, hi, bins + 1)
+
+def _draw_bars(img: Image.Image, plot: _Plot, fracs: list, edges: np.ndarray) -> None:
+    """Translucent bars (bin ``edges``, (bins + 1,)), composited one series at a time so
+    that overlaps mix colours."""
     for k, f in enumerate(fracs):
         if f is None:
             continue
         colour = PALETTE[k % len(PALETTE)]
         layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
         ld = ImageDraw.Draw(layer)
-        for i in range(bins):
+        for i in range(len(f)):
             if f[i] > 0:
-                ld.rectangle([px(edges[i]), py(f[i]), px(edges[i + 1]), bottom], fill=colour + (60,))
+                ld.rectangle([plot.px(edges[i]), plot.py(f[i]), plot.px(edges[i + 1]), plot.bottom],
+                             fill=colour + (60,))
         img.alpha_composite(layer)
-    draw = ImageDraw.Draw(img)
+
+
+def _draw_outlines(draw: ImageDraw.ImageDraw, plot: _Plot, fracs: list, edges: np.ndarray) -> None:
+    """A solid step outline per series, over all the bars (each stays visible)."""
     for k, f in enumerate(fracs):
         if f is None:
             continue
-        colour = PALETTE[k % len(PALETTE)]
-        pts = [(px(lo), bottom)]
-        for i in range(bins):
-            pts += [(px(edges[i]), py(f[i])), (px(edges[i + 1]), py(f[i]))]
-        pts.append((px(hi), bottom))
-        draw.line(pts, fill=colour, width=2)
+        pts = [(plot.px(plot.lo), plot.bottom)]
+        for i in range(len(f)):
+            pts += [(plot.px(edges[i]), plot.py(f[i])), (plot.px(edges[i + 1]), plot.py(f[i]))]
+        pts.append((plot.px(plot.hi), plot.bottom))
+        draw.line(pts, fill=PALETTE[k % len(PALETTE)], width=2)
 
-    # axes, labels, title
-    draw.line([(left, top), (left, bottom), (right, bottom)], fill=(40, 40, 40), width=1)
+
+def _draw_labels(draw: ImageDraw.ImageDraw, plot: _Plot, *, title: str, xlabel: str, notes: list,
+                 size: tuple[int, int]) -> None:
+    """The axes, the x label, "fraction" above the y axis, the title and the notes."""
+    regular, small = font(13), font(11)
+    left, top, bottom = plot.left, plot.top, plot.bottom
+    width, height = size
+    draw.line([(left, top), (left, bottom), (plot.right, bottom)], fill=(40, 40, 40), width=1)
     tw, _ = text_size(draw, xlabel, regular)
-    draw.text((left + pw / 2 - tw / 2, bottom + 26), xlabel, fill=(20, 20, 20), font=regular)
+    draw.text((left + (plot.right - left) / 2 - tw / 2, bottom + 26), xlabel, fill=(20, 20, 20), font=regular)
     draw.text((4, top - 16 if title else 2), "fraction", fill=(60, 60, 60), font=small)
     if title:
+        big = font(15)
         tw, _ = text_size(draw, title, big)
         draw.text((width / 2 - tw / 2, 8), title, fill=(0, 0, 0), font=big)
     for i, note in enumerate(notes):
         draw.text((left, height - 2 + 18 * i), note, fill=(20, 20, 20), font=regular)
-
-    ly = top + 6
-    box = Image.new("RGBA", img.size, (0, 0, 0, 0))
-    ImageDraw.Draw(box).rectangle([lx, ly, lx + lw, ly + lbox_h], fill=(255, 255, 255, 215),
-                                  outline=(200, 200, 200, 255))
-    img.alpha_composite(box)
-    draw = ImageDraw.Draw(img)
-    for i, (text, colour) in enumerate(lines):
-        y = ly + 6 + i * lh
-        draw.rectangle([lx + 8, y + 2, lx + 20, y + lh - 6], fill=colour)
-        draw.text((lx + 26, y), text, fill=(20, 20, 20), font=regular)
-
-    return img.convert("RGB")
 
 
 def _fmt_mean(v: np.ndarray) -> str:
@@ -480,7 +544,7 @@ def save_reliability(path, bins: list, *, title: str = "", size: tuple[int, int]
     fmt = image_format(path)
     if not isinstance(bins, (list, tuple)) or not bins:
         raise ValueError("bins must be a non-empty list of {lo, hi, count, conf, acc} dicts")
-    width, height = (checks.integer("size[0]", size[0], minimum=300), checks.integer("size[1]", size[1], minimum=300))
+    width, height = (validate.integer("size[0]", size[0], minimum=300), validate.integer("size[1]", size[1], minimum=300))
     notes = [str(n) for n in notes]
     img = Image.new("RGBA", (width, height + 18 * len(notes)), (255, 255, 255, 255))
     draw = ImageDraw.Draw(img)

@@ -1,6 +1,6 @@
 """The published EB-JDAT computation, written once (the authors' released training code, described here in our words).
 
-Its parts, which the trainer's reference mode is built from: ``HostChains`` (the replay
+Its parts, which the trainer's published mode is built from: ``HostChains`` (the replay
 buffer on the host: rows gathered, moved to the device, sampled and scattered back every
 iteration), ``PublishedAttack`` / ``published_attack`` (eval mode, micro-batches of 2, the
 clean logits recomputed, x_adv forwarded twice per step, the perceptual distance summed
@@ -10,10 +10,11 @@ attack).
 ``PublishedLoop.step(x_lab, y_lab, x_pd)``: the whole published iteration in plain
 PyTorch, waste included, for the benchmark's baseline and the tests' oracle: its own host
 buffer, fresh per-class Gaussian rows made one row at a time in a Python loop; x_q from
-SGLD (PYLD's inner steps reuse the outer gradient); the train-mode forwards of x_pd, x_q
-and x_lab; the attack; the loss; the optimiser step (SAM, adaptive for rho >= 0.5, its
-second pass with BatchNorm frozen); the divergence check read every iteration; the
-buffer refresh of JEM and JEM++. fp32.
+SGLD (PYLD's inner steps reuse the outer gradient) and the train-mode forwards of x_pd,
+x_q and x_lab (x_pd's before the sampler in JEM++ and SADA-JEM); the attack; the loss;
+the divergence check read every iteration where the variant's code reads it; the
+optimiser step (SAM, adaptive for rho >= 0.5, its second pass with BatchNorm frozen);
+the buffer refresh of JEM and JEM++. fp32.
 
 ``random_start(x)`` draws the attack's start (default: ``U(-eps, eps)`` from the loop's
 own generator); tests plug in the trainer's Philox stream to compare the two exactly.
@@ -25,11 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
-from .bench.profiling import phase as _phase
 from .energy import logits_of as _logits
 from .energy import perceptual_distance
 from .models.batchnorm import frozen_batchnorm
-from .objectives import learning_rate, terms_of, weighted
+from .objectives import learning_rate, px_term, watched, weigh
 from .sampling import ClassGaussianInit
 
 __all__ = ["PublishedLoop", "PublishedAttack", "HostChains", "published_attack", "objective"]
@@ -75,22 +75,23 @@ def _objective(model, cfg, xb, yb, xa) -> torch.Tensor:
     return F.cross_entropy(logits, yb)
 
 
-def objective(cfg, logits, clean: tuple, x_pd, x_adv, y_lab) -> tuple[torch.Tensor, dict]:
-    """(loss, terms) with the published code's forwards after the attack: x_pd again (for
-    p(x, x_adv)), then x_adv twice (p(x, x_adv), then p(y | x_adv)). The values equal
-    ``ebjdat.objectives.objective``'s; the extra train-mode forwards move BatchNorm's
-    running statistics. logits: x -> (B, K) logits (None -> None); clean: those of x_pd,
-    x_q, x_lab (None where an objective switched their terms off, x_adv too)."""
-    l_pd, l_q, l_lab = clean
-    pxadv = cfg.w_pxadv != 0
-    l_pd2, l_adv = logits(x_pd if pxadv else None), logits(x_adv if pxadv else None)
-    l_adv2 = logits(x_adv)
-    terms = terms_of(l_pd, l_q, l_lab, y_lab, l_adv, l_pd2, l_adv2)
-    return weighted(cfg, terms), terms
+def objective(cfg, logits, clean: dict, x_pd, x_adv, y_lab) -> tuple[torch.Tensor, dict]:
+    """(loss, terms) with the published code's forwards after the attack: each term that
+    reads x_adv forwards its own inputs anew (p(x, x_adv): x_pd, then x_adv; p(y | x_adv):
+    x_adv again). The values equal ``ebjdat.objectives.objective``'s; the extra train-mode
+    forwards move BatchNorm's running statistics. logits: x -> (B, K) logits (None ->
+    None); clean: {"pd", "q", "lab"} -> the logits from before the attack."""
+    after = {"pd": x_pd, "adv": x_adv}
+
+    def inputs(term):
+        if "adv" not in term.inputs:
+            return [clean[b] for b in term.inputs] + [y_lab]
+        return [logits(after[b]) for b in term.inputs] + [y_lab]
+    return weigh(cfg, inputs)
 
 
 class PublishedAttack:
-    """The training attack of reference mode: a U(-eps, eps) start drawn by the fused
+    """The training attack of published mode: a U(-eps, eps) start drawn by the fused
     ``pgd_init_`` from ``generator`` (a PhiloxGenerator), then :func:`published_attack`."""
 
     def __init__(self, model: nn.Module, cfg, generator):
@@ -103,7 +104,7 @@ class PublishedAttack:
 
 
 class HostChains:
-    """Reference mode's sampling step: rows of a host ReplayBuffer gathered, moved to the
+    """Published mode's sampling step: rows of a host ReplayBuffer gathered, moved to the
     device, run through ``sampler`` and scattered back (the published code's host round
     trip, a synchronisation every iteration). ``sample(n)`` returns the (n, ...) samples."""
 
@@ -125,6 +126,7 @@ class PublishedLoop:
                  gaussian=None):
         self.cfg, self.model, self.device = cfg, model.to(device), torch.device(device)
         self.steps_per_epoch, self.t = steps_per_epoch, 0
+        self.watched = watched(cfg)
         where = torch.device("cpu")                                # the published host buffer
         self.gen_buf = torch.Generator(where).manual_seed(cfg.seed + 3)
         self.gen_init = torch.Generator(where).manual_seed(cfg.seed + 4)
@@ -146,7 +148,7 @@ class PublishedLoop:
 
     # ---------------------------------------------------------------- replay buffer
     def _init(self, n: int) -> torch.Tensor:
-        """n fresh rows: U(-1, 1), or the per-class Gaussian made row by row (the reference's loop)."""
+        """n fresh rows: U(-1, 1), or the per-class Gaussian made row by row (the published code's loop)."""
         if self.cfg.init == "uniform":
             return self._uniform(n)
         y = torch.randint(0, self.K, (n,), generator=self.gen_init, device=self.gen_init.device)
@@ -204,7 +206,7 @@ class PublishedLoop:
                     x = x.clamp(-1, 1)
         self.model.train(True)
         x = x.detach()
-        self.buffer[idx.to(self.buffer.device)] = x.to(self.buffer.device)  # a host sync in the reference
+        self.buffer[idx.to(self.buffer.device)] = x.to(self.buffer.device)  # a host sync in the published code
         return x
 
     def _uniform_start(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,10 +217,29 @@ class PublishedLoop:
         return published_attack(self.model, x, y, self.cfg, self.random_start(x))
 
     # ---------------------------------------------------------------- loss and update
-    def clean_logits(self, x_pd, x_q, x_lab):
-        """The train-mode forwards before the attack (the published order's step 2)."""
+    def clean_logits(self, x_pd, x_q, x_lab) -> dict:
+        """The train-mode forwards of x_pd, x_q and x_lab, in that order (SAM's second pass)."""
         f = lambda x: _logits(self.model, x)  # noqa: E731
-        return f(x_pd), f(x_q), f(x_lab)
+        return {"pd": f(x_pd), "q": f(x_q), "lab": f(x_lab)}
+
+    def sample_and_forward(self, x_pd, x_lab):
+        """(x_q, clean logits): fp = f(x_pd) before sample_q where cfg.pd_first (JEM++ and
+        SADA-JEM's code), after it otherwise (JEM's); f(x_q); SADA-JEM's divergence check
+        (cfg.bound_on "l_px") right after the p(x) term, a host read; then f(x_lab)."""
+        f = lambda x: _logits(self.model, x)  # noqa: E731
+        first = f(x_pd) if self.cfg.pd_first else None
+        x_q = self.sample_q()
+        l_pd = first if self.cfg.pd_first else f(x_pd)
+        l_q = f(x_q)
+        if self.watched == "l_px":
+            self._check("l_px", px_term(l_pd, l_q))
+        return x_q, {"pd": l_pd, "q": l_q, "lab": f(x_lab)}
+
+    def _check(self, term: str, value: torch.Tensor) -> None:
+        """The published divergence check: the value read on the host every iteration."""
+        value = float(value.detach())
+        if not abs(value) <= self.cfg.loss_bound:
+            raise FloatingPointError(f"|{term}| = {value:g} exceeds {self.cfg.loss_bound:g}")
 
     def loss(self, clean, x_pd, x_adv, y_lab) -> tuple[torch.Tensor, dict]:
         return objective(self.cfg, lambda x: None if x is None else _logits(self.model, x), clean, x_pd, x_adv, y_lab)
@@ -247,30 +268,24 @@ class PublishedLoop:
         self.opt.step()
 
     def step(self, x_lab: torch.Tensor, y_lab: torch.Tensor, x_pd: torch.Tensor) -> dict:
-        """One iteration in the published order: x_q; the train-mode forwards
-        of x_pd, x_q, x_lab; the eval-mode attack; the forwards of x_adv; the optimiser step.
-        Then, as the code does, the watched value (cfg.bound_on) is read and checked against
-        cfg.loss_bound, and every cfg.refresh_every iterations the buffer gets one more
-        sampler call. Returns {"loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv"} (0-d tensors)."""
+        """One iteration in the published order: x_q and the train-mode forwards of x_pd,
+        x_q, x_lab (``sample_and_forward``); the eval-mode attack; the forwards of x_adv;
+        the divergence check on the loss before the backward (JEM, JEM++; SADA-JEM's comes
+        earlier); the optimiser step; every cfg.refresh_every iterations one more sampler
+        call on the buffer (JEM, JEM++). Returns {"loss", "l_px", "l_pyx", "l_pxadv",
+        "l_pyxadv"} (0-d tensors)."""
         cfg = self.cfg
         self.model.train(True)
         for g in self.opt.param_groups:
             g["lr"] = self._lr()
-        with _phase("ebjdat.sampler"):
-            x_q = self.sample_q()
         self.opt.zero_grad(set_to_none=True)
-        clean = self.clean_logits(x_pd, x_q, x_lab)
-        with _phase("ebjdat.attack"):
-            x_adv = self.attack(x_lab, y_lab)
-        with _phase("ebjdat.optimizer"):
-            loss, terms = self.loss(clean, x_pd, x_adv, y_lab)
-            self.update(loss, lambda: self.loss(self.clean_logits(x_pd, x_q, x_lab), x_pd, x_adv, y_lab)[0])
+        x_q, clean = self.sample_and_forward(x_pd, x_lab)
+        x_adv = self.attack(x_lab, y_lab)
+        loss, terms = self.loss(clean, x_pd, x_adv, y_lab)
+        if self.watched != "l_px":
+            self._check(self.watched, loss if self.watched == "loss" else terms[self.watched])
+        self.update(loss, lambda: self.loss(self.clean_logits(x_pd, x_q, x_lab), x_pd, x_adv, y_lab)[0])
         self.t += 1
-        term = cfg.bound_on if cfg.w_px else "loss"
-        watched = (loss if term == "loss" else terms[term]).detach()
-        if not abs(float(watched)) <= cfg.loss_bound:     # read every iteration: a host sync
-            raise FloatingPointError(f"|{term}| = {float(watched):g} exceeds {cfg.loss_bound:g}")
         if cfg.refresh_every and self.t % cfg.refresh_every == 0:
             self.sample_q()                                 # JEM's and JEM++'s buffer refresh
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
-

@@ -5,7 +5,7 @@
 Accuracy: clean >= 0.90. Robustness: PGD >= 0.80. Generation (issue 12's floor): the
 digits network assigns >= 80 % of the buffer samples to the class the model gives them
 (gen_cond_acc), and their digits FD (gen_fd) is at most halfway between the class-Gaussian
-initial samples and real digits (ebjdat.evaluate.generation.reference_points, same sample
+initial samples and real digits (ebjdat.evaluate.generation.fd_scale_points, same sample
 count). Also: the fresh chains' FD (gen_fd_fresh) is below that of the class-Gaussian
 samples they start from (the sampler improves on its start). Exits 1 naming every floor
 missed.
@@ -13,11 +13,11 @@ missed.
 import json
 import sys
 
-from ebjdat.evaluate.generation import reference_points
+from ebjdat.evaluate.generation import fd_scale_points
 
 s = json.load(open(sys.argv[1]))
-ref = reference_points(n=s["gen_n"])
-fresh_ref = ref if s["gen_n_fresh"] == s["gen_n"] else reference_points(n=s["gen_n_fresh"])
+ref = fd_scale_points(n=s["gen_n"])
+fresh_ref = ref if s["gen_n_fresh"] == s["gen_n"] else fd_scale_points(n=s["gen_n_fresh"])
 floors = [("clean_acc", s["clean_acc"] >= 0.90, ">= 0.90"), ("pgd_acc", s["pgd_acc"] >= 0.80, ">= 0.80"),
           ("gen_cond_acc", s["gen_cond_acc"] >= 0.80, ">= 0.80"),
           ("gen_fd", s["gen_fd"] <= ref["halfway"],

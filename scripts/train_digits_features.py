@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ebjdat.data import Loader, load_dataset
 from ebjdat.evaluate.generation import FeatureNet
-from ebjdat.train.checkpoint import save_checkpoint, state_digest
+from ebjdat.runs.checkpoint import save_checkpoint, state_digest
 
 
 def train(epochs: int, seed: int) -> tuple[FeatureNet, float]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ebjdat import checks, cli, plots
+from ebjdat import validate, cli, plots
 from ebjdat.evaluate import trained as eval_checkpoint
 from ebjdat.evaluate.core import eps_list
 from ebjdat.ops import backends
@@ -212,18 +212,18 @@ def test_eval_device_without_gpu(run, no_gpu, monkeypatch, capsys):
                                         ("mps", ["cpu or cuda"]), ("cuda:x", ["not a device"])])
 def test_resolve_device_without_gpu(no_gpu, name, words):
     with pytest.raises(ValueError, match=f"--device {name}") as e:
-        checks.resolve_device(name)
+        validate.resolve_device(name)
     assert all(w in str(e.value) for w in words)
-    assert checks.resolve_device("auto") == torch.device("cpu")
-    assert checks.resolve_device("cpu") == torch.device("cpu")
+    assert validate.resolve_device("auto") == torch.device("cpu")
+    assert validate.resolve_device("cpu") == torch.device("cpu")
 
 
 def test_resolve_device_gpu_index_beyond_the_count(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ValueError, match=r"--device cuda:2: torch sees 2 CUDA GPU\(s\), cuda:0 to cuda:1"):
-        checks.resolve_device("cuda:2")
-    assert checks.resolve_device("cuda:1") == torch.device("cuda", 1)
+        validate.resolve_device("cuda:2")
+    assert validate.resolve_device("cuda:1") == torch.device("cuda", 1)
 
 
 def test_train_device_and_backend_that_cannot_run(tmp_path, no_triton, capsys):

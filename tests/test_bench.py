@@ -74,10 +74,10 @@ def test_ops_targets_are_judged_on_gpu_rows_and_summarised():
 def test_bench_step_quick_profile(tmp_path):
     result = cli.run_bench("step", "cpu", quick=True, profile=tmp_path)
     steps = [r for r in result["rows"] if not r["case"].startswith("loader")]
-    assert [r["ours"] for r in steps] == ["reference baseline", "trainer fast fp32", "+channels_last", "+compile",
+    assert [r["ours"] for r in steps] == ["published baseline", "trainer fast fp32", "+channels_last", "+compile",
                                           "+bf16", "+bf16 +compile"]
     timed = [r for r in steps if "skipped" not in r]
-    assert [r["ours"] for r in timed] == ["reference baseline", "trainer fast fp32", "+channels_last", "+bf16"]
+    assert [r["ours"] for r in timed] == ["published baseline", "trainer fast fp32", "+channels_last", "+bf16"]
     assert all(r["s_per_iter"] > 0 and r["mfu_pct"] > 0 for r in timed)
     fp32, cl, bf16 = timed[1:]
     assert (fp32["channels_last"], fp32["precision"]) == (False, "fp32") and "loss_rel_diff" not in fp32
@@ -98,7 +98,7 @@ def test_report_markdown_and_plot(tmp_path):
     rows = [{"suite": "ops", "case": "sgld_step/fp32/cifar", "baseline": "eager torch", "ours": "ebjdat[triton]",
              "baseline_us": 40.0, "ours_us": 4.0, "speedup": 10.0, "speedup_vs_compile": 2.0,
              "GBps": 2000.0, "pct_ceiling": 80.0, "ceiling": "copy GB/s"},
-            {"suite": "step", "case": "sadajem", "baseline": "reference baseline", "ours": "+cuda_graph",
+            {"suite": "step", "case": "sadajem", "baseline": "published baseline", "ours": "+cuda_graph",
              "baseline_us": 2e6, "ours_us": 5e4, "speedup": 40.0, "model_TFLOPs": 300.0, "mfu_pct": 30.0,
              "pct_ceiling": 30.0, "ceiling": "bf16 matmul", "projected_hours": 1.5},
             {"suite": "ops", "case": "x", "ours": "ebjdat[cuda]", "skipped": "no path"}]

@@ -8,9 +8,9 @@ import torch
 from ebjdat import build, cli, ops
 from ebjdat.data import datasets, hold_out, load_dataset
 from ebjdat.evaluate.trained import load_trained
+from ebjdat.runs.checkpoint import INIT_FILE, load_checkpoint, save_checkpoint
 from ebjdat.sampling import PYLD, SGLD, ClassGaussianInit
 from ebjdat.train import TrainConfig, Trainer
-from ebjdat.train.checkpoint import INIT_FILE, load_checkpoint, save_checkpoint
 
 
 def test_builder_follows_the_config():

@@ -1,5 +1,5 @@
 """ebjdat.evaluate and `ebjdat eval`: the numbers obey the sanity orderings, masked gradients
-are caught, the reference protocol matches independent computations (a hand-written PGD
+are caught, the published code protocol matches independent computations (a hand-written PGD
 loop; the closed-form linf robustness of linear models), and the CLI writes its files."""
 import copy
 import itertools
@@ -14,13 +14,15 @@ from torch import nn
 from ebjdat import cli, ops
 from ebjdat.attacks import PGD
 from ebjdat.evaluate import (
+    AttackSpec,
+    EvalSpec,
     PixelModel,
     evaluate,
     evaluate_checkpoint,
     fid_is,
     from_pixels,
     published_noise,
-    reference_protocol,
+    published_protocol,
     to_pixels,
 )
 from ebjdat.evaluate import autoattack as aa
@@ -63,7 +65,7 @@ def exact_linf_robust(w, b, x, y, eps, lo=-1.0, hi=1.0):
 # ---------------------------------------------------------------- sanity orderings
 def test_eps0_equals_clean_and_curve_is_monotone(trained, digits):
     x, y = digits
-    r = evaluate(trained, x, y, eps=[8 / 255, 2 / 255, 16 / 255, 32 / 255], steps=10)
+    r = evaluate(trained, x, y, AttackSpec(eps=[8 / 255, 2 / 255, 16 / 255, 32 / 255], steps=10))
     curve = r["pgd_curve"]
     assert [p["eps"] for p in curve] == sorted(p["eps"] for p in curve) and curve[0]["eps"] == 0
     assert curve[0]["acc"] == r["clean_acc"] > 0.8
@@ -76,18 +78,18 @@ def test_eps0_equals_clean_and_curve_is_monotone(trained, digits):
 
 def test_restarts_only_remove_points_and_l2_works(trained, digits):
     x, y = digits
-    one = evaluate(trained, x, y, eps=16 / 255, steps=5, restarts=1)
-    three = evaluate(trained, x, y, eps=16 / 255, steps=5, restarts=3)
+    one = evaluate(trained, x, y, AttackSpec(eps=16 / 255, steps=5, restarts=1))
+    three = evaluate(trained, x, y, AttackSpec(eps=16 / 255, steps=5, restarts=3))
     assert three["pgd_acc"] <= one["pgd_acc"]          # restart 0 is the same run, then AND
-    l2 = evaluate(trained, x, y, eps=[1.0, 0.5], norm="l2", steps=5)
+    l2 = evaluate(trained, x, y, AttackSpec(eps=[1.0, 0.5], norm="l2", steps=5))
     assert l2["pgd_curve"][0]["acc"] == l2["clean_acc"] and l2["sanity"] == []
     assert l2["pgd_curve"][2]["acc"] <= l2["pgd_curve"][1]["acc"]
 
 
 def test_autoattack_at_most_pgd_reduced_budget(trained, digits):
     x, y = digits
-    r = evaluate(trained, x[:32], y[:32], eps=16 / 255, steps=10, autoattack=True, autoattack_steps=10,
-                 autoattack_queries=50)
+    r = evaluate(trained, x[:32], y[:32], AttackSpec(eps=16 / 255, steps=10, autoattack=True, autoattack_steps=10,
+                                                     autoattack_queries=50))
     assert r["autoattack"]["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert r["autoattack"]["version"] == "standard (reduced budget)"
     assert r["autoattack_acc"] <= r["pgd_acc"] and r["worst_case_acc"] <= r["autoattack_acc"]
@@ -96,7 +98,7 @@ def test_autoattack_at_most_pgd_reduced_budget(trained, digits):
 
 def test_autoattack_standard_budget_on_a_handful(trained, digits):
     x, y = digits
-    r = evaluate(trained, x[:6], y[:6], eps=16 / 255, steps=20, autoattack=True, protocol="standard")
+    r = evaluate(trained, x[:6], y[:6], AttackSpec(eps=16 / 255, steps=20, autoattack=True, protocol="standard"))
     info = r["autoattack"]
     assert info["version"] == "standard" and info["steps"] == 100 and info["n_queries"] == 5000
     assert r["autoattack_acc"] <= r["pgd_acc"] + 1 / 6
@@ -114,8 +116,8 @@ def test_autoattack_leaves_global_rng_alone(trained, digits):
 def test_masked_gradients_are_flagged(trained, digits):
     x, y = digits
     masked = RoundedInput(trained)
-    r = evaluate(masked, x, y, eps=8 / 255, steps=10)
-    assert r["clean_acc"] == evaluate(trained, x, y, eps=0.0, steps=0)["clean_acc"]
+    r = evaluate(masked, x, y, AttackSpec(eps=8 / 255, steps=10))
+    assert r["clean_acc"] == evaluate(trained, x, y, AttackSpec(eps=0.0, steps=0))["clean_acc"]
     assert r["zero_grad_frac"] == 1.0
     names = [s.split(":")[0] for s in r["sanity"]]
     assert "gradients_nonzero" in names and "pgd_beats_noise" in names
@@ -138,14 +140,15 @@ def test_pixel_wrapper_equals_model_units_with_doubled_eps(trained, digits):
         assert torch.equal(trained(from_pixels(pix)).argmax(1), trained(mod).argmax(1))
 
 
-def test_reference_protocol_matches_a_hand_written_pgd_loop(trained, digits):
+def test_published_protocol_matches_a_hand_written_pgd_loop(trained, digits):
     """The published PGD-20: eps 8/255 and alpha 1/255 on the [-1, 1] input, after the
     test-time noise x + 0.03 z (z from a CPU generator seeded with the seed), clamped."""
     x, y = digits
     advs = []
     for sigma in (0.0, 0.03):
-        ref, _, adv = reference_protocol(trained, x, y, random_start=False, noise_sigma=sigma, seed=5,
-                                         aa_steps=1, aa_queries=1)
+        spec = AttackSpec(random_start=False, published_noise_sigma=sigma, seed=5, published_aa_steps=1,
+                          published_aa_queries=1)
+        ref, _, adv = published_protocol(trained, x, y, spec)
         x0 = (x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(5))).clamp(-1, 1)
         eps, alpha = 8 / 255, 1 / 255
         xa = x0.clone()
@@ -172,8 +175,9 @@ def test_published_noise_is_seeded_and_device_independent(digits):
     assert published_noise(x, 0.0, 1) is x and a.min() >= -1 and a.max() <= 1
     inside = (x > -0.8) & (x < 0.8)                                   # pixels the clamp cannot reach
     assert (a - x)[inside].std().item() == pytest.approx(0.03, rel=0.05)
-    with pytest.raises(ValueError, match="reference_noise_sigma must be a finite number >= 0"):
-        reference_protocol(nn.Linear(64, 10), x, torch.zeros(len(x), dtype=torch.long), noise_sigma=-0.1)
+    with pytest.raises(ValueError, match="published_noise_sigma must be a finite number >= 0"):
+        published_protocol(nn.Linear(64, 10), x, torch.zeros(len(x), dtype=torch.long),
+                           AttackSpec(published_noise_sigma=-0.1))
 
 
 def _linear_problem(k, seed=0, n=128):
@@ -186,14 +190,14 @@ def _linear_problem(k, seed=0, n=128):
     return Linear(w, b).eval(), x, y
 
 
-def test_reference_protocol_equals_closed_form_on_a_linear_model():
+def test_published_protocol_equals_closed_form_on_a_linear_model():
     model, x, y = _linear_problem(2)
     exact = exact_linf_robust(model.w.detach(), model.b.detach(), x, y, 8 / 255).float().mean().item()
     assert 0.3 < exact < 0.8                                                # a non-trivial case
     # without the test-time noise the published protocol attacks x itself; 2 classes: no APGD-DLR
-    r = evaluate(model, x, y, eps=4 / 255, protocol="both", steps=20, reference_noise_sigma=0.0,
-                 reference_aa_queries=200)
-    ref = r["reference_protocol"]
+    r = evaluate(model, x, y, AttackSpec(eps=4 / 255, protocol="both", steps=20, published_noise_sigma=0.0,
+                                         published_aa_queries=200))
+    ref = r["published_protocol"]
     # binary and linear: the gradient sign is constant, PGD reaches the exact worst case
     assert ref["pgd_acc"] == exact and ref["autoattack_acc"] == exact
     assert ref["autoattack"]["attacks"] == ["apgd-ce", "fab-t", "square"]
@@ -204,17 +208,17 @@ def test_reference_protocol_equals_closed_form_on_a_linear_model():
 def test_pgd_never_beats_the_exact_robustness_of_a_multiclass_linear_model():
     model, x, y = _linear_problem(10, seed=1)
     exact = exact_linf_robust(model.w.detach(), model.b.detach(), x, y, 8 / 255).float().mean().item()
-    r = evaluate(model, x, y, eps=4 / 255, protocol="both", steps=20, reference_noise_sigma=0.0,
-                 reference_aa_steps=10, reference_aa_queries=100)
-    assert r["pgd_acc"] >= exact and r["reference_protocol"]["pgd_acc"] >= exact
-    assert r["reference_protocol"]["autoattack_acc"] >= exact
+    r = evaluate(model, x, y, AttackSpec(eps=4 / 255, protocol="both", steps=20, published_noise_sigma=0.0,
+                                         published_aa_steps=10, published_aa_queries=100))
+    assert r["pgd_acc"] >= exact and r["published_protocol"]["pgd_acc"] >= exact
+    assert r["published_protocol"]["autoattack_acc"] >= exact
     assert r["pgd_acc"] <= exact + 0.05                                      # and comes close
 
 
 def test_bf16_precision_runs(trained, digits):
     x, y = digits
-    r = evaluate(trained, x, y, eps=8 / 255, steps=3, precision="bf16")
-    assert abs(r["clean_acc"] - evaluate(trained, x, y, eps=0.0, steps=0)["clean_acc"]) <= 2 / 64
+    r = evaluate(trained, x, y, AttackSpec(eps=8 / 255, steps=3, precision="bf16"))
+    assert abs(r["clean_acc"] - evaluate(trained, x, y, AttackSpec(eps=0.0, steps=0))["clean_acc"]) <= 2 / 64
     assert r["pgd_curve"][0]["acc"] == r["clean_acc"] and r["precision"] == "bf16"
 
 
@@ -256,13 +260,13 @@ def test_cli_end_to_end_writes_json_and_pngs(tiny_run, tmp_path, capsys):
     rc = cli.main(["eval", "--checkpoint", str(tiny_run), "--n", "32", "--steps", "3", "--eps", "8/255",
                    "4/255", "--autoattack", "--aa-steps", "5", "--aa-queries", "20", "--json", str(js),
                    "--out", str(pngs), "--device", "cpu", "--sample-steps", "5", "--batch-size", "16",
-                   "--ref-aa-steps", "2", "--ref-aa-queries", "10"])
+                   "--published-aa-steps", "2", "--published-aa-queries", "10"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "reference (published)" in out and "AutoAttack" in out and "FID/IS not computed" in out
+    assert "published" in out and "AutoAttack" in out and "FID/IS not computed" in out
     r = json.loads(js.read_text())
     for key in ("clean_acc", "pgd_acc", "autoattack_acc", "energy_gap_adv", "energy_gap_gen", "pgd_curve",
-                "reference_protocol", "sanity", "sanity_checks", "fid_note"):
+                "published_protocol", "sanity", "sanity_checks", "fid_note"):
         assert key in r, key
     assert r["eps"] == 8 / 255 and [p["eps"] for p in r["pgd_curve"]] == [0.0, 4 / 255, 8 / 255]
     assert r["step"] == 1 and r["n"] == 32 and r["energy_generated_from"] == "buffer"
@@ -279,19 +283,21 @@ def test_evaluation_leaves_the_model_alone(tiny_run, tmp_path):
     ck = load_for_eval(tiny_run)
     model, x, y = ck["model"], ck["test_set"].x[:16], ck["test_set"].y[:16]
     before = copy.deepcopy(model.state_dict())
-    r = evaluate(model, x, y, eps=8 / 255, steps=2, protocol="both", autoattack=True, autoattack_steps=3,
-                 autoattack_queries=5, reference_aa_steps=3, reference_aa_queries=5)
+    r = evaluate(model, x, y, AttackSpec(eps=8 / 255, steps=2, protocol="both", autoattack=True, autoattack_steps=3,
+                                         autoattack_queries=5, published_aa_steps=3, published_aa_queries=5))
     assert not model.training and r["sanity"] == []
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     model.train(True)  # the caller's mode comes back, whatever it was
-    evaluate(model, x, y, eps=8 / 255, steps=1, protocol="reference", reference_aa_steps=1, reference_aa_queries=2)
+    evaluate(model, x, y, AttackSpec(eps=8 / 255, steps=1, protocol="published", published_aa_steps=1,
+                                     published_aa_queries=2))
     assert model.training
-    runs = [evaluate_checkpoint(tiny_run, n=16, steps=2, protocol=p, samples=False, out=tmp_path, device="cpu",
-                                reference_aa_steps=2, reference_aa_queries=5, ood_sets="noise", calibration=True)
+    spec = EvalSpec(n=16, samples=False, ood_sets="noise", calibration=True,
+                    attack=AttackSpec(steps=2, published_aa_steps=2, published_aa_queries=5))
+    runs = [evaluate_checkpoint(tiny_run, spec.with_overrides(protocol=p), out=tmp_path, device="cpu")
             for p in ("standard", "both")]
     assert runs[0]["energy_clean_mean"] == runs[1]["energy_clean_mean"]
     assert runs[0]["files"] == [str(tmp_path / n) for n in ("energy.png", "ood_noise.png", "reliability.png")]
-    assert "reference_protocol" not in runs[0] and "gen_reference" not in runs[0]
+    assert "published_protocol" not in runs[0] and "gen_published" not in runs[0]
     assert runs[0]["ood_auroc"] == runs[1]["ood_auroc"] and runs[0]["ece"] == runs[1]["ece"]
 
 
@@ -302,17 +308,17 @@ def test_bad_inputs_give_clear_errors(tiny_run, trained, digits, tmp_path, capsy
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         evaluate_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="eps must be >= 0"):
-        evaluate(trained, x, y, eps=-0.1)
+        evaluate(trained, x, y, AttackSpec(eps=-0.1))
     with pytest.raises(ValueError, match="eps must be >= 0"):
-        evaluate_checkpoint(tiny_run, eps=[8 / 255, -1.0])
+        evaluate_checkpoint(tiny_run, EvalSpec().with_overrides(eps=[8 / 255, -1.0]))
     with pytest.raises(ValueError, match="protocol must be one of"):
-        evaluate(trained, x, y, protocol="paper")
+        evaluate(trained, x, y, AttackSpec(protocol="paper"))
     with pytest.raises(ValueError, match="protocol must be one of"):
-        evaluate_checkpoint(tiny_run, protocol="paper")
+        evaluate_checkpoint(tiny_run, EvalSpec().with_overrides(protocol="paper"))
     with pytest.raises(ValueError, match=r"\[-1, 1\] units"):
         evaluate(trained, x * 3, y)
     with pytest.raises(ValueError, match="norm must be one of"):
-        evaluate(trained, x, y, norm="l1")
+        evaluate(trained, x, y, AttackSpec(norm="l1"))
     assert cli.main(["eval", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["eval", "--checkpoint", str(tiny_run), "--eps", "-0.1"]) == 2
@@ -326,34 +332,34 @@ def test_missing_torchattacks_names_the_install_command(trained, digits, tiny_ru
     x, y = digits
     monkeypatch.setitem(sys.modules, "torchattacks", None)   # import torchattacks -> ImportError
     with pytest.raises(ImportError, match="pip install --no-deps torchattacks"):
-        evaluate(trained, x, y, autoattack=True)
+        evaluate(trained, x, y, AttackSpec(autoattack=True))
     assert cli.main(["eval", "--checkpoint", str(tiny_run), "--autoattack"]) == 2
     assert "pip install --no-deps torchattacks" in capsys.readouterr().err
-    # the reference protocol still runs its PGD and says why its APGD is missing
-    ref = evaluate(trained, x[:8], y[:8], protocol="reference", steps=2)
-    assert ref["reference_protocol"]["autoattack_acc"] is None and "autoattack_acc" not in ref
-    assert "pip install" in ref["reference_protocol"]["autoattack_note"]
-    assert ref["worst_case_acc"] == ref["reference_protocol"]["pgd_acc"]     # the worst case of what ran
+    # the published code protocol still runs its PGD and says why its APGD is missing
+    ref = evaluate(trained, x[:8], y[:8], AttackSpec(protocol="published", steps=2))
+    assert ref["published_protocol"]["autoattack_acc"] is None and "autoattack_acc" not in ref
+    assert "pip install" in ref["published_protocol"]["autoattack_note"]
+    assert ref["worst_case_acc"] == ref["published_protocol"]["pgd_acc"]     # the worst case of what ran
 
 
 def test_clean_correct_mask_matches_accuracy(trained, digits):
     x, y = digits
     mask = correct(PixelModel(trained), to_pixels(x), y, batch_size=7)
-    assert mask.float().mean().item() == evaluate(trained, x, y, eps=0.0, steps=0)["clean_acc"]
+    assert mask.float().mean().item() == evaluate(trained, x, y, AttackSpec(eps=0.0, steps=0))["clean_acc"]
 
 
 @gpu
 def test_evaluate_on_a_gpu_agrees_with_the_cpu(trained, digits):
     x, y = digits
     kw = dict(eps=[8 / 255, 16 / 255], steps=10, protocol="both")
-    on_cpu = evaluate(trained, x, y, reference_aa_steps=5, reference_aa_queries=50, **kw)
+    on_cpu = evaluate(trained, x, y, AttackSpec(published_aa_steps=5, published_aa_queries=50, **kw))
     model = copy.deepcopy(trained).cuda()
-    r = evaluate(model, x.cuda(), y.cuda(), autoattack=True, autoattack_steps=10, autoattack_queries=50,
-                 reference_aa_steps=5, reference_aa_queries=50, **kw)
+    r = evaluate(model, x.cuda(), y.cuda(), AttackSpec(autoattack=True, autoattack_steps=10, autoattack_queries=50,
+                                                       published_aa_steps=5, published_aa_queries=50, **kw))
     assert r["clean_acc"] == on_cpu["clean_acc"] and r["sanity"] == []
     # one Philox stream on both devices: the same random starts, so the same attack up to
     # float differences between the devices' convolutions
     assert abs(r["pgd_acc"] - on_cpu["pgd_acc"]) <= 2 / 64
-    assert abs(r["reference_protocol"]["pgd_acc"] - on_cpu["reference_protocol"]["pgd_acc"]) <= 2 / 64
-    bf16 = evaluate(model, x.cuda(), y.cuda(), eps=8 / 255, steps=10, precision="bf16")
+    assert abs(r["published_protocol"]["pgd_acc"] - on_cpu["published_protocol"]["pgd_acc"]) <= 2 / 64
+    bf16 = evaluate(model, x.cuda(), y.cuda(), AttackSpec(eps=8 / 255, steps=10, precision="bf16"))
     assert bf16["sanity"] == [] and abs(bf16["clean_acc"] - r["clean_acc"]) <= 2 / 64

@@ -10,6 +10,7 @@ from torch import nn
 
 from ebjdat import cli
 from ebjdat.evaluate import (
+    AttackSpec,
     PixelModel,
     evaluate,
     fid_is,
@@ -31,12 +32,12 @@ def test_published_suite_equals_torchattacks_multiattack(trained, digits):
     ta = aa.torchattacks_module()
     x, y = to_pixels(digits[0][:24]), digits[1][:24]
     pm = PixelModel(trained)
-    mask, info = aa.reference_autoattack_correct(pm, x, y, eps=16 / 255, steps=5, n_queries=40, batch_size=64)
+    mask, info = aa.published_autoattack_correct(pm, x, y, eps=16 / 255, steps=5, n_queries=40, batch_size=64)
     assert info["attacks"] == ["apgd-ce", "apgd-dlr", "fab-t", "square"]
     assert info["steps"] == 5 and info["n_queries"] == 40
     after = list(info["robust_after"].values())
     assert after == sorted(after, reverse=True) and after[-1] == int(mask.sum())
-    multi = ta.MultiAttack([atk for _, atk in aa.reference_suite(pm, eps=16 / 255, n_classes=10, steps=5,
+    multi = ta.MultiAttack([atk for _, atk in aa.published_suite(pm, eps=16 / 255, n_classes=10, steps=5,
                                                                   n_queries=40)])
     with torch.random.fork_rng():
         xa = multi(x, y)
@@ -46,11 +47,11 @@ def test_published_suite_equals_torchattacks_multiattack(trained, digits):
     assert torch.equal(theirs.cpu(), mask) and int(mask.sum()) < int(correct(pm, x, y).sum())
 
 
-def test_reference_protocol_reports_the_published_suite(trained, digits):
+def test_published_protocol_reports_the_published_suite(trained, digits):
     x, y = digits
-    r = evaluate(trained, x[:32], y[:32], protocol="reference", steps=5, reference_aa_steps=5,
-                 reference_aa_queries=30)
-    ref = r["reference_protocol"]
+    r = evaluate(trained, x[:32], y[:32], AttackSpec(protocol="published", steps=5, published_aa_steps=5,
+                                                     published_aa_queries=30))
+    ref = r["published_protocol"]
     assert ref["autoattack"]["attacks"] == ["apgd-ce", "apgd-dlr", "fab-t", "square"]
     assert ref["autoattack"]["steps"] == 5 and ref["autoattack"]["n_queries"] == 30
     assert r["worst_case_acc"] == ref["worst_case_acc"] <= min(ref["pgd_acc"], ref["autoattack_acc"])
@@ -68,12 +69,12 @@ def test_top5_accuracy_on_a_100_class_model():
         logits = model(x)
     y = torch.randint(0, 100, (150,), generator=g)
     y[:50] = logits[:50].topk(4, 1).indices[:, 3]             # fourth-best: top-5 but not top-1
-    r = evaluate(model, x, y, eps=0.0, steps=0)
+    r = evaluate(model, x, y, AttackSpec(eps=0.0, steps=0))
     expected = top_k_accuracy_score(y.numpy(), logits.numpy(), k=5, labels=list(range(100)))
     assert round(r["top5_acc"] * 150) == round(expected * 150) >= 50     # float32 means: compare counts
     assert r["top5_acc"] > r["clean_acc"] and r["standard_protocol"]["top5_acc"] == r["top5_acc"]
     assert "top5_acc" not in evaluate(model_10 := Linear(torch.randn(10, 64, generator=g), torch.zeros(10)), x,
-                                      y % 10, eps=0.0, steps=0)
+                                      y % 10, AttackSpec(eps=0.0, steps=0))
     assert isinstance(model_10, nn.Module)
 
 
@@ -89,7 +90,7 @@ def test_cli_ood_calibration_and_both_protocols(tiny_run, tmp_path, capsys):
     js, rb = tmp_path / "r.json", tmp_path / "rb.json"
     rc = cli.main(["eval", "--checkpoint", str(tiny_run), "--ood", "noise", "--calibration", "--json", str(js),
                    "--robustbench-json", str(rb), "--n", "32", "--steps", "2", "--no-samples", "--out",
-                   str(tmp_path / "e"), "--device", "cpu", "--ref-aa-steps", "2", "--ref-aa-queries", "10"])
+                   str(tmp_path / "e"), "--device", "cpu", "--published-aa-steps", "2", "--published-aa-queries", "10"])
     assert rc == 0
     out = capsys.readouterr().out
     r = json.loads(js.read_text())
@@ -108,19 +109,19 @@ def test_cli_ood_calibration_and_both_protocols(tiny_run, tmp_path, capsys):
     assert r["ece"]["20"] == pytest.approx(expected_calibration_error(conf, ok, 20), abs=1e-12)
     # both protocols, side by side and labelled
     lines = out.splitlines()
-    header = next(ln for ln in lines if "standard" in ln and "reference (published)" in ln)
-    assert header.index("standard") < header.index("reference (published)")
+    header = next(ln for ln in lines if "standard" in ln and "published" in ln)
+    assert header.index("standard") < header.index("published")
     noise_row = next(ln for ln in lines if ln.startswith("test-time noise"))
     assert "none" in noise_row and "N(0, 0.03^2)" in noise_row
     assert "alpha 1/255 in [-1, 1]" in next(ln for ln in lines if ln.startswith("PGD "))
     assert r["standard_protocol"]["clean_acc"] == r["clean_acc"] and r["standard_protocol"]["test_time_noise"] is None
-    assert r["reference_protocol"]["alpha_model_units"] == 1 / 255 and r["reference_protocol"]["noise_sigma"] == 0.03
+    assert r["published_protocol"]["alpha_model_units"] == 1 / 255 and r["published_protocol"]["noise_sigma"] == 0.03
     assert "OOD detection AUROC" in out and "ECE (15 bins)" in out and "published way: FD" in out
     assert (tmp_path / "e" / "ood_noise.png").exists() and (tmp_path / "e" / "reliability.png").exists()
     # the published generation metrics: the filtered replay buffer
-    gr = r["gen_reference"]
+    gr = r["gen_published"]
     assert gr["ratio"] == 0.9 and gr["buffer_size"] == 256 and gr["kept"] == sum(gr["kept_per_class"]) < 256
-    assert r["gen_n_reference"] == gr["kept"] and r["gen_fd_reference"] > 0
+    assert r["gen_n_published"] == gr["kept"] and r["gen_fd_published"] > 0
     # the RobustBench card: AutoAttack did not run
     card = json.loads(rb.read_text())
     assert card == r["robustbench"] and card["autoattack_acc"] is None and "--autoattack" in card["autoattack_note"]
@@ -142,7 +143,7 @@ def test_robustbench_card_from_each_protocol(tiny_run, tmp_path, capsys):
     assert set(card) >= {"name", "dataset", "threat_model", "eps", "clean_acc", "autoattack_acc", "n_examples",
                          "architecture", "number_forward_passes", "additional_data", "footnote"}
     # the published protocol alone: its numbers, its units and its test-time noise in the footnote
-    res = {"n": 10, "step": 3, "reference_protocol": {"eps_pixels": 4 / 255, "eps_model_units": 8 / 255,
+    res = {"n": 10, "step": 3, "published_protocol": {"eps_pixels": 4 / 255, "eps_model_units": 8 / 255,
                                                       "clean_acc": 0.9039, "autoattack_acc": 0.663, "noise_sigma": 0.03,
                                                       "autoattack": {"steps": 20}}}
     from ebjdat.train import TrainConfig
@@ -167,7 +168,7 @@ def test_deterministic_forward_detects_sampling():
 
 # ---------------------------------------------------------------- the published FID
 def test_topk_per_class_filter():
-    from ebjdat.evaluate.reference_fid import check_ratio, topk_per_class
+    from ebjdat.evaluate.buffer_fid import check_ratio, topk_per_class
     # predicted classes 0, 0, 0, 1, 1, 2, 0; confidence grows with the logit's margin
     logits = torch.tensor([[2.0, 0, 0], [5.0, 0, 0], [3.0, 0, 0], [0, 4.0, 0], [0, 1.0, 0], [0, 0, 1.0],
                            [5.0, 0, 0]])
@@ -181,7 +182,7 @@ def test_topk_per_class_filter():
 
 
 def test_filter_buffer_keeps_confident_rows(trained, digits):
-    from ebjdat.evaluate.reference_fid import filter_buffer
+    from ebjdat.evaluate.buffer_fid import filter_buffer
     buf = torch.cat([digits[0], torch.rand(40, 1, 8, 8) * 2 - 1])
     kept, info = filter_buffer(trained, buf, ratio=0.5)
     with torch.no_grad():
@@ -221,28 +222,28 @@ def _fake_torchmetrics(monkeypatch, calls, fail=False):
 
 
 def test_published_fid_uses_torchmetrics_when_installed(monkeypatch, tmp_path):
-    from ebjdat.evaluate.reference_fid import published_fid
+    from ebjdat.evaluate.buffer_fid import published_fid
     g = torch.Generator().manual_seed(0)
     gen, real = torch.rand(12, 1, 8, 8, generator=g) * 2 - 1, torch.rand(20, 1, 8, 8, generator=g) * 2 - 1
     calls = []
     _fake_torchmetrics(monkeypatch, calls)
     r = published_fid(gen, real, inception_weights=tmp_path / "w.pth", batch_size=8)
-    assert r["fid_reference_backend"] == "torchmetrics" and r["fid_reference_n"] == 12
+    assert r["fid_published_backend"] == "torchmetrics" and r["fid_published_n"] == 12
     assert calls[0] == ("init", 2048, {"feature_extractor_weights_path": str(tmp_path / "w.pth")})
     assert {c[1:3] for c in calls[1:]} == {(torch.uint8, (3, 8, 8))}
     assert sum(1 for c in calls if c[0] == "update" and c[3]) == 3     # 20 real images in batches of 8
     to_u8 = fidmod.uint8_rgb
-    assert r["fid_reference"] == pytest.approx(fidmod.frechet_distance(
+    assert r["fid_published"] == pytest.approx(fidmod.frechet_distance(
         to_u8(real).double().flatten(1)[:, :3], to_u8(gen).double().flatten(1)[:, :3]))
     # torchmetrics there but failing (offline): ebjdat's FID, saying why
     _fake_torchmetrics(monkeypatch, [], fail=True)
     r = published_fid(gen, real)
-    assert "torchmetrics' FID failed (RuntimeError: no network" in r["fid_reference_note"]
-    assert "Inception weights" in r["fid_reference_note"] and "fid_reference" not in r
+    assert "torchmetrics' FID failed (RuntimeError: no network" in r["fid_published_note"]
+    assert "Inception weights" in r["fid_published_note"] and "fid_published" not in r
 
 
 def test_published_fid_without_torchmetrics_uses_ours(monkeypatch):
-    from ebjdat.evaluate.reference_fid import published_fid
+    from ebjdat.evaluate.buffer_fid import published_fid
     monkeypatch.setitem(sys.modules, "torchmetrics", None)            # import torchmetrics -> ImportError
 
     def extractor(u8):
@@ -250,8 +251,8 @@ def test_published_fid_without_torchmetrics_uses_ours(monkeypatch):
     g = torch.Generator().manual_seed(1)
     gen, real = torch.rand(10, 1, 8, 8, generator=g) * 2 - 1, torch.rand(16, 1, 8, 8, generator=g) * 2 - 1
     r = published_fid(gen, real, extractor=extractor)
-    assert r["fid_reference_backend"] == "ebjdat" and "not installed" in r["fid_reference_note"]
-    assert r["fid_reference"] == pytest.approx(fid_is(gen, real, extractor=extractor)["fid"])
+    assert r["fid_published_backend"] == "ebjdat" and "not installed" in r["fid_published_note"]
+    assert r["fid_published"] == pytest.approx(fid_is(gen, real, extractor=extractor)["fid"])
 
 
 def test_fid_of_several_sets_reads_the_real_images_once():
@@ -274,8 +275,8 @@ def test_fid_of_several_sets_reads_the_real_images_once():
     (["--ood", "noise,,interp"], ["--ood", "comma-separated"]),
     (["--topk-ratio", "0"], ["--topk-ratio 0", "fraction in (0, 1)"]),
     (["--topk-ratio", "1.5"], ["--topk-ratio 1.5", "whole count"]),
-    (["--ref-aa-steps", "0"], ["--ref-aa-steps 0"]),
-    (["--ref-aa-queries", "0"], ["--ref-aa-queries 0"]),
+    (["--published-aa-steps", "0"], ["--published-aa-steps 0"]),
+    (["--published-aa-queries", "0"], ["--published-aa-queries 0"]),
 ])
 def test_new_eval_flags_are_checked_before_loading(tiny_run, tmp_path, monkeypatch, capsys, flags, words):
     from ebjdat.evaluate import trained as tr
@@ -310,12 +311,12 @@ def test_published_generation_branches(trained, digits, monkeypatch):
     x, _ = digits
     none = tr._published_generation(trained, None, x, x, digits=False, ratio=0.9, inception_weights=None,
                                     device="cpu", batch_size=16)
-    assert "no replay buffer" in none["gen_reference"]["note"] and len(none) == 1
+    assert "no replay buffer" in none["gen_published"]["note"] and len(none) == 1
     # not the digits: the published FID, here without Inception weights, saying so
     r = tr._published_generation(trained, x, x, x, digits=False, ratio=0.5, inception_weights=None,
                                  device="cpu", batch_size=16)
-    assert r["gen_reference"]["kept"] == sum(r["gen_reference"]["kept_per_class"]) <= 32
-    assert "Inception weights" in r["fid_reference_note"] and "fid_reference" not in r
+    assert r["gen_published"]["kept"] == sum(r["gen_published"]["kept_per_class"]) <= 32
+    assert "Inception weights" in r["fid_published_note"] and "fid_published" not in r
     d = tr._published_generation(trained, x, x, x, digits=True, ratio=0.5, inception_weights=None,
                                  device="cpu", batch_size=16)
-    assert d["gen_n_reference"] == d["gen_reference"]["kept"] and d["gen_fd_reference"] > 0
+    assert d["gen_n_published"] == d["gen_published"]["kept"] and d["gen_fd_published"] > 0

@@ -162,7 +162,7 @@ def test_precision_auto_follows_the_cpus_bf16_units(monkeypatch, flags, want):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
     t = Trainer(TrainConfig.preset("sadajem", **TINY))
     assert t.precision == want and t.precision_reason.startswith("auto:")
-    assert Trainer(TrainConfig.preset("sadajem", mode="reference", **TINY)).precision == "fp32"
+    assert Trainer(TrainConfig.preset("sadajem", mode="published", **TINY)).precision == "fp32"
 
 
 def test_compile_that_cannot_run_says_so_once(monkeypatch, capsys):

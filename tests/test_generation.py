@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 
 from ebjdat import cli, plots
+from ebjdat.build import Off
 from ebjdat.data import load_dataset
-from ebjdat.evaluate import generation
+from ebjdat.evaluate import closing, generation
 from ebjdat.experiments import tradeoff
 from ebjdat.train import TrainConfig, Trainer
-from ebjdat.train.trainer import Off
 
 SMALL = dict(device="cpu", buffer_size=64, batch_size=16, label_batch_size=16, sgld_steps=2, pgd_steps=2)
 
@@ -72,7 +72,7 @@ def test_at_attack_is_projected_ce_pgd():
 
 def test_fit_reports_generation_and_draws_readable_pictures(tmp_path):
     cfg = TrainConfig.preset("sadajem", steps=3, out=str(tmp_path / "run"), **SMALL)
-    s = Trainer(cfg).fit()
+    s = Trainer(cfg).fit(closing.evaluate)
     assert 0 <= s["gen_cond_acc"] <= 1 and s["gen_fd"] > 0 and s["gen_n"] == 64
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["gen_fd"] == s["gen_fd"]
@@ -85,7 +85,7 @@ def test_fit_reports_generation_and_draws_readable_pictures(tmp_path):
 def test_eval_reports_generation_keys(tiny_run, tmp_path, capsys):
     out = tmp_path / "r.json"
     assert cli.main(["eval", "--checkpoint", str(tiny_run), "--n", "16", "--steps", "1", "--no-samples",
-                     "--ref-aa-steps", "2", "--ref-aa-queries", "10",
+                     "--published-aa-steps", "2", "--published-aa-queries", "10",
                      "--json", str(out), "--out", str(tmp_path / "e")]) == 0
     r = json.loads(out.read_text())
     assert {"gen_fd", "gen_cond_acc"} <= r.keys()

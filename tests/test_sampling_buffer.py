@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ebjdat import checks, ops
+from ebjdat import ops, validate
 from ebjdat.sampling.buffer import ReplayBuffer
 from ebjdat.sampling.init import ClassGaussianInit
 
@@ -343,7 +343,7 @@ def test_sample_and_update_never_read_tensors_on_the_host(monkeypatch):
     gauss = ClassGaussianInit.fit(x.view(200, 4), y, 4, generator=_gen(1))
     monkeypatch.setattr(gauss, "_transform",
                         lambda z, yy: ClassGaussianInit._transform(gauss, z, yy, grouped=False))
-    monkeypatch.setattr(checks, "class_range", functools.partial(checks.class_range, host=False))
+    monkeypatch.setattr(validate, "class_range", functools.partial(validate.class_range, host=False))
     bufs = [ReplayBuffer(40, (4,), n_classes=4, reinit_freq=0.5, init=gauss, generator=_gen()),
             ReplayBuffer(40, (4,), reinit_freq=0.5, generator=_gen())]
 

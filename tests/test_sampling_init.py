@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ebjdat import checks, ops, plots
+from ebjdat import ops, plots, validate
 from ebjdat.sampling.buffer import ReplayBuffer
 from ebjdat.sampling.init import (
     DEFAULT_RANK,
@@ -36,7 +36,7 @@ def _model_cov(init, k):
 
 
 # ---- the automatic choice ---------------------------------------------------------------
-def test_auto_keeps_the_reference_datasets_full_and_goes_low_rank_above():
+def test_auto_keeps_the_published_datasets_full_and_goes_low_rank_above():
     assert choose_covariance(64, 10) == "full"                # digits
     assert choose_covariance(3072, 10) == "full"              # CIFAR-10
     assert choose_covariance(3072, 100) == "full"             # CIFAR-100: 3.5 GiB of factors
@@ -124,7 +124,7 @@ def test_low_rank_chunks_agree_with_a_row_loop(monkeypatch):
 def test_low_rank_sampling_never_reads_tensors_on_the_host(monkeypatch):
     x, y = _low_rank_data(K=4, n=5, D=20)
     init = ClassGaussianInit.fit(x, y, 4, covariance="lowrank", rank=3, generator=_gen(1))
-    monkeypatch.setattr(checks, "class_range", functools.partial(checks.class_range, host=False))
+    monkeypatch.setattr(validate, "class_range", functools.partial(validate.class_range, host=False))
 
     def boom(*a, **k):
         raise AssertionError("a tensor was read on the host")

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from ebjdat import cli
+from ebjdat.evaluate import closing
 from ebjdat.train import TrainConfig, Trainer, TrainingDiverged
 
 SMALL = dict(dataset="digits", device="cpu", buffer_size=256, label_batch_size=32, batch_size=16,
@@ -33,15 +34,15 @@ def test_default_run_writes_the_run_folder(tmp_path):
 
 
 @pytest.mark.parametrize("norm,steps", [("none", 4), ("batch", 1)])
-def test_fast_and_reference_modes_compute_the_same_losses(norm, steps):
-    """Same seeds, fp32: the reference loop's micro-batched attack, host buffer and duplicated
-    forwards give the fast path's losses. With BatchNorm only the first step: the reference's
+def test_fast_and_published_modes_compute_the_same_losses(norm, steps):
+    """Same seeds, fp32: the published code loop's micro-batched attack, host buffer and duplicated
+    forwards give the fast path's losses. With BatchNorm only the first step: the published code's
     duplicated forwards also update the running statistics twice, which later steps see."""
     runs = {}
-    for mode in ("fast", "reference"):
+    for mode in ("fast", "published"):
         t = Trainer(TrainConfig.preset("sadajem", mode=mode, norm=norm, steps=10, precision="fp32", **SMALL))
         runs[mode] = [{k: float(v) for k, v in t.train_step().items()} for _ in range(steps)]
-    for fast, ref in zip(runs["fast"], runs["reference"]):
+    for fast, ref in zip(runs["fast"], runs["published"]):
         for k in ("loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv"):
             assert fast[k] == pytest.approx(ref[k], rel=1e-4, abs=1e-5), k
 
@@ -136,7 +137,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
 
 def test_sample_command_and_help(tmp_path, capsys):
     out = tmp_path / "run"
-    Trainer(TrainConfig.preset("sadajem", steps=2, ckpt_every=2, out=str(out), **SMALL)).fit()
+    Trainer(TrainConfig.preset("sadajem", steps=2, ckpt_every=2, out=str(out), **SMALL)).fit(closing.evaluate)
     png = tmp_path / "s.png"
     assert cli.main(["sample", "--checkpoint", str(out), "--n", "8", "--steps", "2", "--out", str(png)]) == 0
     Image.open(png).verify()
@@ -147,3 +148,12 @@ def test_sample_command_and_help(tmp_path, capsys):
             cli.main([cmd, "--help"])
         assert e.value.code == 0
     assert "--resume" in capsys.readouterr().out
+
+
+def test_fit_without_a_closing_evaluation_only_trains(tmp_path):
+    """The training loop imports no evaluation: without ``closing`` the summary holds the
+    run's record and no metric of a model evaluation, and no picture is drawn."""
+    out = tmp_path / "run"
+    s = Trainer(TrainConfig.preset("sadajem", steps=2, ckpt_every=2, out=str(out), **SMALL)).fit()
+    assert s["step"] == 2 and "clean_acc" not in s and "eval_s" in s
+    assert (out / "summary.json").exists() and not (out / "samples.png").exists()

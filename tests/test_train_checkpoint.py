@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from ebjdat.train.checkpoint import (
+from ebjdat.runs.checkpoint import (
     CHECKSUM_KEY,
     checkpoint_path,
     latest_checkpoint,
@@ -373,7 +373,7 @@ def test_latest_and_prune(tmp_path):
 
 WRITER = """
 import sys, torch
-from ebjdat.train.checkpoint import save_checkpoint
+from ebjdat.runs.checkpoint import save_checkpoint
 path, n = sys.argv[1], int(sys.argv[2])
 i = 0
 while True:

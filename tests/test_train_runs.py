@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ebjdat import cli
+from ebjdat.evaluate import closing
 from ebjdat.train import TrainConfig, Trainer
 
 SMALL = ('buffer_size = 128\nlabel_batch_size = 16\nbatch_size = 16\nsgld_steps = 2\npgd_steps = 1\n'
@@ -92,7 +93,7 @@ def test_resume_from_an_older_checkpoint_in_place_is_refused(run4, tmp_path, cap
 
 
 @pytest.mark.parametrize("flags,name", [(["--variant", "jem"], "variant"), (["--seed", "5"], "seed"),
-                                        (["--dataset", "synthetic"], "dataset"), (["--mode", "reference"], "mode"),
+                                        (["--dataset", "synthetic"], "dataset"), (["--mode", "published"], "mode"),
                                         (["--precision", "bf16"], "precision")])
 def test_resume_refuses_flags_that_change_the_run(run4, tmp_path, capsys, flags, name):
     copy = tmp_path / "copy"
@@ -120,7 +121,7 @@ def test_partial_metrics_line_and_rows_of_an_uninterrupted_run(tmp_path, capsys)
     resumed run drops the cut line and logs exactly the rows of a run never stopped."""
     cfg = TrainConfig.from_toml(_config(tmp_path, "log_every = 4\nckpt_every = 3\nsteps = 6\n"))
     straight = tmp_path / "straight"
-    Trainer(cfg.with_overrides(out=str(straight))).fit()
+    Trainer(cfg.with_overrides(out=str(straight))).fit(closing.evaluate)
     killed = tmp_path / "killed"
     shutil.copytree(straight, killed)
     (killed / "checkpoints" / "step_00000006.pt").unlink()
@@ -186,7 +187,7 @@ def test_autoattack_message_names_what_is_missing(monkeypatch):
 def test_checkpoint_of_another_config_is_a_message(run4, tmp_path, capsys):
     """A training checkpoint whose config names an unknown setting, or whose model is not
     the one its config builds (another variant's weights under this config)."""
-    from ebjdat.train.checkpoint import load_checkpoint, save_checkpoint
+    from ebjdat.runs.checkpoint import load_checkpoint, save_checkpoint
     sd = load_checkpoint(run4 / "checkpoints" / "step_00000004.pt")
     odd = tmp_path / "odd.pt"
     save_checkpoint(odd, {**sd, "config": {**sd["config"], "turbo": True}})
@@ -202,11 +203,12 @@ def test_checkpoint_of_another_config_is_a_message(run4, tmp_path, capsys):
     assert "does not fit its own config" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("mode", ["fast", "reference"])
+@pytest.mark.parametrize("mode", ["fast", "published"])
 def test_attack_follows_the_clean_forwards(mode):
-    """The published order: the train-mode forwards of x_pd, x_q and x_lab run after the
-    sampler and before the eval-mode attack, so the attack sees BatchNorm statistics that
-    include this iteration's batches (num_batches_tracked counts train-mode forwards)."""
+    """The published order (SADA-JEM): x_pd's train-mode forward before the sampler, those
+    of x_q and x_lab after it, all before the eval-mode attack, so the attack sees BatchNorm
+    statistics that include this iteration's batches (num_batches_tracked counts train-mode
+    forwards; the whole sequence: tests/test_published.py::ORDER)."""
     cfg = TrainConfig.preset("sadajem", mode=mode, device="cpu", norm="batch", buffer_size=64, batch_size=8,
                              label_batch_size=8, sgld_steps=2, pgd_steps=1)
     t = Trainer(cfg)
@@ -224,7 +226,7 @@ def test_attack_follows_the_clean_forwards(mode):
         return adversarial(*a, **k)
     t.sample_q, t.adversarial = after_sampler, at_attack
     t.train_step()
-    assert seen["at_attack"] == seen["after_sampler"] + 3
+    assert seen["at_attack"] == seen["after_sampler"] + 2
 
 
 def test_ebjdat_attack_sums_the_perceptual_distance():
@@ -254,7 +256,7 @@ def test_final_evaluation_leaves_the_training_state(tmp_path):
     iterations run without it."""
     cfg = TrainConfig.from_toml(_config(tmp_path, "steps = 4\nckpt_every = 4\n"))
     fitted = Trainer(cfg.with_overrides(out=str(tmp_path / "run")))
-    fitted.fit()
+    fitted.fit(closing.evaluate)
     plain = Trainer(cfg)
     threads = torch.get_num_threads()
     torch.set_num_threads(fitted.threads)     # fit trains with the trainer's thread choice

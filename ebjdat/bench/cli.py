@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..checks import resolve_device
+from ..validate import resolve_device
 
 SUITES = ("ops", "loops", "overhead", "attack", "step", "threads")
 

@@ -35,12 +35,18 @@ def _wrapped(fn, name):
     return call
 
 
-def instrument(trainer):
-    """Put the sampler, attack and optimizer phases of ``trainer`` in profiler ranges."""
-    for attr, name in (("sample_q", "ebjdat.sampler"), ("adversarial", "ebjdat.attack"),
-                       ("_optimise", "ebjdat.optimizer")):
-        setattr(trainer, attr, _wrapped(getattr(trainer, attr), name))
-    return trainer
+PHASES = {"Trainer": (("sample_q", "ebjdat.sampler"), ("adversarial", "ebjdat.attack"),
+                      ("_optimise", "ebjdat.optimizer")),
+          "PublishedLoop": (("sample_q", "ebjdat.sampler"), ("attack", "ebjdat.attack"),
+                            ("update", "ebjdat.optimizer"))}
+
+
+def instrument(loop):
+    """Put the sampler, attack and optimizer phases of ``loop`` (a Trainer or a
+    PublishedLoop) in profiler ranges."""
+    for attr, name in PHASES[type(loop).__name__]:
+        setattr(loop, attr, _wrapped(getattr(loop, attr), name))
+    return loop
 
 
 def trace(path, device, fn, n: int = 2) -> Path:

@@ -15,7 +15,7 @@ per-step figure well under a microsecond on a GPU.
 attack: PGD-10 linf in eval mode. (a) cross-entropy objective, no random start:
 torchattacks' PGD (when installed) against ebjdat's PGD: eager fp32; on a GPU also fp32
 replayed as a CUDA graph (the same math: ``max_abs_diff_vs_torchattacks``) and with
-everything on (bf16 autocast, channels_last model and input, CUDA graph). (b) the EB-JDAT objective: the reference baseline's micro-batched attack
+everything on (bf16 autocast, channels_last model and input, CUDA graph). (b) the EB-JDAT objective: the published baseline's micro-batched attack
 (ebjdat.published.published_attack: micro-batches of 2, clean logits recomputed, two
 forwards per step) against ebjdat's full-batch PGD.
 
@@ -188,6 +188,6 @@ def run_attack(device, quick: bool, ceil: dict, cfg=None) -> list[dict]:
                      generator=ebjdat.ops.PhiloxGenerator(0, device=dev))
     case = f"pgd{steps}-ebjdat/{name}/b{b}"
     ref_us = _time(lambda: ref.attack(xs, y), dev, quick, slow=True)
-    rows.append(_row("attack", case, "reference (micro-batch 2)", "ebjdat PGD eager", ref_us,
+    rows.append(_row("attack", case, "published (micro-batch 2)", "ebjdat PGD eager", ref_us,
                      _time(lambda: pgd(xs, y), dev, quick), flops, ceil))
     return rows

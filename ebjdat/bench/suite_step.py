@@ -1,7 +1,7 @@
 """The training-iteration suite: one EB-JDAT iteration (SADA-JEM preset) per method.
 
-Cases, each timed on the same fixed batches and stated against the reference baseline
-(``reference baseline``: ebjdat.published.PublishedLoop, the published loop), then the
+Cases, each timed on the same fixed batches and stated against the published baseline
+(``published baseline``: ebjdat.published.PublishedLoop, the published loop), then the
 trainer's fast mode with one part of its recipe switched on at a time. On a GPU
 (GPU_STAGES): ``trainer fast fp32``, ``+bf16``, ``+channels_last``, ``+cuda_graph``,
 ``+compile``. On the CPU (CPU_STAGES): ``trainer fast fp32``, ``+channels_last``,
@@ -41,8 +41,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..published import PublishedLoop
 from .. import compiling
+from ..published import PublishedLoop
 from . import formulas, profiling, timing
 
 QUICK = {"dataset": "digits", "batch_size": 16, "label_batch_size": 16, "buffer_size": 200,
@@ -69,7 +69,7 @@ CPU_STAGES = [  # each on the stage before it, except that +bf16 leaves compile 
 COMPILE_RESERVE_S = 90.0   # compiling a step region and the model's forward, with headroom
 
 
-def _cfg(device, quick, mode="reference", **over):
+def _cfg(device, quick, mode="published", **over):
     from ebjdat.train import TrainConfig
     sizes = QUICK if quick else FULL if torch.device(device).type == "cuda" else CPU_FULL
     return TrainConfig.preset("sadajem", mode=mode, device=str(device), steps=10_000,
@@ -113,7 +113,7 @@ def run(device, quick: bool, ceil: dict, profile_dir=None, deadline: float | Non
                    gaussian=gauss)
 
     stages = GPU_STAGES if gpu else CPU_STAGES
-    cases = [("reference baseline", lambda: baseline(PublishedLoop))]
+    cases = [("published baseline", lambda: baseline(PublishedLoop))]
     cases += [(name, lambda o=o: Trainer(_cfg(dev, quick, "fast", **o))) for name, o in stages]
     case = f"sadajem/{_size_name(cfg, quick)}/b{cfg.batch_size}+{cfg.label_batch_size}"
     rows, ref_s, fp32_loss = [], None, None
@@ -125,18 +125,18 @@ def run(device, quick: bool, ceil: dict, profile_dir=None, deadline: float | Non
         before = compiling.graph_counts()
         obj = make()
         first = {}
+        profiling.instrument(obj)
         if isinstance(obj, PublishedLoop):
             fn = lambda o=obj: o.step(x_lab, y_lab, x_pd)
         else:
-            profiling.instrument(obj)
             fn = _first_loss(lambda o=obj: o.train_step(x_lab, y_lab, x_pd), first)
-        s = _seconds(fn, dev, quick, slow="reference" in name)
+        s = _seconds(fn, dev, quick, slow="published" in name)
         ref_s = ref_s or s
         if profile_dir is not None:
             slug = name.replace(" ", "_").replace("+", "plus_")
             profiling.trace(Path(profile_dir) / f"step-{slug}.json", dev, fn, n=1)
         rate = flops / s
-        row = {"suite": "step", "case": case, "baseline": "reference baseline",
+        row = {"suite": "step", "case": case, "baseline": "published baseline",
                "ours": name, "baseline_us": ref_s * 1e6, "ours_us": s * 1e6, "speedup": ref_s / s,
                "s_per_iter": s, "images_per_s": cfg.label_batch_size / s,
                "iteration_TFLOP": flops / 1e12, "model_TFLOPs": rate / 1e12,

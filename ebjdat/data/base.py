@@ -60,7 +60,7 @@ class Dataset:
 
 
 def to_unit_range(x01: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> [-1, 1], the reference's ``(x - 0.5) / 0.5``."""
+    """[0, 1] -> [-1, 1], the published code's ``(x - 0.5) / 0.5``."""
     return (x01 - 0.5) / 0.5
 
 

@@ -1,4 +1,4 @@
-"""In-memory image datasets, normalised to [-1, 1] as the reference ((x01 - 0.5) / 0.5).
+"""In-memory image datasets, normalised to [-1, 1] as the published code ((x01 - 0.5) / 0.5).
 
 "digits", the default and the only dataset that needs no download, is the UCI "Optical
 Recognition of Handwritten Digits" data (Alpaydin & Kaynak, 1998; licence CC BY 4.0) as

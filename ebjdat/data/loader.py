@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from ..checks import as_device
+from ..validate import as_device
 from .base import Dataset
 
 __all__ = ["Loader", "augment_batch"]
@@ -54,7 +54,7 @@ def augment_batch(x: torch.Tensor, *, pad: int = 0, flip: bool = False, noise_si
        offset (dy, dx) ~ U{0..2 pad}^2, i.e. out[b, c, i, j] = padded[b, c, i + dy_b, j + dx_b]
        (one gather; content moves by at most ``pad`` pixels per axis).
     2. flip: each sample mirrored along W with probability 1/2.
-    3. noise_sigma > 0: out + noise_sigma * N(0, 1) (not clamped, as the reference).
+    3. noise_sigma > 0: out + noise_sigma * N(0, 1) (not clamped, as the published code).
     Random numbers come from ``generator`` (on x's device), in this order.
     """
     b, c, h, w = x.shape
@@ -88,7 +88,7 @@ class Loader:
     current one; ``steps_per_epoch`` = N // B (drop_last) or ceil(N / B).
 
     augment=True applies :func:`augment_batch` with the dataset's ``pad`` and ``flip``;
-    noise_sigma > 0 adds ``noise_sigma * N(0, 1)`` to every batch (the reference: 0.03).
+    noise_sigma > 0 adds ``noise_sigma * N(0, 1)`` to every batch (the published code: 0.03).
     generator: a ``torch.Generator`` on ``device`` driving shuffling and augmentation;
     None makes one seeded from torch's global RNG (so ``torch.manual_seed`` fixes it).
     ``state_dict`` / ``load_state_dict`` resume the exact batch sequence.

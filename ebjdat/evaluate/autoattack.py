@@ -8,7 +8,7 @@ FAB at its default of 10 steps, a much weaker suite; ``steps`` / ``n_queries`` l
 budgets on purpose (tests, quick looks) and the results record them.
 
 The published EB-JDAT evaluation ships its own torchattacks whose "standard"
-AutoAttack is ``reference_suite``: APGD-CE and APGD-DLR at 20 steps, FAB-T
+AutoAttack is ``published_suite``: APGD-CE and APGD-DLR at 20 steps, FAB-T
 (multi-targeted) at 20 steps and Square with 5000 queries, one restart each, APGD-T
 commented out; a point counts as robust only if it survives all four (torchattacks'
 MultiAttack, the same protocol as ``_run_suite``). ``apgd_correct`` runs a single APGD.
@@ -139,7 +139,7 @@ def apgd_correct(model, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
     return robust, {"attack": f"torchattacks.APGD(loss={loss!r}, steps={steps}, n_restarts={n_restarts})"}
 
 
-def reference_suite(model, *, eps: float, n_classes: int, seed: int = 0, steps: int = 20,
+def published_suite(model, *, eps: float, n_classes: int, seed: int = 0, steps: int = 20,
                     n_queries: int = 5000) -> list[tuple[str, object]]:
     """[(name, torchattacks attack)] of the published "AutoAttack" (linf), in its order:
     APGD-CE, APGD-DLR (needs 3 classes: the DLR loss reads the third-largest logit),
@@ -156,11 +156,11 @@ def reference_suite(model, *, eps: float, n_classes: int, seed: int = 0, steps: 
     return suite
 
 
-def reference_autoattack_correct(model, x: Tensor, y: Tensor, *, eps: float, steps: int = 20,
+def published_autoattack_correct(model, x: Tensor, y: Tensor, *, eps: float, steps: int = 20,
                                  n_queries: int = 5000, n_classes: int | None = None, seed: int = 0,
                                  batch_size: int = 256, clean: Tensor | None = None,
                                  progress: bool = False) -> tuple[Tensor, dict]:
-    """(N,) bool robust under every attack of ``reference_suite`` at linf eps (x in [0, 1]
+    """(N,) bool robust under every attack of ``published_suite`` at linf eps (x in [0, 1]
     pixels), and {"attacks", "steps", "n_queries", "robust_after", "library"}.
     ImportError (with the install command) when torchattacks is missing."""
     if clean is None:
@@ -168,7 +168,7 @@ def reference_autoattack_correct(model, x: Tensor, y: Tensor, *, eps: float, ste
     if n_classes is None:
         with torch.no_grad():
             n_classes = int(model(x[:1]).shape[1])
-    suite = reference_suite(model, eps=eps, n_classes=n_classes, seed=seed, steps=steps, n_queries=n_queries)
+    suite = published_suite(model, eps=eps, n_classes=n_classes, seed=seed, steps=steps, n_queries=n_queries)
     robust, after = _run_suite(model, suite, x, y, clean, batch_size, progress, "published AutoAttack")
     return robust, {"attacks": [n for n, _ in suite], "steps": steps, "n_queries": n_queries,
                     "robust_after": after, "library": "torchattacks"}

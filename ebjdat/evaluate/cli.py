@@ -39,7 +39,7 @@ def format_report(r: dict) -> str:
         lines.append(f"ebjdat eval  {r['checkpoint']}  ({r.get('variant')} on {r.get('dataset')}, step {r.get('step')})")
     lines.append(f"{r['n']} test points, {r.get('device', '')} {r['precision']}, protocol {r['protocol']}")
     std = r["protocol"] in ("standard", "both")
-    ref = r.get("reference_protocol")
+    ref = r.get("published_protocol")
     cols = []
     if std:
         aa = r.get("autoattack")
@@ -57,7 +57,7 @@ def format_report(r: dict) -> str:
             "random noise": _pct(r.get("noise_acc"))}))
     if ref:
         raa = ref.get("autoattack")
-        cols.append(("reference (published)", {
+        cols.append(("published", {
             "attack space": "[-1, 1] model input",
             "eps (pixels)": f"{fmt_eps(ref['eps_pixels'])} (8/255 in [-1, 1])",
             "test-time noise": ref.get("test_time_noise") or "none",
@@ -100,25 +100,25 @@ def format_report(r: dict) -> str:
             lines.append(f"generation (digits network), {what}: FD {r['gen_fd' + suffix]:.2f} to the test split, "
                          f"{100 * r['gen_cond_acc' + suffix]:.1f}% of {r['gen_n' + suffix]} look like the "
                          f"model's class")
-    if "gen_fd_reference" in r:
-        gr = r["gen_reference"]
-        lines.append(f"generation (digits network), published way: FD {r['gen_fd_reference']:.2f} of the replay "
+    if "gen_fd_published" in r:
+        gr = r["gen_published"]
+        lines.append(f"generation (digits network), published way: FD {r['gen_fd_published']:.2f} of the replay "
                      f"buffer's top-{gr['ratio']:g} per class ({gr['kept']} of {gr['buffer_size']} rows), "
-                     f"{100 * r['gen_cond_acc_reference']:.1f}% look like the model's class")
+                     f"{100 * r['gen_cond_acc_published']:.1f}% look like the model's class")
     for suffix, what in (("", "generated from the buffer"), ("_fresh", "fresh chains (standard)")):
         if "fid" + suffix in r:
             lines.append(f"FID {r['fid' + suffix]:.3f}, IS {r['is' + suffix]:.3f} +- {r['is_std' + suffix]:.3f}, "
                          f"{what} ({r['fid_n_generated' + suffix]} generated vs {r['fid_n_real' + suffix]} test images)")
         elif "fid_note" + suffix in r:
             lines.append(r["fid_note" + suffix])
-    if "fid_reference" in r:
-        gr = r["gen_reference"]
-        lines.append(f"FID {r['fid_reference']:.3f}, published way: replay buffer's top-{gr['ratio']:g} per class "
-                     f"({gr['kept']} of {gr['buffer_size']} rows), computed by {r['fid_reference_backend']}")
-    if r.get("fid_reference_note"):
-        lines.append(f"published FID: {r['fid_reference_note']}")
-    if r.get("gen_reference", {}).get("note"):
-        lines.append(f"published generation metrics: {r['gen_reference']['note']}")
+    if "fid_published" in r:
+        gr = r["gen_published"]
+        lines.append(f"FID {r['fid_published']:.3f}, published way: replay buffer's top-{gr['ratio']:g} per class "
+                     f"({gr['kept']} of {gr['buffer_size']} rows), computed by {r['fid_published_backend']}")
+    if r.get("fid_published_note"):
+        lines.append(f"published FID: {r['fid_published_note']}")
+    if r.get("gen_published", {}).get("note"):
+        lines.append(f"published generation metrics: {r['gen_published']['note']}")
     lines += _ood_lines(r)
     if "ece" in r:
         lines.append("calibration: " + ", ".join(f"ECE ({m} bins) {100 * v:.2f} %" for m, v in r["ece"].items()) +
@@ -151,7 +151,7 @@ def _ood_lines(r: dict) -> list[str]:
 # flag -> (attribute, minimum): the integer flags and their smallest sensible value
 INT_FLAGS = {"--n": ("n", 1), "--steps": ("steps", 0), "--restarts": ("restarts", 1),
              "--aa-steps": ("aa_steps", 1), "--aa-queries": ("aa_queries", 1),
-             "--ref-aa-steps": ("ref_aa_steps", 1), "--ref-aa-queries": ("ref_aa_queries", 1),
+             "--published-aa-steps": ("published_aa_steps", 1), "--published-aa-queries": ("published_aa_queries", 1),
              "--batch-size": ("batch_size", 1), "--sample-steps": ("sample_steps", 0), "--seed": ("seed", 0)}
 
 
@@ -179,12 +179,12 @@ def check_args(args) -> None:
             parse_names(args.ood)
         except ValueError as e:
             raise ValueError(f"--ood {args.ood}: {e}") from None
-    from .reference_fid import check_ratio
+    from .buffer_fid import check_ratio
     try:
         check_ratio(args.topk_ratio)
     except ValueError as e:
         raise ValueError(f"--topk-ratio {args.topk_ratio:g}: {e}") from None
-    from ..checks import resolve_device
+    from ..validate import resolve_device
     resolve_device(args.device)
     check_outputs(args)
 
@@ -198,7 +198,7 @@ def check_outputs(args) -> None:
     if args.out is not None:
         check_output(args.out, name="--out", folder=True)
     else:
-        from ..train.checkpoint import resolve_checkpoint
+        from ..runs.checkpoint import resolve_checkpoint
         from .trained import default_out
         run = default_out(resolve_checkpoint(args.checkpoint), 0).parent
         check_output(run, name="the run folder (where eval_step_N goes; or pass --out)", folder=True)
@@ -210,28 +210,35 @@ def check_outputs(args) -> None:
             raise ValueError(f"--robustbench-json {args.robustbench_json} is the --json file; give two names")
 
 
+def spec_from_args(args):
+    """The EvalSpec of ``ebjdat eval``'s flags (checked by ``check_args`` first, which
+    names the flags in its messages)."""
+    from .spec import AttackSpec, EvalSpec
+    attack = AttackSpec(eps=args.eps, norm=args.norm, steps=args.steps, alpha=args.alpha, restarts=args.restarts,
+                        autoattack=args.autoattack, autoattack_steps=args.aa_steps,
+                        autoattack_queries=args.aa_queries, protocol=args.protocol, batch_size=args.batch_size,
+                        precision=args.precision, seed=args.seed, published_aa_steps=args.published_aa_steps,
+                        published_aa_queries=args.published_aa_queries)
+    return EvalSpec(attack=attack, n=args.n, samples=args.samples, sample_steps=args.sample_steps,
+                    ood_sets=args.ood, calibration=args.calibration, topk_ratio=args.topk_ratio,
+                    robustbench_entry=args.robustbench_json is not None)
+
+
 def _eval(args) -> int:
     from . import autoattack as aa
     from .trained import evaluate_checkpoint
     try:
         check_args(args)
-    except (ValueError, OSError) as e:
+        spec = spec_from_args(args)
+    except (ValueError, TypeError, OSError) as e:
         print(f"ebjdat eval: {e}", file=sys.stderr)
         return 2
     if args.autoattack and not aa.available():
         print(f"ebjdat eval: {aa.MISSING}", file=sys.stderr)
         return 2
     try:
-        res = evaluate_checkpoint(
-            args.checkpoint, n=args.n, eps=args.eps, norm=args.norm, steps=args.steps, alpha=args.alpha,
-            restarts=args.restarts, autoattack=args.autoattack, autoattack_steps=args.aa_steps,
-            autoattack_queries=args.aa_queries, protocol=args.protocol, batch_size=args.batch_size,
-            device=args.device, precision=args.precision, samples=args.samples, out=args.out,
-            inception_weights=args.inception_weights, data_root=args.data_root,
-            sample_steps=args.sample_steps, seed=args.seed, progress=True, ood_sets=args.ood,
-            calibration=args.calibration, reference_aa_steps=args.ref_aa_steps,
-            reference_aa_queries=args.ref_aa_queries, topk_ratio=args.topk_ratio,
-            robustbench_entry=args.robustbench_json is not None)
+        res = evaluate_checkpoint(args.checkpoint, spec, out=args.out, device=args.device, data_root=args.data_root,
+                                  inception_weights=args.inception_weights, progress=True)
     except (OSError, ValueError, ImportError) as e:   # OSError: missing or unreadable files
         print(f"ebjdat eval: {e}", file=sys.stderr)
         return 2
@@ -249,7 +256,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy, PGD, AutoAttack, energies, samples, FID",
                        description="Evaluate a training checkpoint. eps are in [0, 1] pixel units (8/255 "
                        "allowed); the model is attacked through its own normalisation. --protocol "
-                       "reference reproduces the published setting (test-time noise N(0, 0.03^2); PGD-20 "
+                       "published reproduces the published setting (test-time noise N(0, 0.03^2); PGD-20 "
                        "with eps 8/255 and alpha 1/255 on the [-1, 1] input; APGD-CE, APGD-DLR and FAB-T "
                        "at 20 steps and Square with 5000 queries; FID of the filtered replay buffer) "
                        "beside the standard one.")
@@ -263,11 +270,11 @@ def add_parser(sub) -> None:
     p.add_argument("--autoattack", action="store_true", help="also run AutoAttack standard (torchattacks)")
     p.add_argument("--aa-steps", type=int, default=100, help="AutoAttack iterations (default 100, the standard)")
     p.add_argument("--aa-queries", type=int, default=5000, help="Square queries (default 5000, the standard)")
-    p.add_argument("--protocol", choices=("standard", "reference", "both"), default="both",
-                   help="standard (pixel eps), reference (the published setting) or both (default)")
-    p.add_argument("--ref-aa-steps", type=int, default=20, help="iterations of the published protocol's APGD-CE, "
+    p.add_argument("--protocol", choices=("standard", "published", "both"), default="both",
+                   help="standard (pixel eps), published (the published setting) or both (default)")
+    p.add_argument("--published-aa-steps", type=int, default=20, help="iterations of the published protocol's APGD-CE, "
                    "APGD-DLR and FAB-T (default 20, the published)")
-    p.add_argument("--ref-aa-queries", type=int, default=5000, help="Square queries of the published protocol "
+    p.add_argument("--published-aa-queries", type=int, default=5000, help="Square queries of the published protocol "
                    "(default 5000, the published)")
     p.add_argument("--topk-ratio", type=float, default=0.9, help="the published FID's per-class filter of the "
                    "replay buffer: a fraction in (0, 1) or a whole count per class (default 0.9, the published)")

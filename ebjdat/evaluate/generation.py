@@ -9,7 +9,7 @@ training split only, never on generated images; its weights ship as
 in ``digits_features.json``.
 
 * ``gen_fd = ||mu_r - mu_g||^2 + tr(S_r + S_g - 2 (S_r S_g)^(1/2))`` over the 16-d features
-  of the reference set (the test split) and the generated set: 0 for identical
+  of the published code set (the test split) and the generated set: 0 for identical
   distributions; small sets bias it upwards, so compare equal set sizes only.
 * ``gen_cond_acc``: the fraction of generated images the network assigns to the class
   they are meant to have (the conditioning class of a class-conditional chain, or the
@@ -68,7 +68,7 @@ def record() -> dict:
 @functools.lru_cache(maxsize=1)
 def feature_net() -> FeatureNet:
     """The shipped network in eval mode on the CPU, its weights checked against the record."""
-    from ..train.checkpoint import load_checkpoint, state_digest
+    from ..runs.checkpoint import load_checkpoint, state_digest
     with resources.as_file(resources.files(__package__).joinpath("digits_features.pt")) as path:
         state = load_checkpoint(path)
     if state_digest(state) != record()["sha256"]:
@@ -111,7 +111,7 @@ def generation_metrics(x_gen: Tensor, x_ref: Tensor, y_gen: Tensor) -> dict:
     return {"gen_fd": digits_fd(x_gen, x_ref), "gen_cond_acc": class_accuracy(x_gen, y_gen), "gen_n": len(x_gen)}
 
 
-def reference_points(n: int = 500, seed: int = 0) -> dict:
+def fd_scale_points(n: int = 500, seed: int = 0) -> dict:
     """The digits FD to the test split of n images from known sets, the scale on which a
     gen_fd of n samples reads: "train" (real training digits), "train + N(0, s^2)" for
     s = 0.1, 0.2, 0.3, 0.5 (clamped to [-1, 1]), "class_gaussian" (the JEM++ / SADA-JEM

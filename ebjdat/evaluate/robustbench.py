@@ -71,8 +71,8 @@ def entry(res: dict, *, cfg, deterministic: bool = True, name: str | None = None
         if aa is not None and "apgd-t" not in info.get("attacks", []):
             notes.append("AutoAttack without APGD-T (fewer than 4 classes)")
     else:
-        ref = res["reference_protocol"]
-        protocol, threat, eps = "reference (published)", "Linf", eps_text(ref["eps_pixels"])
+        ref = res["published_protocol"]
+        protocol, threat, eps = "published", "Linf", eps_text(ref["eps_pixels"])
         clean, aa = ref["clean_acc"], ref.get("autoattack_acc")
         aa_note = None if aa is not None else ref.get("autoattack_note", "the attack suite did not run")
         notes.append(f"The published EB-JDAT protocol, not RobustBench's: eps {eps_text(ref['eps_model_units'])} "

@@ -57,7 +57,7 @@ def default_alpha(eps: float, steps: int) -> float:
     """PGD step size: ``eps * max(1/4, 2.5/steps)``.
 
     At least 2.5 eps / k (Madry et al.: k steps can cross the ball from any start) and at
-    least eps / 4 (the reference's 2/255 at 8/255, which PGD-20 also uses)."""
+    least eps / 4 (the published code's 2/255 at 8/255, which PGD-20 also uses)."""
     return eps * max(0.25, 2.5 / max(steps, 1))
 
 

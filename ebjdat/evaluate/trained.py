@@ -6,24 +6,39 @@ The checkpoint (a file, or a run folder: its newest ``checkpoints/step_N.pt``) g
 model weights, the TrainConfig (dataset, model, sampler settings), rank 0's replay buffer
 and a record of the run's initial distribution (its file beside checkpoints/).
 Evaluation uses the first n points of the dataset's test split.
+
+``evaluate_checkpoint(checkpoint, EvalSpec(...), out=..., device=...)`` returns
+``evaluate``'s dict (core.py) plus checkpoint, step, variant, dataset, device, out;
+energy_generated_from and the energy keys (energy_gap_adv, energy_gap_gen, ...); on the
+digits gen_fd and gen_cond_acc of the generated points (``n_gen`` buffer rows, default
+min(N_GEN, buffer size), continued by the run's sampler for its sgld_steps) and
+gen_fd_fresh, gen_cond_acc_fresh of as many fresh chains from the run's initial
+distribution (ebjdat.evaluate.generation; against the whole test split, labels from the
+model); fid / is or fid_note (and fid_fresh ... with Inception weights); under protocols
+"published" and "both" the published generation metrics (gen_published {ratio, kept, ...},
+then gen_fd_published ... on the digits, fid_published + fid_published_backend elsewhere);
+ood_auroc {set: {score: AUROC}}, ece {"15", "20"} and robustbench {...} when asked; and
+files (the pictures' paths).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
 from .. import build
-from ..checks import resolve_device
 from ..data import load_dataset
-from ..train.checkpoint import load_checkpoint, load_init, resolve_checkpoint
-from ..train.config import TrainConfig
-from . import generation, ood, reference_fid, robustbench
+from ..runs.checkpoint import load_checkpoint, load_init, resolve_checkpoint
+from ..runs.config import TrainConfig
+from ..validate import resolve_device
+from . import buffer_fid, generation, ood, robustbench
 from .calibration import evaluate_calibration
-from .core import NORMS, PROTOCOLS, REFERENCE, eps_list, evaluate
+from .core import evaluate
 from .fid import fid_is_sets
 from .landscape import energy_landscape, generate, sample_grids
-from .wrapper import PRECISIONS
+from .spec import EvalSpec, checked
 
 # generated points by default: a digits FD of 2000 buffer rows varies by about 0.1 between
 # draws of rows; of 2000 fresh chains (new starts and noise) by about 1 (16.4 and 17.3 on one
@@ -79,133 +94,184 @@ def load_for_eval(path, *, device="cpu", data_root=None) -> dict:
     return load_trained(path, device=device, data_root=data_root, test_set=True)
 
 
-def evaluate_checkpoint(path, *, n: int = 1000, eps=None, norm: str = "linf", steps: int = 20,
-                        alpha: float | None = None, restarts: int = 1, autoattack: bool = False,
-                        autoattack_steps: int = 100, autoattack_queries: int = 5000,
-                        protocol: str = "both", batch_size: int = 256, device="auto", precision: str = "fp32",
-                        samples: bool = True, out=None, inception_weights=None, data_root=None,
-                        n_gen: int | None = None, sample_steps: int = 100, seed: int = 0,
-                        progress: bool = False, ood_sets=None, calibration: bool = False,
-                        reference_aa_steps: int = REFERENCE["aa_steps"],
-                        reference_aa_queries: int = REFERENCE["aa_queries"],
-                        topk_ratio: float = reference_fid.DEFAULT_RATIO, robustbench_entry: bool = False) -> dict:
-    """Evaluate a checkpoint: ``evaluate`` on n test points (see its arguments), then the
-    energy landscape (clean, PGD adversarial and generated points; generated = ``n_gen``
-    buffer rows, default min(N_GEN, buffer size), continued by the run's sampler for its
-    sgld_steps), sample grids (``samples``; fresh chains run ``sample_steps`` steps) and
-    FID / IS of the generated points against the test points (``inception_weights``).
+@dataclass(frozen=True)
+class _Loaded:
+    """A checkpoint ready for evaluation: what ``load_for_eval`` gives, the first n test
+    points x (n, C, H, W) in [-1, 1] and y (n,) on ``device``, and ``out``, the folder for
+    its pictures."""
+    path: Path
+    step: int | None
+    cfg: TrainConfig
+    model: nn.Module
+    test_set: object          # the test split: x (N, C, H, W) in [-1, 1], y (N,), n_classes
+    x: Tensor
+    y: Tensor
+    buffer: Tensor | None     # (M, C, H, W) replay-buffer rows in [-1, 1]
+    init: object              # a callable returning the initial distribution's state, or None
+    device: torch.device
+    out: Path
 
-    ``ood_sets``: OOD sets (names or "a,b"; ood.parse_names) for OOD detection (ood.py);
-    ``calibration``: ECE and the reliability diagram (calibration.py);
-    ``reference_aa_steps`` / ``reference_aa_queries``: the published attack suite's budget;
-    ``topk_ratio``: the published per-class top-k filter of the replay buffer
-    (reference_fid.py), scored under protocol "reference" / "both";
-    ``robustbench_entry``: add the RobustBench-style model card (robustbench.py).
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.test_set.x.shape[1:])
 
-    PNGs go to ``out`` (default: ``eval_step_N`` beside the run's checkpoints folder).
-    Returns evaluate's dict plus checkpoint, step, variant, dataset, the energy keys
-    (energy_gap_adv, energy_gap_gen, ...), on the digits gen_fd and gen_cond_acc of the
-    generated points and gen_fd_fresh, gen_cond_acc_fresh of as many fresh chains from the
-    run's initial distribution (ebjdat.evaluate.generation; against the whole test split,
-    labels from the model), fid / is or fid_note (and fid_fresh ... with Inception
-    weights), the published generation metrics (gen_reference {ratio, kept, ...}, then
-    gen_fd_reference ... on the digits, fid_reference + fid_reference_backend elsewhere),
-    ood_auroc {set: {score: AUROC}}, ece {"15", "20"}, robustbench {...} when asked, and
-    files (PNG paths).
+    @property
+    def digits(self) -> bool:
+        """Whether the digits network scores its generated points (generation.py)."""
+        return generation.applies_to(self.shape, self.test_set.n_classes)
+
+
+def evaluate_checkpoint(checkpoint, spec: EvalSpec | None = None, *, out=None, device="auto", data_root=None,
+                        inception_weights=None, progress: bool = False) -> dict:
+    """Everything ``ebjdat eval`` reports for ``checkpoint`` (a file or a run folder), as
+    ``spec`` says (None: EvalSpec's defaults, those of the command's flags): ``evaluate``
+    on the first spec.n test points, then the generated points, the energy landscape,
+    sample grids, FID / IS, OOD detection, calibration and the RobustBench card, in that
+    order (the module docstring lists the result's keys).
+
+    out: the folder for the pictures (default ``eval_step_N`` beside the run's checkpoints
+    folder); device: "auto", "cpu", "cuda", "cuda:N" or a torch.device; data_root: the
+    dataset folder, when not where the run had it; inception_weights: the Inception
+    weights file of FID / IS (without it FID is skipped with a note); progress: show the
+    attacks' progress.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n (test points) must be an integer >= 1, got {n!r}")
-    # bad arguments fail before the (possibly slow) loading of model and data
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    eps_list(eps, norm)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    ood_names = ood.parse_names(ood_sets) if ood_sets else []
-    topk_ratio = reference_fid.check_ratio(topk_ratio)
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    ck = load_for_eval(path, device=dev, data_root=data_root)
-    p = ck["path"]
-    cfg, model, ds = ck["config"], ck["model"], ck["test_set"]
-    k = min(n, len(ds))
-    x, y = ds.x[:k].to(dev), ds.y[:k].to(dev)
-    shape = tuple(ds.x.shape[1:])
-    # the OOD sets load before the long work: a missing dataset fails in seconds
-    sets = ood.load_sets(ood_names, shape, k, test_x=ds.x, root=cfg.data_root, seed=seed) if ood_names else {}
-    res, x_adv = evaluate(model, x, y, eps=eps, norm=norm, steps=steps, alpha=alpha, restarts=restarts,
-                          autoattack=autoattack, autoattack_steps=autoattack_steps,
-                          autoattack_queries=autoattack_queries, protocol=protocol, batch_size=batch_size,
-                          precision=precision, seed=seed, progress=progress, return_adv=True,
-                          reference_aa_steps=reference_aa_steps, reference_aa_queries=reference_aa_queries)
-    out_dir = Path(out) if out is not None else default_out(p, ck["step"])
-    res.update(checkpoint=str(p), step=ck["step"], variant=cfg.variant, dataset=cfg.dataset, device=str(dev),
-               out=str(out_dir))
-    files = []
-
-    # generated points: the buffer's chains continued by the run's sampler (fresh chains without one)
-    buf = ck["buffer"]
-    g = torch.Generator().manual_seed(seed)
-    if buf is not None and len(buf):
-        m = min(n_gen or N_GEN, len(buf))
-        x0, gen_steps = buf[torch.randperm(len(buf), generator=g)[:m]].to(dev), None
-    else:
-        m = n_gen or N_GEN
-        x0, gen_steps = (torch.rand((m, *shape), generator=g) * 2 - 1).to(dev), sample_steps
-    x_gen = generate(model, cfg, x0, n_steps=gen_steps, batch_size=batch_size, seed=seed)
-    res["energy_generated_from"] = "buffer" if gen_steps is None else f"uniform noise, {sample_steps} steps"
-    digits = generation.applies_to(shape, ds.n_classes)
-    x_fresh = None
-    if digits or inception_weights is not None:   # fresh chains from the run's initial distribution
-        starts = generation.fresh_starts(ck["init"]() if ck["init"] else None, len(x_gen), shape, seed, dev)
-        x_fresh = generate(model, cfg, starts, seed=seed + 1, batch_size=batch_size)
-    if digits:   # digits: FD and the model's labels checked
-        res.update(generation.labelled_metrics(model, x_gen, ds.x, batch_size=batch_size))
-        res.update(generation.labelled_metrics(model, x_fresh, ds.x, suffix="_fresh", batch_size=batch_size))
-    if protocol in ("reference", "both"):
-        res.update(_published_generation(model, buf, x, ds.x, digits=digits, ratio=topk_ratio,
-                                         inception_weights=inception_weights, device=dev, batch_size=batch_size))
-    png = out_dir / "energy.png"
-    res.update(energy_landscape(model, x, x_adv, x_gen, batch_size=batch_size, precision=precision, png=png,
-                                title=f"E(x) = -logsumexp logits, {cfg.variant} step {ck['step']}"))
-    files.append(png)
-    if samples:
-        files += sample_grids(model, cfg, out_dir, n_classes=ds.n_classes, shape=shape,
-                              buffer=buf, fresh_steps=sample_steps, batch_size=batch_size, seed=seed)
-    gen_sets = {"": x_gen} if x_fresh is None or inception_weights is None else {"": x_gen, "_fresh": x_fresh}
-    res.update(fid_is_sets(gen_sets, x, inception_weights=inception_weights, device=dev))
-    if sets:
-        r = ood.ood_detection(model, x, sets, batch_size=batch_size, out_dir=out_dir)
-        files += r.pop("files")
-        res.update(r)
-    if calibration:
-        png = out_dir / "reliability.png"
-        res.update(evaluate_calibration(model, x, y, batch_size=batch_size, png=png,
-                                  title=f"reliability, {cfg.variant} step {ck['step']}, {k} test points"))
-        files.append(png)
-    if robustbench_entry:
-        res["robustbench"] = robustbench.entry(res, cfg=cfg, deterministic=robustbench.deterministic_forward(model, x))
+    spec = checked(spec, EvalSpec)
+    ck = _load(checkpoint, spec.n, out=out, device=device, data_root=data_root)
+    ood_sets = _ood_sets(ck, spec)   # before the long work: a missing dataset fails in seconds
+    res, x_adv = evaluate(ck.model, ck.x, ck.y, spec.attack, progress=progress, return_adv=True)
+    res.update(checkpoint=str(ck.path), step=ck.step, variant=ck.cfg.variant, dataset=ck.cfg.dataset,
+               device=str(ck.device), out=str(ck.out))
+    part, x_gen, x_fresh = _generation(ck, spec, inception_weights)
+    res.update(part)
+    files = _merge(res, _landscape_and_samples(ck, spec, x_adv, x_gen))
+    res.update(_fid(ck, x_gen, x_fresh, inception_weights))
+    if ood_sets:
+        files += _merge(res, _ood_detection(ck, spec, ood_sets))
+    if spec.calibration:
+        files += _merge(res, _calibration(ck, spec))
+    if spec.robustbench_entry:
+        res["robustbench"] = robustbench.entry(res, cfg=ck.cfg,
+                                               deterministic=robustbench.deterministic_forward(ck.model, ck.x))
     res["files"] = [str(f) for f in files]
     return res
+
+
+def _merge(res: dict, step: tuple[dict, list]) -> list[Path]:
+    """Add a step's (numbers, pictures) numbers to ``res``; return its pictures' paths."""
+    numbers, files = step
+    res.update(numbers)
+    return files
+
+
+def _load(checkpoint, n: int, *, out, device, data_root) -> _Loaded:
+    """The checkpoint on ``device`` with its first n test points and its pictures' folder."""
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    ck = load_for_eval(checkpoint, device=dev, data_root=data_root)
+    ds = ck["test_set"]
+    k = min(n, len(ds))
+    return _Loaded(path=ck["path"], step=ck["step"], cfg=ck["config"], model=ck["model"], test_set=ds,
+                   x=ds.x[:k].to(dev), y=ds.y[:k].to(dev), buffer=ck["buffer"], init=ck["init"], device=dev,
+                   out=Path(out) if out is not None else default_out(ck["path"], ck["step"]))
+
+
+def _ood_sets(ck: _Loaded, spec: EvalSpec) -> dict:
+    """{name: (n, C, H, W) OOD points in the run's image shape} of spec.ood_sets."""
+    if not spec.ood_sets:
+        return {}
+    return ood.load_sets(list(spec.ood_sets), ck.shape, len(ck.x), test_x=ck.test_set.x, root=ck.cfg.data_root,
+                         seed=spec.attack.seed)
+
+
+def _generation(ck: _Loaded, spec: EvalSpec, inception_weights) -> tuple[dict, Tensor, Tensor | None]:
+    """(numbers, x_gen, x_fresh). x_gen: the buffer's chains continued by the run's sampler
+    (fresh chains from uniform noise without a buffer); x_fresh: as many fresh chains from
+    the run's initial distribution, drawn on the digits or for FID with Inception weights
+    (else None). The numbers: energy_generated_from, on the digits the FD and conditional
+    accuracy of both, and the published generation metrics (protocols published, both)."""
+    bs, seed = spec.attack.batch_size, spec.attack.seed
+    x_gen, source = _continued_chains(ck, spec)
+    out, x_fresh = {"energy_generated_from": source}, None
+    if ck.digits or inception_weights is not None:
+        starts = generation.fresh_starts(ck.init() if ck.init else None, len(x_gen), ck.shape, seed, ck.device)
+        x_fresh = generate(ck.model, ck.cfg, starts, seed=seed + 1, batch_size=bs)
+    if ck.digits:   # digits: FD and the model's labels checked
+        out.update(generation.labelled_metrics(ck.model, x_gen, ck.test_set.x, batch_size=bs))
+        out.update(generation.labelled_metrics(ck.model, x_fresh, ck.test_set.x, suffix="_fresh", batch_size=bs))
+    if spec.attack.protocol in ("published", "both"):
+        out.update(_published_generation(ck.model, ck.buffer, ck.x, ck.test_set.x, digits=ck.digits,
+                                         ratio=spec.topk_ratio, inception_weights=inception_weights,
+                                         device=ck.device, batch_size=bs))
+    return out, x_gen, x_fresh
+
+
+def _continued_chains(ck: _Loaded, spec: EvalSpec) -> tuple[Tensor, str]:
+    """(x_gen (m, C, H, W), where it came from): spec.n_gen (default min(N_GEN, buffer
+    size)) random buffer rows continued for the run's sgld_steps, or without a buffer
+    spec.n_gen (default N_GEN) chains from U(-1, 1) run for spec.sample_steps."""
+    buf, bs, seed = ck.buffer, spec.attack.batch_size, spec.attack.seed
+    g = torch.Generator().manual_seed(seed)
+    if buf is not None and len(buf):
+        m = min(spec.n_gen or N_GEN, len(buf))
+        x0, steps = buf[torch.randperm(len(buf), generator=g)[:m]].to(ck.device), None
+    else:
+        m = spec.n_gen or N_GEN
+        x0, steps = (torch.rand((m, *ck.shape), generator=g) * 2 - 1).to(ck.device), spec.sample_steps
+    x_gen = generate(ck.model, ck.cfg, x0, n_steps=steps, batch_size=bs, seed=seed)
+    return x_gen, "buffer" if steps is None else f"uniform noise, {spec.sample_steps} steps"
+
+
+def _landscape_and_samples(ck: _Loaded, spec: EvalSpec, x_adv: Tensor, x_gen: Tensor) -> tuple[dict, list]:
+    """The energies of the test, adversarial and generated points (energy.png) and, with
+    spec.samples, the sample grids: (numbers, pictures)."""
+    a = spec.attack
+    png = ck.out / "energy.png"
+    numbers = energy_landscape(ck.model, ck.x, x_adv, x_gen, batch_size=a.batch_size, precision=a.precision,
+                               png=png, title=f"E(x) = -logsumexp logits, {ck.cfg.variant} step {ck.step}")
+    files = [png]
+    if spec.samples:
+        files += sample_grids(ck.model, ck.cfg, ck.out, n_classes=ck.test_set.n_classes, shape=ck.shape,
+                              buffer=ck.buffer, fresh_steps=spec.sample_steps, batch_size=a.batch_size, seed=a.seed)
+    return numbers, files
+
+
+def _fid(ck: _Loaded, x_gen: Tensor, x_fresh: Tensor | None, inception_weights) -> dict:
+    """FID / IS of the generated points against the test points (and of the fresh chains,
+    with Inception weights), or the note saying why not."""
+    sets = {"": x_gen} if x_fresh is None or inception_weights is None else {"": x_gen, "_fresh": x_fresh}
+    return fid_is_sets(sets, ck.x, inception_weights=inception_weights, device=ck.device)
+
+
+def _ood_detection(ck: _Loaded, spec: EvalSpec, sets: dict) -> tuple[dict, list]:
+    """OOD detection of the test points against ``sets`` (ood.py): (numbers, pictures)."""
+    numbers = ood.ood_detection(ck.model, ck.x, sets, batch_size=spec.attack.batch_size, out_dir=ck.out)
+    files = numbers.pop("files")
+    return numbers, files
+
+
+def _calibration(ck: _Loaded, spec: EvalSpec) -> tuple[dict, list]:
+    """ECE and the reliability diagram of the test points (calibration.py): (numbers, pictures)."""
+    png = ck.out / "reliability.png"
+    numbers = evaluate_calibration(ck.model, ck.x, ck.y, batch_size=spec.attack.batch_size, png=png,
+                                   title=f"reliability, {ck.cfg.variant} step {ck.step}, {len(ck.x)} test points")
+    return numbers, [png]
 
 
 def _published_generation(model, buf, x_real, x_test, *, digits: bool, ratio: float, inception_weights, device,
                           batch_size: int) -> dict:
     """The published generation metrics: the replay buffer after the per-class top-k
-    confidence filter, scored with the digits FD (digits) or FID (reference_fid.py)."""
+    confidence filter, scored with the digits FD (digits) or FID (buffer_fid.py)."""
     if buf is None or not len(buf):
-        return {"gen_reference": {"note": "the checkpoint holds no replay buffer: the published generation "
+        return {"gen_published": {"note": "the checkpoint holds no replay buffer: the published generation "
                                           "metrics score the buffer"}}
-    kept, info = reference_fid.filter_buffer(model, buf, ratio=ratio, batch_size=batch_size)
-    out = {"gen_reference": {**info, "source": "replay buffer, per-class top-k confidence filter"}}
+    kept, info = buffer_fid.filter_buffer(model, buf, ratio=ratio, batch_size=batch_size)
+    out = {"gen_published": {**info, "source": "replay buffer, per-class top-k confidence filter"}}
     if len(kept) < 2:
-        out["gen_reference"]["note"] = f"only {len(kept)} buffer rows kept: no Fréchet distance"
+        out["gen_published"]["note"] = f"only {len(kept)} buffer rows kept: no Fréchet distance"
     elif digits:
-        out.update(generation.labelled_metrics(model, kept.to(device), x_test, suffix="_reference",
+        out.update(generation.labelled_metrics(model, kept.to(device), x_test, suffix="_published",
                                                batch_size=batch_size))
     else:
-        out.update(reference_fid.published_fid(kept.to(device), x_real, inception_weights=inception_weights,
+        out.update(buffer_fid.published_fid(kept.to(device), x_real, inception_weights=inception_weights,
                                                device=device))
     return out
 

@@ -1,6 +1,6 @@
 """The model seen through [0, 1] pixel images: the space robustness is stated in.
 
-ebjdat's models (like the reference's) read images normalised to [-1, 1],
+ebjdat's models (like the published code's) read images normalised to [-1, 1],
 ``x = (p - 0.5) / 0.5`` for pixels ``p`` in [0, 1]. An attack that works on x directly
 with "eps = 8/255" perturbs pixels by only 4/255 (ebjdat/published.py, README "Evaluation"). Wrapping the model so
 that it takes pixels makes eps, alpha and the clamp (0, 1) mean what the standard
@@ -60,7 +60,7 @@ class PixelModel(nn.Module):
     for any perturbation ``d`` of the pixels the model sees ``2 d``: an linf ball of
     radius eps in pixels is the ball of radius ``2 eps`` in model units, and the l2
     ball likewise. ``mean=0, std=1`` gives the identity (attacks in model units, the
-    reference protocol).
+    published protocol).
 
     ``precision="bf16"`` runs the model under bf16 autocast (logits are cast back to
     fp32, so losses and gradients with respect to p stay fp32); "fp32" (the default)

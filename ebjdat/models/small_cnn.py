@@ -15,7 +15,7 @@ class SmallCNN(nn.Module):
     -> conv3x3(2w, 2w, stride 2) -> norm -> LReLU -> average pool to 2x2 -> flatten (8w)
     -> Linear(8w, 2w) (the features) -> Linear(2w, K). An 8x8 input becomes 8 -> 4 -> 2
     pixels per side, so the pool passes it unchanged. norm: "batch" (BatchNorm with
-    PyTorch momentum 0.9, as the reference's WideResNet) or None; leak: LeakyReLU slope.
+    PyTorch momentum 0.9, as the published code's WideResNet) or None; leak: LeakyReLU slope.
 
     Why 2x2 and not a global average: the energy then sees where in the digit its strokes
     are. Measured on the default digits run (seeds 0 and 1, README "Generation"): clean

@@ -1,5 +1,5 @@
 """The JEM WideResNet: pre-activation wide residual blocks with LeakyReLU(0.2), optional
-BatchNorm (momentum 0.9, as the reference), biased 3x3 convolutions, global average pooling
+BatchNorm (momentum 0.9, as the published code), biased 3x3 convolutions, global average pooling
 and a linear class head. WRN-28-10 is ``WideResNet(depth=28, width=10)``.
 """
 from __future__ import annotations

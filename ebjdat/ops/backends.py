@@ -5,17 +5,14 @@ import contextlib
 import functools
 import importlib
 import importlib.util
-import os
 from types import ModuleType
 
 import torch
 
+from .interpreter import interpreting
+
 NAMES = ("auto", "torch", "triton", "cuda")
 _current = "auto"
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _module(name: str) -> ModuleType:

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .backends import interpreting
+from .interpreter import interpreting
 from .triton_device import (
     advance,
     block_at,

@@ -1,6 +1,6 @@
 """ReplayBuffer: persistent SGLD chains (JEM's replay buffer), kept on the device.
 
-The reference keeps its 10,000 samples on the CPU and moves every batch to the GPU and
+The published code keeps its 10,000 samples on the CPU and moves every batch to the GPU and
 back (a host synchronisation each iteration). Here the storage is one tensor on the
 buffer's device and every per-batch operation (index draw, gather, reinit, scatter) is a
 device kernel: no ``.item()``, no host copies, no data-dependent Python control flow.
@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .. import checks
+from .. import validate
 
 __all__ = ["ReplayBuffer"]
 
@@ -25,7 +25,7 @@ class ReplayBuffer:
 
     Storage: ``data``, a ``(capacity, *sample_shape)`` tensor of ``dtype``, filled at
     construction by ``init``. With ``n_classes = K`` the rows form K equal partitions:
-    row r belongs to class ``r // (capacity // K)`` (the reference's class-block layout).
+    row r belongs to class ``r // (capacity // K)`` (the published code's class-block layout).
 
     ``init`` is ``"uniform"`` (``U(lo, hi)`` elementwise, ``bounds = (lo, hi)``) or a
     callable ``init(n, y) -> (n, *sample_shape)`` on the device, with ``y`` None or an
@@ -42,17 +42,17 @@ class ReplayBuffer:
                  reinit_freq: float = 0.05, init: str | Init = "uniform",
                  bounds: tuple[float, float] = (-1.0, 1.0), device=None,
                  generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32):
-        self.capacity = checks.integer("capacity", capacity)
+        self.capacity = validate.integer("capacity", capacity)
         if isinstance(sample_shape, numbers.Integral) and not isinstance(sample_shape, bool):
             sample_shape = (sample_shape,)
         if not isinstance(sample_shape, (tuple, list, torch.Size)):
             raise TypeError(f"sample_shape must be a tuple of ints, got {sample_shape!r}")
-        self.sample_shape = tuple(checks.integer(f"sample_shape[{i}]", s) for i, s in enumerate(sample_shape))
-        self.n_classes = None if n_classes is None else checks.integer("n_classes", n_classes)
+        self.sample_shape = tuple(validate.integer(f"sample_shape[{i}]", s) for i, s in enumerate(sample_shape))
+        self.n_classes = None if n_classes is None else validate.integer("n_classes", n_classes)
         if self.n_classes is not None and self.capacity % self.n_classes:
             raise ValueError(f"capacity ({self.capacity}) must be divisible by n_classes ({self.n_classes})")
         self.reinit_freq = self._freq(reinit_freq)
-        self.bounds = checks.bounds(bounds)
+        self.bounds = validate.bounds(bounds)
         if isinstance(init, str) and init != "uniform":
             raise ValueError(f"init must be 'uniform' or a callable (n, y) -> samples, got {init!r}")
         if not isinstance(init, str) and not callable(init):
@@ -61,8 +61,8 @@ class ReplayBuffer:
         self.init = init
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-        dev = checks.as_device(device)
-        self.generator = checks.torch_generator(generator, dev)
+        dev = validate.as_device(device)
+        self.generator = validate.torch_generator(generator, dev)
         self.dtype = dtype
         self._dev = dev
         # Construction may synchronise; only sample/update_ are kept free of host syncs.
@@ -102,10 +102,10 @@ class ReplayBuffer:
         inside class y_i's partition. x: (B, *sample_shape), a new tensor holding
         ``data[idx]`` where each row is, independently with probability reinit_freq,
         replaced by a fresh draw of ``init`` (for class buffers, of the row's class
-        ``idx_i // P``; the reference draws a random class). Write the evolved samples
+        ``idx_i // P``; the published code draws a random class). Write the evolved samples
         back with ``update_(idx, x)``.
         """
-        B = checks.integer("batch_size", batch_size)
+        B = validate.integer("batch_size", batch_size)
         g, dev = self.generator, self._dev
         if y is None:
             if B > self.capacity:
@@ -118,12 +118,12 @@ class ReplayBuffer:
             if B > self.per_class:
                 raise ValueError(f"batch_size ({B}) must not exceed the class partition size "
                                  f"({self.per_class} = capacity {self.capacity} // n_classes {self.n_classes})")
-            rows_y = checks.labels(y, B, self.n_classes, dev)
+            rows_y = validate.labels(y, B, self.n_classes, dev)
             idx = rows_y * self.per_class + torch.randint(0, self.per_class, (B,), generator=g, device=dev)
         x = self.data.index_select(0, idx)  # a new tensor: the caller may evolve it in place
         if self.reinit_freq > 0:
             # All B fresh rows are drawn and blended in by a mask: one batched op, no
-            # data-dependent shapes (the reference does the same with a float mask).
+            # data-dependent shapes (the published code does the same with a float mask).
             fresh = self._fresh(B, rows_y)
             coin = torch.rand(B, generator=g, device=dev) < self.reinit_freq
             x = torch.where(coin.view(B, *(1,) * len(self.sample_shape)), fresh, x)
@@ -134,9 +134,9 @@ class ReplayBuffer:
 
         idx: (B,) integer tensor on the buffer's device (from :meth:`sample`). x:
         (B, *sample_shape), any float dtype; on another device it is copied over (the
-        reference's CPU-resident layout). When idx repeats a row (draws are with
+        published code's CPU-resident layout). When idx repeats a row (draws are with
         replacement) one of the writes wins, which one is unspecified on CUDA, as with the
-        reference's ``buffer[inds] = x``.
+        published code's ``buffer[inds] = x``.
         """
         if not isinstance(idx, torch.Tensor) or idx.dtype == torch.bool or idx.is_floating_point() \
                 or idx.is_complex():
@@ -190,9 +190,9 @@ class ReplayBuffer:
         """Moves the storage to ``device`` in place (returns self). ``generator`` replaces
         the buffer's generator; None keeps it on the same device, else selects the default
         one. A callable init with a ``to`` method (ClassGaussianInit) is moved too."""
-        dev = checks.as_device(device)
+        dev = validate.as_device(device)
         if generator is not None or dev != self._dev:
-            self.generator = checks.torch_generator(generator, dev)
+            self.generator = validate.torch_generator(generator, dev)
         self.data = self.data.to(dev)
         self._dev = dev
         if not isinstance(self.init, str) and hasattr(self.init, "to"):

@@ -5,7 +5,7 @@ uniform class weights, of ``N(mu_k, Sigma_k + jitter * I)`` fitted to the data's
 classes, clamped to the data range. Use it as a ReplayBuffer ``init``.
 
 Three forms of the class covariance (``fit(..., covariance=...)``):
-  "full"      Sigma_k itself, as its Cholesky factor (K, D, D): the reference's.
+  "full"      Sigma_k itself, as its Cholesky factor (K, D, D): the published code's.
   "lowrank"   its top-r principal directions plus the rest of each pixel's variance on
               the diagonal: ``F_k F_k^T + diag(s_k^2)``, F (K, D, r), s (K, D); the
               variance of every pixel is kept exactly, the correlations along r directions.
@@ -13,7 +13,7 @@ Three forms of the class covariance (``fit(..., covariance=...)``):
 "auto" (the default) is "full" when D <= FULL_MAX_DIM and the K factors hold at most
 FULL_MAX_ELEMS floats, else "lowrank" of rank DEFAULT_RANK. Why: the full factors take
 K D^2 floats and their fit K D^3 / 3 flops, which at 32x32x3 (D = 3072) is 0.35 GiB for
-CIFAR-10 and 3.5 GiB for CIFAR-100 (the reference's own fits, which stay full and
+CIFAR-10 and 3.5 GiB for CIFAR-100 (the published code's own fits, which stay full and
 bit-identical), but at 64x64x3 (D = 12,288) 0.56 GiB per class: 112 GiB for
 Tiny-ImageNet's 200 classes, 563 GiB for ImageNet's 1000 (and 35 GiB for ImageNet-32).
 Nor do the data support a full matrix there: a class of N_k images has a sample
@@ -28,7 +28,7 @@ import numbers
 
 import torch
 
-from .. import checks
+from .. import validate
 
 __all__ = ["COVARIANCES", "ClassGaussianInit", "DEFAULT_RANK", "FULL_MAX_DIM", "FULL_MAX_ELEMS"]
 
@@ -58,7 +58,7 @@ class ClassGaussianInit:
     ``std`` (diagonal; with ``factor``: low-rank), or fit to data with :meth:`fit`.
     Calling ``init(n, y=None)`` returns (n, *sample_shape) float32 on the device, for
     classes ``y`` ((n,) integers in [0, K)) or, when y is None, classes drawn uniformly
-    per row (the reference's ``init_random``). ``generator`` (a torch.Generator on the
+    per row (the published code's ``init_random``). ``generator`` (a torch.Generator on the
     device) drives the class, z and w draws.
 
     Cost of the full form: on the CPU rows are grouped by class, ``n D^2`` multiply-adds.
@@ -92,16 +92,16 @@ class ClassGaussianInit:
             raise ValueError(f"sample_shape is required: the shape of one sample, D = {D} elements")
         if isinstance(sample_shape, numbers.Integral) and not isinstance(sample_shape, bool):
             sample_shape = (sample_shape,)
-        self.sample_shape = tuple(checks.integer(f"sample_shape[{i}]", s) for i, s in enumerate(sample_shape))
+        self.sample_shape = tuple(validate.integer(f"sample_shape[{i}]", s) for i, s in enumerate(sample_shape))
         if math.prod(self.sample_shape) != D:
             raise ValueError(f"sample_shape {self.sample_shape} has {math.prod(self.sample_shape)} "
                              f"elements, but mean has D = {D}")
-        self.bounds = checks.bounds(bounds)
-        dev = checks.as_device(mean.device)
+        self.bounds = validate.bounds(bounds)
+        dev = validate.as_device(mean.device)
         as32 = lambda t: None if t is None else t.detach().to(dev, torch.float32).contiguous()  # noqa: E731
         self.mean = as32(mean)
         self._chol, self.factor, self.std = as32(chol), as32(factor), as32(std)
-        self.generator = checks.torch_generator(generator, dev)
+        self.generator = validate.torch_generator(generator, dev)
 
     @classmethod
     def fit(cls, x: torch.Tensor, y: torch.Tensor, n_classes: int, *,
@@ -113,7 +113,7 @@ class ClassGaussianInit:
         x: (N, *shape) float; y: (N,) integer classes in [0, n_classes). For class k with
         rows X_k (N_k >= 2 of them, flattened to D): ``mu_k = mean(X_k)``,
         ``Sigma_k = (X_k - mu_k)^T (X_k - mu_k) / N_k`` (the maximum-likelihood estimate,
-        as the reference's statistics script), in float64, stored in float32. Not a hot
+        as the published code's statistics script), in float64, stored in float32. Not a hot
         path: it syncs.
 
         covariance: "full" (``L_k = cholesky(Sigma_k + jitter I)``, computed on x's
@@ -128,10 +128,10 @@ class ClassGaussianInit:
         """
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
             raise ValueError("x must be a float tensor of shape (N, *sample_shape)")
-        K = checks.integer("n_classes", n_classes)
+        K = validate.integer("n_classes", n_classes)
         N, shape = x.shape[0], tuple(x.shape[1:])
         # Labels are checked on the CPU (values included; fitting may sync), used on x's device.
-        y = checks.labels(y.cpu() if isinstance(y, torch.Tensor) else y, N, K, torch.device("cpu")).to(x.device)
+        y = validate.labels(y.cpu() if isinstance(y, torch.Tensor) else y, N, K, torch.device("cpu")).to(x.device)
         if isinstance(jitter, bool) or not isinstance(jitter, numbers.Real) \
                 or not math.isfinite(jitter) or jitter < 0:
             raise ValueError(f"jitter must be a finite real >= 0, got {jitter!r}")
@@ -141,7 +141,7 @@ class ClassGaussianInit:
         if few:
             raise ValueError(f"every class needs at least 2 samples to fit a covariance; "
                              f"(class, count): {few[:10]}")
-        dev = checks.as_device(device if device is not None else x.device)
+        dev = validate.as_device(device if device is not None else x.device)
         xf = x.detach().reshape(N, -1)
         if form != "full":
             mean, factor, std = _fit_factored(xf, y, counts, form, rank or DEFAULT_RANK, jitter, dev)
@@ -207,12 +207,12 @@ class ClassGaussianInit:
             return self._draw(n, y)
 
     def _draw(self, n: int, y: torch.Tensor | None) -> torch.Tensor:
-        n = checks.integer("n", n, minimum=0)
+        n = validate.integer("n", n, minimum=0)
         dev = self.device
         if y is None:
             y = torch.randint(0, self.n_classes, (n,), generator=self.generator, device=dev)
         else:
-            y = checks.labels(y, n, self.n_classes, dev)
+            y = validate.labels(y, n, self.n_classes, dev)
         z = torch.randn(n, self.dim, generator=self.generator, device=dev, dtype=torch.float32)
         if self._chol is not None:
             out = self._transform(z, y)
@@ -291,7 +291,7 @@ class ClassGaussianInit:
                                  f"expected {tuple(t_mine.shape)}")
         if shape != self.sample_shape:
             raise ValueError(f"state dict sample_shape is {shape}, expected {self.sample_shape}")
-        bounds = checks.bounds(tuple(sd["bounds"].tolist()))
+        bounds = validate.bounds(tuple(sd["bounds"].tolist()))
         for name, t_mine in mine.items():
             t_mine.copy_(sd[name])
         self.bounds = bounds
@@ -304,7 +304,7 @@ class ClassGaussianInit:
         if not isinstance(sd, dict) or not {"mean", "sample_shape", "bounds"} <= sd.keys():
             raise ValueError("sd must be a dict from ClassGaussianInit.state_dict() (keys mean, sample_shape, "
                              "bounds and chol, or std (and factor))")
-        dev = checks.as_device(device if device is not None else sd["mean"].device)
+        dev = validate.as_device(device if device is not None else sd["mean"].device)
         move = lambda k: sd[k].to(dev) if k in sd else None  # noqa: E731
         return cls(move("mean"), move("chol"), tuple(sd["sample_shape"].tolist()), factor=move("factor"),
                    std=move("std"), bounds=tuple(sd["bounds"].tolist()), generator=generator)
@@ -312,9 +312,9 @@ class ClassGaussianInit:
     def to(self, device, *, generator: torch.Generator | None = None) -> "ClassGaussianInit":
         """Moves the parameters to ``device`` in place (returns self). ``generator`` replaces
         the current one; None keeps it on the same device, else selects the default one."""
-        dev = checks.as_device(device)
+        dev = validate.as_device(device)
         if generator is not None or dev != self.device:
-            self.generator = checks.torch_generator(generator, dev)
+            self.generator = validate.torch_generator(generator, dev)
         move = lambda t: None if t is None else t.to(dev)  # noqa: E731
         self.mean, self._chol, self.factor, self.std = (move(t) for t in (self.mean, self._chol, self.factor,
                                                                           self.std))
@@ -344,7 +344,7 @@ def _check_form(covariance, rank, dim: int, n_classes: int) -> str:
         raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
     form = choose_covariance(dim, n_classes) if covariance == "auto" else covariance
     if rank is not None:
-        rank = checks.integer("rank", rank)
+        rank = validate.integer("rank", rank)
         if covariance in ("full", "diagonal"):
             raise ValueError(f"rank={rank} applies to covariance='lowrank' (or 'auto'), not {covariance!r}")
         if rank > dim:

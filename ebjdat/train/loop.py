@@ -1,16 +1,15 @@
 """Trainer.fit: the iteration loop with logging, checkpoints, the divergence guard, the
-final evaluation and the run folder's files.
+closing evaluation it is handed (``ebjdat.evaluate.closing``) and the run folder's files.
 
 <out>/checkpoints/step_XXXXXXXX.pt  every ckpt_every steps and at the end (atomic)
 <out>/metrics.jsonl                 one JSON object per log interval
 <out>/summary.json                  step, clean_acc, pgd_acc, wall time, threads, resumes, config
-<out>/samples.png                   a grid of SGLD samples
-<out>/energy.png                    energies of clean, adversarial and generated samples
+<out>/samples.png                   a grid of SGLD samples (the closing evaluation)
+<out>/energy.png                    energies of clean, adversarial and generated samples (idem)
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import sys
 import time
@@ -20,37 +19,17 @@ import torch
 from tqdm import tqdm
 
 from .. import compiling, plots
-from ..energy import logits_of
-from ..evaluate import generation
-from ..evaluate.core import evaluate as evaluate_model
-from ..evaluate.landscape import energy_landscape, generate
-from . import checkpoint
+from ..objectives import METRICS
+from ..runs import checkpoint
+from ..runs.checkpoint import run_folder_of
+from ..runs.folders import check_run_folder
 from . import distributed as dist
-from .runs import METRICS, TrainingDiverged, run_folder_of
+from .watch import TrainingDiverged
 
 
 def total_steps(trainer) -> int:
     cfg = trainer.cfg
     return cfg.steps if cfg.steps is not None else cfg.epochs * trainer.steps_per_epoch
-
-
-def check_run_folder(out: Path, resumed_from: Path | None = None) -> None:
-    """Before any work: a fresh run writes only into a new or empty folder; a resumed one
-    into the folder its checkpoint lies in (if that holds no newer checkpoint) or a new or
-    empty one. Never into another run's files."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder; name a new folder")
-    if resumed_from is not None and out.resolve() == run_folder_of(resumed_from):
-        newest = checkpoint.latest_checkpoint(Path(resumed_from).parent)
-        if newest is not None and newest.resolve() != Path(resumed_from).resolve():
-            raise ValueError(f"{newest} is newer than {resumed_from}: continuing the older one in "
-                             f"{out} would mix two histories; resume {newest}, or pass --out <new folder>")
-        return
-    if out.is_dir() and any(out.iterdir()):
-        held = ", ".join(sorted(p.name for p in out.iterdir())[:4])
-        raise ValueError(f"--out {out} already holds files ({held}, ...): continue that run with "
-                         f"--resume {out}, or name a new folder")
 
 
 @contextlib.contextmanager
@@ -64,8 +43,13 @@ def num_threads(n: int):
         torch.set_num_threads(before)
 
 
-def fit(trainer) -> dict:
-    """Train to total_steps, then evaluate and write the run folder; returns the summary."""
+def fit(trainer, closing=None) -> dict:
+    """Train to total_steps, then evaluate and write the run folder; returns the summary.
+
+    closing(trainer, folder) -> dict: the closing evaluation, its metrics merged into the
+    summary; ``folder`` the run folder for its pictures (None on ranks other than the main
+    one). ``ebjdat train`` passes ``ebjdat.evaluate.closing.evaluate``; None: no evaluation.
+    """
     cfg = trainer.cfg
     if cfg.out is None:
         raise ValueError("out is None: fit writes a run folder; set out (ebjdat train --out)")
@@ -81,7 +65,7 @@ def fit(trainer) -> dict:
     with num_threads(trainer.threads):
         _train(trainer, out, total, main)
         t_eval = time.time()
-        result = evaluate(trainer)
+        result = {} if closing is None else closing(trainer, out if main else None)
     # wall_time_s: training time of the whole run (across resumes); eval_s: the final evaluation
     summary = {"step": trainer.step, **result, "wall_time_s": round(trainer.wall_s, 2),
                "eval_s": round(time.time() - t_eval, 2),
@@ -199,46 +183,3 @@ def _diverged(trainer, out: Path, err: TrainingDiverged) -> TrainingDiverged:
         msg += f"; last good checkpoint: {good}" if good else "; no checkpoint was written yet"
         msg += "; lower the learning rate or raise loss_bound, then resume or restart"
     return TrainingDiverged(msg)
-
-
-def evaluate(trainer, n_gen: int = 2000) -> dict:
-    """The closing evaluation, through ``ebjdat.evaluate`` on a copy of the model with
-    generators of its own, so the training state is untouched (the state after ``fit``
-    equals that of the same iterations without it): clean and PGD accuracy on the test
-    split (linf, eps = cfg.eval_eps in [0, 1] pixels, cfg.eval_pgd_steps steps of eps / 4,
-    random start); n_gen generated points (buffer rows continued by the run's sampler for
-    its sgld_steps); on the digits their quality (``gen_fd``, ``gen_cond_acc`` against the
-    model's own labels: ebjdat.evaluate.generation) and that of n_gen fresh chains from the
-    run's initial distribution (``gen_fd_fresh``, ``gen_cond_acc_fresh``); the energy landscape of the test
-    points, their adversarial points and the generated ones; and on the main rank
-    samples.png (one labelled row per class) and energy.png in the run folder."""
-    cfg = trainer.cfg
-    model = copy.deepcopy(trainer.model).eval()
-    x, y = trainer.test_set.x.to(trainer.device), trainer.test_set.y.to(trainer.device)
-    seed = cfg.seed + 7919
-    res, x_adv = evaluate_model(model, x, y, eps=cfg.eval_eps, steps=cfg.eval_pgd_steps, alpha=cfg.eval_eps / 4,
-                                batch_size=500, seed=seed, return_adv=True)
-    rows = trainer.buffer.data
-    pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n_gen]
-    x_gen = generate(model, cfg, rows[pick.to(rows.device)].to(trainer.device), seed=seed)
-    with torch.no_grad():
-        y_gen = torch.cat([logits_of(model, c).argmax(1) for c in x_gen.split(256)])
-    out = {"clean_acc": res["clean_acc"], "pgd_acc": res["pgd_acc"], "noise_acc": res["noise_acc"]}
-    ds = trainer.test_set
-    if generation.applies_to(tuple(ds.x.shape[1:]), ds.n_classes):
-        out.update(generation.generation_metrics(x_gen, ds.x, y_gen))
-        starts = generation.fresh_starts(trainer.init, n_gen, tuple(ds.x.shape[1:]), seed, trainer.device)
-        out.update(generation.labelled_metrics(model, generate(model, cfg, starts, seed=seed + 1), ds.x,
-                                               suffix="_fresh"))
-    main_out = Path(cfg.out) if dist.is_main() and cfg.out else None
-    png = main_out / "energy.png" if main_out else None
-    title = f"{Path(cfg.out).name if cfg.out else 'run'}: {cfg.variant} ({cfg.objective}), step {trainer.step}"
-    landscape = energy_landscape(model, x, x_adv, x_gen, png=png, title=f"E(x) = -logsumexp logits: {title}")
-    out.update({k: landscape[k] for k in ("energy_gap_adv", "energy_gap_gen")})
-    if main_out:
-        sampler = f"{'PYLD' if cfg.sgld_inner > 1 else 'SGLD'} {cfg.sgld_steps} steps from buffer rows"
-        plots.save_class_grid(main_out / "samples.png", x_gen, y_gen, ds.n_classes,
-                              title=f"{title}; {sampler}; rows: the model's class")
-    out["sanity"] = res["sanity"]
-    return out
-

@@ -32,7 +32,7 @@ class SAM(torch.optim.Optimizer):
     """SAM / ASAM over ``base_optimizer_cls(params, **base_kwargs)``.
 
     ``SAM(model.parameters(), torch.optim.SGD, rho=2.0, lr=0.01, momentum=0.9,
-    weight_decay=5e-4)``. ``adaptive=None`` means ``rho >= 0.5`` (the reference's rule;
+    weight_decay=5e-4)``. ``adaptive=None`` means ``rho >= 0.5`` (the published code's rule;
     ASAM's rho is on a much larger scale than SAM's), resolved per parameter group so a
     group may carry its own ``rho``.
 

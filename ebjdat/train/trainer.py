@@ -2,7 +2,7 @@
 examples, and takes an (optionally SAM) optimiser step on the published objective (ebjdat/published.py).
 
 The iteration (``train_step``) is the same in both modes; the mode decides which objects
-it is built from. ``mode="reference"`` builds the published code's parts
+it is built from. ``mode="published"`` builds the published code's parts
 (``ebjdat.published``): the replay buffer on the host, the attack in micro-batches of 2
 with recomputed clean logits, x_pd and x_adv forwarded again after the attack, optimiser
 steps one tensor at a time, fp32. ``mode="fast"`` builds parts that compute the same
@@ -21,37 +21,28 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .. import build, compiling, energy, hardware, objectives, ops, published
-from ..checks import resolve_device
+from .. import build, compiling, energy, hardware, objectives, ops
 from ..data import Loader, hold_out, load_dataset
 from ..energy import logits_of
 from ..models.batchnorm import frozen_batchnorm
-from ..objectives import learning_rate
-from ..sampling import ClassGaussianInit
-from . import distributed as dist
-from . import loop
-from .checkpoint import (
+from ..objectives import METRICS, learning_rate
+from ..runs.checkpoint import (
     INIT_FILE,
     load_checkpoint,
     load_init,
     resolve_checkpoint,
+    run_folder_of,
     state_digest,
 )
-from .config import TrainConfig, check_resume
-from .runs import METRICS, DivergenceWatch, TrainingDiverged, run_folder_of  # noqa: F401 (re-exported)
+from ..runs.config import TrainConfig, check_resume
+from ..sampling import ClassGaussianInit
+from ..validate import resolve_device
+from . import distributed as dist
+from . import loop
 from .sam import SAM
+from .watch import DivergenceWatch, TrainingDiverged  # noqa: F401 (re-exported)
 
 SMALL_MODEL_PARAMS = 1_000_000
-
-
-class Off:
-    """A part an objective switched off: sampling or attacking gives None (no work)."""
-
-    def sample(self, n: int) -> None:
-        return None
-
-    def __call__(self, x: Tensor, y: Tensor) -> None:
-        return None
 
 
 class Trainer:
@@ -65,67 +56,31 @@ class Trainer:
         self.device = dist.local_device(resolve_device(cfg.device))
         seed = cfg.seed + 1000 * self.rank          # rank-aware: each rank its own stream
         torch.manual_seed(seed)
-        reference = cfg.mode == "reference"
+        published_mode = cfg.mode == "published"
         self.gpu = self.device.type == "cuda"
         ops.check_backend(cfg.backend, self.device)   # ValueError saying what to use instead
         ops.set_backend(cfg.backend)
         self.resumed_from: Path | None = None   # the checkpoint this trainer continues
         self.resumes: list[dict] = []            # every resume of the run: step, file, changes
 
-        train = load_dataset(cfg.dataset, "train", root=cfg.data_root, image_size=cfg.image_size,
-                             classes=cfg.classes)
-        self.train_set = hold_out(train, cfg.holdout, seed=cfg.seed)
-        self.test_set = load_dataset(cfg.dataset, "test", root=cfg.data_root, image_size=cfg.image_size,
-                                     classes=cfg.classes)
-        ds = self.train_set
-        gen = lambda s, where=self.device: torch.Generator(where).manual_seed(seed + s)  # noqa: E731
-        noise_lab = cfg.sigma if cfg.noise_on == "all" else 0.0
-        self.lab_loader = Loader(ds, cfg.label_batch_size, device=self.device,
-                                 augment=True, noise_sigma=noise_lab, generator=gen(1))
-        self.pd_loader = Loader(ds, cfg.batch_size, device=self.device,
-                                augment=cfg.pd_augment, noise_sigma=cfg.sigma, generator=gen(2))
-
-        self.model = build.model(cfg, ds.channels, ds.n_classes).to(self.device)
-        self.threads, self.threads_reason = self._choose_threads()
-        # fast mode's layout and compilation, on every device (reference mode: the published fp32 NCHW)
-        fast = not reference
-        self.memory_format = torch.channels_last if fast and cfg.channels_last else None
-        if self.memory_format is not None:
-            self.model = self.model.to(memory_format=self.memory_format)
-        dist.broadcast_model(self.model)
-        self.compile_info = self._compile_info(cfg.compile and fast)
-        self.net = energy.compiled(self.model) if self.compile_info["active"] else self.model
-        self.optimizer = self._build_optimizer(foreach=not reference)
+        self._load_data(seed)
+        self._build_model()
+        self.optimizer = self._build_optimizer(foreach=not published_mode)
         self.philox = ops.PhiloxGenerator(seed, device=self.device)
-        where = torch.device("cpu") if reference else self.device   # the published buffer is on the host
-        self.init = build.initial_distribution(cfg, data=(ds.x, ds.y, ds.n_classes), state=init_state,
-                                               device=where, generator=gen(4, where))
-        self._init_digest: str | None = None
-        self.buffer = build.replay_buffer(cfg, tuple(ds.x.shape[1:]), self.init, device=where,
-                                          generator=gen(3, where), world=self.world)
-        graphs = fast and self.gpu and cfg.cuda_graph
-        self.sampler = build.sampler(cfg, self.net, generator=self.philox, cuda_graph=graphs,
-                                     buffer=None if reference else self.buffer,
-                                     memory_format=self.memory_format)
+        self._build_chains(seed, init_state)
         # the parts the iteration runs: the published code's, or their fast equivalents;
         # an objective that switches a term off (weight 0) switches its work off too
-        self.chains = published.HostChains(self.buffer, self.sampler, self.device) if reference else self.sampler
-        self.attack = (published.PublishedAttack(self.net, cfg, self.philox) if reference
-                       else build.attack(cfg, self.net, generator=self.philox, cuda_graph=graphs,
-                                         memory_format=self.memory_format))
+        parts = build.iteration(cfg, self.net, self.buffer, generator=self.philox, device=self.device,
+                                cuda_graph=not published_mode and self.gpu and cfg.cuda_graph,
+                                memory_format=self.memory_format)
+        self.sampler, self.chains, self.attack, self.objective = parts.sampler, parts.chains, parts.attack, parts.objective
         if self.compile_info["active"]:   # each sampler and attack step one graph
             self.sampler.compile()
             self.attack.compile()
-        self.uses = {"pd": bool(cfg.w_px or cfg.w_pxadv), "lab": bool(cfg.w_pyx)}
-        if not cfg.w_px:
-            self.chains = Off()
-        if not (cfg.w_pxadv or cfg.w_pyxadv):
-            self.attack = Off()
-        self.objective = published.objective if reference else objectives.objective
+        self.reads = objectives.reads(cfg)   # the batches the weighted terms read: the work done
         self.precision, self.precision_reason = self._choose_precision()
         self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
-        watched = cfg.bound_on if cfg.w_px else "loss"   # an objective without p(x) watches the loss
-        self.watch = DivergenceWatch(cfg.loss_bound, watched, self.device, every_step=reference)
+        self.watch = DivergenceWatch(cfg.loss_bound, objectives.watched(cfg), self.device, every_step=published_mode)
         self.step = 0
         # the log window (sums of the metrics since the last row, their count) and the
         # training time so far: checkpointed, so a resumed run logs what an uninterrupted one would
@@ -134,6 +89,48 @@ class Trainer:
         self.wall_s = 0.0
 
     # ------------------------------------------------------------------ construction
+    def _generator(self, seed: int, where=None) -> torch.Generator:
+        return torch.Generator(where or self.device).manual_seed(seed)
+
+    def _load_data(self, seed: int) -> None:
+        """The train split (cfg.holdout images held out), the test split, and the loaders of
+        the labelled batch and of x_pd, each with its own stream (seed + 1, seed + 2)."""
+        cfg = self.cfg
+        where = dict(root=cfg.data_root, image_size=cfg.image_size, classes=cfg.classes)
+        self.train_set = hold_out(load_dataset(cfg.dataset, "train", **where), cfg.holdout, seed=cfg.seed)
+        self.test_set = load_dataset(cfg.dataset, "test", **where)
+        noise_lab = cfg.sigma if cfg.noise_on == "all" else 0.0
+        self.lab_loader = Loader(self.train_set, cfg.label_batch_size, device=self.device, augment=True,
+                                 noise_sigma=noise_lab, generator=self._generator(seed + 1))
+        self.pd_loader = Loader(self.train_set, cfg.batch_size, device=self.device, augment=cfg.pd_augment,
+                                noise_sigma=cfg.sigma, generator=self._generator(seed + 2))
+
+    def _build_model(self) -> None:
+        """The model on the device, the same on every rank; in fast mode in channels_last
+        (cfg.channels_last) and compiled (cfg.compile) where it can be: ``net`` is what the
+        iteration calls (the compiled module, or the model). Published mode: the published
+        fp32 NCHW eager model."""
+        cfg, ds, fast = self.cfg, self.train_set, self.cfg.mode != "published"
+        self.model = build.model(cfg, ds.channels, ds.n_classes).to(self.device)
+        self.threads, self.threads_reason = self._choose_threads()
+        self.memory_format = torch.channels_last if fast and cfg.channels_last else None
+        if self.memory_format is not None:
+            self.model = self.model.to(memory_format=self.memory_format)
+        dist.broadcast_model(self.model)
+        self.compile_info = self._compile_info(cfg.compile and fast)
+        self.net = energy.compiled(self.model) if self.compile_info["active"] else self.model
+
+    def _build_chains(self, seed: int, init_state: dict | None) -> None:
+        """The chains' initial distribution and the replay buffer (streams seed + 4, seed + 3),
+        on the device; on the host in published mode, as the published buffer."""
+        cfg, ds = self.cfg, self.train_set
+        where = torch.device("cpu") if cfg.mode == "published" else self.device
+        self.init = build.initial_distribution(cfg, data=(ds.x, ds.y, ds.n_classes), state=init_state,
+                                               device=where, generator=self._generator(seed + 4, where))
+        self._init_digest: str | None = None
+        self.buffer = build.replay_buffer(cfg, tuple(ds.x.shape[1:]), self.init, device=where,
+                                          generator=self._generator(seed + 3, where), world=self.world)
+
     def _choose_threads(self) -> tuple[int, str]:
         """(threads, why): the CPU intra-op threads ``fit`` trains with: cfg.threads, else
         one for models under SMALL_MODEL_PARAMS parameters, where a second thread gains
@@ -150,12 +147,12 @@ class Trainer:
         return torch.get_num_threads(), f"{n_params} parameters: torch's default"
 
     def _choose_precision(self) -> tuple[str, str]:
-        """(precision, why): reference mode fp32; "auto" bf16 autocast where the device has
+        """(precision, why): published mode fp32; "auto" bf16 autocast where the device has
         bf16 units (``hardware.bf16_units``: there it measured faster, README "Performance"),
         else fp32; "fp32" / "bf16" as set."""
         cfg = self.cfg
-        if cfg.mode == "reference":
-            return "fp32", "reference mode: the published fp32 computation"
+        if cfg.mode == "published":
+            return "fp32", "published mode: the published fp32 computation"
         if cfg.precision != "auto":
             return cfg.precision, "set by the precision setting"
         units, why = hardware.bf16_units(self.device)
@@ -171,7 +168,7 @@ class Trainer:
         if not self.cfg.compile:
             info["why"] = "compile is off"
         elif not wanted:
-            info["why"] = "reference mode runs the published eager computation"
+            info["why"] = "published mode runs the published eager computation"
         else:
             info["why"] = compiling.unavailable(self.device)
             info["active"] = info["why"] is None
@@ -244,11 +241,30 @@ class Trainer:
         finally:
             self.model.train(True)
 
-    def clean_logits(self, x_pd: Tensor, x_q: Tensor | None, x_lab: Tensor) -> tuple:
-        """The train-mode forwards before the attack: x_pd and x_q (p(x)), x_lab (p(y|x));
-        None for the inputs of terms the objective switched off."""
-        return (self._logits(x_pd if self.uses["pd"] else None), self._logits(x_q),
-                self._logits(x_lab if self.uses["lab"] else None))
+    def _read(self, name: str, x: Tensor | None) -> Tensor | None:
+        """The logits of batch ``name`` (objectives.BATCHES), or None when no weighted term reads it."""
+        return self._logits(x) if name in self.reads else None
+
+    def clean_logits(self, x_pd: Tensor, x_q: Tensor | None, x_lab: Tensor) -> dict:
+        """{"pd", "q", "lab"} -> the train-mode forwards of x_pd, x_q and x_lab, in that
+        order; None for the batches no weighted term reads."""
+        return {"pd": self._read("pd", x_pd), "q": self._read("q", x_q), "lab": self._read("lab", x_lab)}
+
+    def sample_and_forward(self, x_pd: Tensor, x_lab: Tensor) -> tuple[Tensor | None, dict]:
+        """(x_q, clean logits of x_pd, x_q, x_lab): the iteration's train-mode forwards
+        before the attack, in the published order. x_pd's forward comes before the sampler
+        where the variant's code has it there (cfg.pd_first: JEM++, SADA-JEM; so the
+        sampler's train-mode BatchNorm already counts x_pd), after it otherwise (JEM).
+        SADA-JEM's p(x) check (cfg.bound_on "l_px") is observed right after the p(x)
+        forwards, where its code checks, before the labelled forward."""
+        first = self._read("pd", x_pd) if self.cfg.pd_first else None
+        x_q = self.sample_q()
+        self.last_samples = x_q   # pictured if the run diverges
+        clean = {"pd": first if self.cfg.pd_first else self._read("pd", x_pd), "q": self._read("q", x_q)}
+        if self.watch.term == "l_px" and clean["q"] is not None:
+            self.watch.observe(objectives.px_term(clean["pd"], clean["q"]), self.step + 1)
+        clean["lab"] = self._read("lab", x_lab)
+        return x_q, clean
 
     def loss(self, clean: tuple, x_pd: Tensor, x_adv: Tensor, y_lab: Tensor) -> tuple[Tensor, dict]:
         """(loss, terms) from the clean logits and the forwards after the attack."""
@@ -257,11 +273,12 @@ class Trainer:
     def train_step(self, x_lab: Tensor | None = None, y_lab: Tensor | None = None,
                    x_pd: Tensor | None = None) -> dict:
         """One EB-JDAT iteration in the published order (ebjdat/published.py); draws its own
-        batches when none are given: x_q from the sampler; the train-mode forwards of x_pd,
-        x_q and x_lab; the attack in eval mode, which so sees BatchNorm running statistics
-        that include this iteration's batches; the forwards of x_adv; the optimiser step
-        (SAM: a second pass over the same x_q and x_adv with BatchNorm frozen); every
-        refresh_every iterations one more sampler call on the buffer (JEM, JEM++).
+        batches when none are given: x_q from the sampler and the train-mode forwards of
+        x_pd, x_q and x_lab (``sample_and_forward``); the attack in eval mode, which so sees
+        BatchNorm running statistics that include this iteration's batches; the forwards of
+        x_adv; the divergence watch (``runs.DivergenceWatch``); the optimiser step (SAM: a
+        second pass over the same x_q and x_adv with BatchNorm frozen); every refresh_every
+        iterations one more sampler call on the buffer (JEM, JEM++).
 
         Returns {"loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv", "lr"}: the first five are
         0-d tensors on the device (reading them syncs), lr a float.
@@ -274,16 +291,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train(True)
+        self.optimizer.zero_grad(set_to_none=True)
         with self._precision():
-            x_q = self.sample_q()
-            self.optimizer.zero_grad(set_to_none=True)
-            clean = self.clean_logits(x_pd, x_q, x_lab)
+            x_q, clean = self.sample_and_forward(x_pd, x_lab)
             x_adv = self.adversarial(x_lab, y_lab)
             loss, terms = self.loss(clean, x_pd, x_adv, y_lab)
+            if self.watch.term != "l_px":   # the published checks of the loss: before the backward
+                self.watch.observe(loss if self.watch.term == "loss" else terms[self.watch.term], self.step + 1)
             self._optimise(loss, lambda: self.loss(self.clean_logits(x_pd, x_q, x_lab), x_pd, x_adv, y_lab)[0])
         self.step += 1
-        self.last_samples = x_q   # pictured if the run diverges
-        self.watch.observe(loss, terms, self.step)
         if self.cfg.refresh_every and self.step % self.cfg.refresh_every == 0:
             with self._precision():
                 self.sample_q()
@@ -360,9 +376,12 @@ class Trainer:
         return {k: g for k, g in gens.items() if g is not None}
 
     # ------------------------------------------------------------------ run
-    def fit(self) -> dict:
-        """Train to cfg.steps (or cfg.epochs), evaluate, write the run folder (loop.py)."""
-        return loop.fit(self)
+    def fit(self, closing=None) -> dict:
+        """Train to cfg.steps (or cfg.epochs), write the run folder (loop.py) and return
+        its summary. closing(trainer, folder) -> dict: the closing evaluation whose metrics
+        the summary records (``ebjdat.evaluate.closing.evaluate``, as ``ebjdat train``
+        runs it); None: none."""
+        return loop.fit(self, closing)
 
     def save(self, path) -> None:
         """Write a checkpoint atomically (every rank must call it; rank 0 writes)."""

@@ -1,6 +1,6 @@
-"""Argument checks shared across ebjdat's layers (sampling, plots, evaluation): each raises
-TypeError or ValueError naming the argument, before anything is done. The fused ops' own
-checks live in ebjdat/ops/checks.py."""
+"""Validation of arguments shared across ebjdat's layers (sampling, plots, evaluation): each
+raises TypeError or ValueError naming the argument, before anything is done. The fused
+ops' own checks live in ebjdat/ops/checks.py."""
 from __future__ import annotations
 
 import math

@@ -1,14 +1,9 @@
-"""What a training run is made of, shared by the trainer and its loop (neither imports the
-other for these): the logged metric names, the divergence watch and its error, and the
-run folder a checkpoint belongs to."""
+"""The divergence watch of a training run and its error, shared by the trainer and its loop."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
-
-METRICS = ("loss", "l_px", "l_pyx", "l_pxadv", "l_pyxadv")
 
 
 class TrainingDiverged(RuntimeError):
@@ -18,6 +13,11 @@ class TrainingDiverged(RuntimeError):
 class DivergenceWatch:
     """Stops a run whose ``term`` ("loss", or "l_px": SADA-JEM's p(x) term) is not finite
     or exceeds ``bound`` in magnitude.
+
+    The trainer observes where the published code checks: "l_px" right after the p(x)
+    term's forwards, before the labelled forward, the attack and the update (SADA-JEM);
+    "loss" before the backward (JEM, JEM++). So a published-mode run stops before the
+    diverged iteration's update, as the published loop does.
 
     ``observe`` folds each iteration's value into a running max on the device (no sync);
     ``check`` reads it (one host sync) and raises TrainingDiverged. ``every_step``: check
@@ -29,8 +29,8 @@ class DivergenceWatch:
         self.bound, self.term, self.every_step = bound, term, every_step
         self.worst = torch.zeros((), device=device)
 
-    def observe(self, loss: torch.Tensor, terms: dict, step: int) -> None:
-        value = loss if self.term == "loss" else terms[self.term]
+    def observe(self, value: torch.Tensor, step: int) -> None:
+        """Fold ``value`` (the 0-d watched term of iteration ``step``) in."""
         torch.maximum(self.worst, value.detach().abs().nan_to_num(math.inf), out=self.worst)
         if self.every_step:
             self.check(step)
@@ -41,10 +41,3 @@ class DivergenceWatch:
         if not worst <= self.bound:
             name = "loss" if self.term == "loss" else f"the {self.term} term"
             raise TrainingDiverged(f"|{name}| reached {worst:g} (bound {self.bound:g}) by step {step}")
-
-
-def run_folder_of(checkpoint: Path) -> Path:
-    """The run folder a checkpoint belongs to: the parent of its checkpoints/ folder, else
-    the folder it lies in."""
-    folder = Path(checkpoint).resolve().parent
-    return folder.parent if folder.name == "checkpoints" else folder

@@ -13,9 +13,11 @@ import math
 import tomllib
 from dataclasses import dataclass, field, fields
 
+from ..objectives import METRICS, TERMS
+
 VARIANTS = ("jem", "jempp", "sadajem")
 OBJECTIVES = ("ebjdat", "standard", "at", "jem")
-MODES = ("fast", "reference")
+MODES = ("fast", "published")
 PRECISIONS = ("auto", "fp32", "bf16")
 ADV_OBJECTIVES = ("ebjdat", "energy", "ce")
 
@@ -27,7 +29,7 @@ class TrainConfig:
 
     variant: str = "sadajem"
     objective: str = "ebjdat"          # "standard", "at", "jem": OBJECTIVE_PRESETS' terms switched off
-    mode: str = "fast"                 # "reference": the published loop's math and waste
+    mode: str = "fast"                 # "published": the published loop's math and waste
     dataset: str = "digits"
     data_root: str | None = None
     image_size: int | None = None      # None: the dataset's own
@@ -53,20 +55,21 @@ class TrainConfig:
     sgld_clamp: bool = True            # clamp samples to [-1, 1]
     sgld_inner: int = 1                # > 1: JEM++'s PYLD inner steps
     sampler_train_mode: bool = True    # BatchNorm statistics updated while sampling
+    pd_first: bool = True              # x_pd's train-mode forward before the sampler (JEM++'s, SADA-JEM's code; JEM's after)
     # adversarial sampler
     pgd_steps: int = 5
     pgd_eps: float = 8 / 255
     pgd_alpha: float = 2 / 255
     pgd_project: bool = False          # the published code does not project
     adv_objective: str = "ebjdat"      # "ebjdat" (the code's), "energy" (the paper's text), "ce"
-    adv_micro_batch: int = 2           # reference mode's Python loop over micro-batches
-    # loss weights: p(x), p(y|x), p(x, x_adv), p(y|x_adv)
+    adv_micro_batch: int = 2           # published mode's Python loop over micro-batches
+    # loss weights: p(x), p(y|x), p(x, x_adv), p(y|x_adv) (ebjdat.objectives.TERMS)
     w_px: float = 1.0
     w_pyx: float = 1.0
     w_pxadv: float = 0.1
     w_pyxadv: float = 1.0
     loss_bound: float = 1e5
-    bound_on: str = "loss"             # what loss_bound watches: "loss" or "l_px" (SADA-JEM)
+    bound_on: str = "loss"             # what loss_bound watches: "loss" or a term, "l_px" (SADA-JEM)
     # optimiser and schedule
     optimizer: str = "sgd"             # "sgd" (momentum) or "adam"
     lr: float = 0.01
@@ -122,9 +125,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        """The config stored in a checkpoint or summary (fields added since take their defaults)."""
+        """The config stored in a checkpoint or summary (fields added since take their
+        defaults, except pd_first: runs stored without it sampled before x_pd's forward;
+        mode "reference" is the published mode's earlier name)."""
         check_names(values)
-        return cls(**values).validated()
+        if values.get("mode") == "reference":   # the published mode's earlier name: the same computation
+            values = {**values, "mode": "published"}
+        return cls(**{"pd_first": False, **values}).validated()
 
     @classmethod
     def from_toml(cls, path: str, **overrides) -> "TrainConfig":
@@ -155,7 +162,10 @@ class TrainConfig:
                    "adv_objective": ADV_OBJECTIVES, "optimizer": ("sgd", "adam"),
                    "init": ("uniform", "class_gaussian"), "noise_on": ("all", "pd"),
                    "model": ("auto", "wrn", "small_cnn"), "norm": (None, "none", "batch"),
-                   "bound_on": ("loss", "l_px")}
+                   "bound_on": METRICS}
+        if self.mode == "reference":
+            raise ValueError("mode 'reference' is now called 'published' (the published code's computation): "
+                             "use --mode published")
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -171,12 +181,19 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        for term in TERMS:   # the objective's weights (ebjdat.objectives.TERMS)
+            w = getattr(self, term.weight)
+            if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
+                raise ValueError(f"{term.weight} (the weight of {term.name}) must be a finite number >= 0, got {w!r}")
+        if not any(getattr(self, t.weight) for t in TERMS):
+            raise ValueError(f"every weight ({', '.join(t.weight for t in TERMS)}) is 0: nothing to train; "
+                             f"give at least one a value > 0")
         if not 0 <= self.reinit_freq <= 1:
             raise ValueError(f"reinit_freq must be in [0, 1], got {self.reinit_freq}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
-        if self.mode == "reference" and self.precision == "bf16":
-            raise ValueError(f"precision {self.precision!r} is a fast-mode choice; reference mode runs the "
+        if self.mode == "published" and self.precision == "bf16":
+            raise ValueError(f"precision {self.precision!r} is a fast-mode choice; published mode runs the "
                              f"published fp32 computation (use mode='fast' for bf16)")
         if isinstance(self.classes, int) and self.classes < 1:
             raise ValueError(f"classes must be >= 1 (the first k classes), got {self.classes}")
@@ -239,20 +256,20 @@ def check_resume(stored: TrainConfig, overrides: dict) -> None:
 PRESETS = {
     "jem": dict(norm=None, batch_size=128, label_batch_size=128, init="uniform",
                 sgld_steps=10, sgld_step_size=1.0, sgld_noise=0.01, sgld_clip=None,
-                sgld_clamp=False, sgld_inner=1, sampler_train_mode=False,
+                sgld_clamp=False, sgld_inner=1, sampler_train_mode=False, pd_first=False,
                 w_px=0.45, w_pyx=0.45, w_pxadv=0.05, w_pyxadv=0.45, loss_bound=1e8, refresh_every=100,
                 optimizer="adam", lr=1e-5, weight_decay=0.0, sam_rho=0.0, epochs=200,
                 decay_epochs=[160, 180], decay_rate=0.3, noise_on="all"),
     "jempp": dict(norm="batch", batch_size=64, label_batch_size=64, init="class_gaussian",
                   sgld_steps=10, sgld_step_size=0.2, sgld_noise=0.0, sgld_clip=1.0,
-                  sgld_clamp=True, sgld_inner=5, sampler_train_mode=True,
+                  sgld_clamp=True, sgld_inner=5, sampler_train_mode=True, pd_first=True,
                   w_px=1.0, w_pyx=1.0, w_pxadv=0.1, w_pyxadv=1.0, loss_bound=1e8, refresh_every=100,
                   holdout=5000,
                   optimizer="sgd", lr=0.01, weight_decay=4e-4, sam_rho=0.0, epochs=150,
                   decay_epochs=[40, 80, 120], decay_rate=0.2, noise_on="all"),
     "sadajem": dict(norm="batch", batch_size=64, label_batch_size=128, init="class_gaussian",
                     sgld_steps=10, sgld_step_size=1.0, sgld_noise=0.0, sgld_clip=1.0,
-                    sgld_clamp=True, sgld_inner=1, sampler_train_mode=True,
+                    sgld_clamp=True, sgld_inner=1, sampler_train_mode=True, pd_first=True,
                     w_px=1.0, w_pyx=1.0, w_pxadv=0.1, w_pyxadv=1.0, loss_bound=1e5, bound_on="l_px",
                     pd_augment=False,
                     optimizer="sgd", lr=0.01, weight_decay=5e-4, sam_rho=2.0, epochs=200,

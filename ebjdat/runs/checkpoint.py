@@ -47,8 +47,6 @@ from pathlib import Path
 
 import torch
 
-from .runs import run_folder_of
-
 _STEP_FILE = re.compile(r"step_(\d{8,})\.pt")
 _TEMP_FILE = re.compile(r"\.step_\d{8,}\.pt\..*\.tmp")
 # what the weights_only unpickler rebuilds (checked before writing, so a run does not
@@ -410,6 +408,13 @@ def checkpoint_path(folder, step: int) -> Path:
     if step < 0:
         raise ValueError(f"step must be an integer >= 0, got {step!r}")
     return Path(folder) / f"step_{int(step):08d}.pt"
+
+
+def run_folder_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to: the parent of its checkpoints/ folder, else
+    the folder it lies in."""
+    folder = Path(checkpoint).resolve().parent
+    return folder.parent if folder.name == "checkpoints" else folder
 
 
 def _step_files(folder: Path) -> list[tuple[int, Path]]:

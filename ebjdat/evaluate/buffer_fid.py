@@ -100,9 +100,9 @@ def torchmetrics_fid(generated: Tensor, real: Tensor, *, inception_weights=None,
 def published_fid(generated: Tensor, real: Tensor, *, inception_weights=None, device=None,
                   batch_size: int = 64, extractor=None) -> dict:
     """FID of the filtered buffer ``generated`` against ``real`` (both (N, C, H, W) in
-    [-1, 1]) the published way. Returns {"fid_reference", "fid_reference_backend"
-    ("torchmetrics" or "ebjdat"), "fid_reference_n"} plus "is_reference" /
-    "is_reference_std" (ebjdat backend), or {"fid_reference_note": why not}.
+    [-1, 1]) the published way. Returns {"fid_published", "fid_published_backend"
+    ("torchmetrics" or "ebjdat"), "fid_published_n"} plus "is_published" /
+    "is_published_std" (ebjdat backend), or {"fid_published_note": why not}.
     ``extractor``: a stand-in Inception for fid.fid_is (tests)."""
     notes = []
     try:
@@ -114,17 +114,17 @@ def published_fid(generated: Tensor, real: Tensor, *, inception_weights=None, de
         try:
             v = torchmetrics_fid(generated, real, inception_weights=inception_weights, device=device,
                                  batch_size=batch_size)
-            return {"fid_reference": v, "fid_reference_backend": "torchmetrics",
-                    "fid_reference_n": len(generated)}
+            return {"fid_published": v, "fid_published_backend": "torchmetrics",
+                    "fid_published_n": len(generated)}
         except Exception as e:  # noqa: BLE001 -- fall back to ebjdat's FID, saying why
             notes.append(f"torchmetrics' FID failed ({type(e).__name__}: {e}); used ebjdat's")
     r = fid_is(generated, real, inception_weights=inception_weights, device=device, batch_size=batch_size,
                extractor=extractor)
     if "fid" not in r:
-        return {"fid_reference_note": "; ".join(notes + [r["fid_note"]])}
-    out = {"fid_reference": r["fid"], "is_reference": r["is"], "is_reference_std": r["is_std"],
-           "fid_reference_backend": "ebjdat", "fid_reference_n": len(generated)}
+        return {"fid_published_note": "; ".join(notes + [r["fid_note"]])}
+    out = {"fid_published": r["fid"], "is_published": r["is"], "is_published_std": r["is_std"],
+           "fid_published_backend": "ebjdat", "fid_published_n": len(generated)}
     if notes or not have_tm:
-        out["fid_reference_note"] = "; ".join(notes or ["torchmetrics is not installed: ebjdat's Inception FID "
+        out["fid_published_note"] = "; ".join(notes or ["torchmetrics is not installed: ebjdat's Inception FID "
                                                         "(the same network and formula)"])
     return out
