@@ -31,15 +31,15 @@ OPS = suite_ops.OPS  # name: (plain torch math, ebjdat call); bytes: formulas.op
 @pytest.mark.parametrize("op", list(OPS))
 def test_bench_op(benchmark, ceilings, record, op, dtype, size):
     plain, ours = OPS[op]
-    x, g, xo = suite_ops.tensors(SIZES[size], DTYPES[dtype], "cuda")
+    args = suite_ops.tensors(op, SIZES[size], DTYPES[dtype], "cuda")   # the op's tensors, its target first
+    x = args[0]
     nbytes = formulas.op_bytes(op, x)
-    args = (x, g, xo)
     compiled = torch.compile(plain)
     gen = ops.PhiloxGenerator(0, device="cuda")
     impls = {"eager": (None, lambda: plain(*args)), "compile": (None, lambda: compiled(*args))}
     for name in ("triton", "cuda"):
         if name in ops.available_backends():
-            impls[name] = (name, lambda: ours(x, g, xo, gen))
+            impls[name] = (name, lambda: ours(*args, gen))
     times = {}
     for impl, (backend, fn) in impls.items():
         with ops.use_backend(backend or "auto"):

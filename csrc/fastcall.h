@@ -22,6 +22,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace ebjdat {
 namespace fastcall {
@@ -117,5 +118,22 @@ struct Entry<void (*)(A...)> {
 inline void add_fastcall(py::module_& m, PyMethodDef* defs) {
   if (PyModule_AddFunctions(m.ptr(), defs) != 0) throw py::error_already_set();
 }
+
+// The op families' registrars: each csrc/<family>.cpp registers a function that adds its
+// entries to the module (EBJDAT_REGISTER, run at static initialisation, before the module's
+// init function), and module.cpp calls them all, so a new op touches no shared file. A
+// function-local static: the list exists before any translation unit's registrar runs.
+using Registrar = void (*)(py::module_&);
+
+inline std::vector<Registrar>& registrars() {
+  static std::vector<Registrar> list;
+  return list;
+}
+
+struct Register {
+  explicit Register(Registrar r) { registrars().push_back(r); }
+};
+
+#define EBJDAT_REGISTER(fn) static const ::ebjdat::Register ebjdat_register_##fn{&fn}
 
 }  // namespace ebjdat

@@ -1,4 +1,5 @@
-// ebjdat._C: fused SGLD / PGD update kernels (kernels/*.cu) and their host twins.
+// ebjdat._C: the fused ops' kernels (kernels/*.cu) and their host twins; each op family's
+// entries come from its csrc/<family>.cpp, which registers them (EBJDAT_REGISTER, fastcall.h).
 //
 // Independent of torch's C++ ABI: tensors arrive as integer data pointers with element
 // counts and dtype codes (0=float32, 1=float16, 2=bfloat16, 3=float64), streams as the
@@ -7,21 +8,17 @@
 // CPython fastcall functions (fastcall.h): a pybind11 binding costs 0.3 us more per call.
 // cudart is linked statically, so importing needs no GPU, driver or CUDA install.
 #include "common.h"
+#include "fastcall.h"
+#include "philox.cuh"
 
 #ifndef EBJDAT_DEVICE_CODE
 #define EBJDAT_DEVICE_CODE 1
 #endif
 
-namespace ebjdat {
-void register_sgld(py::module_& m);
-void register_pgd(py::module_& m);
-}  // namespace ebjdat
-
 PYBIND11_MODULE(_C, m) {
   namespace py = pybind11;
-  m.doc() = "ebjdat CUDA kernels (sgld_step, pgd_step, pgd_init) and their host twins";
-  ebjdat::register_sgld(m);
-  ebjdat::register_pgd(m);
+  m.doc() = "ebjdat CUDA kernels of the fused ops (one csrc/<family>.cpp each) and their host twins";
+  for (const ebjdat::Registrar add : ebjdat::registrars()) add(m);   // every csrc/<family>.cpp's entries
   m.def(
       "philox4x32_host",
       [](py::int_ seed, py::int_ counter) {

@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "fastcall.h"
+#include "pgd.cuh"
 #include "reduce.cuh"
 
 namespace ebjdat {
@@ -257,8 +258,6 @@ PyMethodDef pgd_defs[] = {
                     "pgd_init on CPU memory (same math, same Philox stream)."),
     PyMethodDef{nullptr, nullptr, 0, nullptr}};
 
-}  // namespace
-
 void register_pgd(py::module_& m) {
   using namespace pybind11::literals;
   m.def("pgd_l2_scratch", &pgd_l2_scratch,
@@ -266,5 +265,7 @@ void register_pgd(py::module_& m) {
         "n"_a, "batch"_a, "x_dtype"_a);
   add_fastcall(m, pgd_defs);
 }
+EBJDAT_REGISTER(register_pgd);
 
+}  // namespace
 }  // namespace ebjdat

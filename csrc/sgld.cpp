@@ -1,9 +1,10 @@
 // sgld_step: argument checks, dtype dispatch, the CUDA launch (sgld_step) and the host
 // loop over the same element math (sgld_step_host) for CPU memory.
-// Noise is drawn iff noise_std > 0 (as in reference.py); the generator state
+// Noise is drawn iff noise_std > 0 (as in ebjdat/ops/sgld/spec.py); the generator state
 // [seed, offset, done] is then required and its offset advances by ceil(n / 4).
 #include "common.h"
 #include "fastcall.h"
+#include "sgld.cuh"
 
 namespace ebjdat {
 namespace {
@@ -108,8 +109,8 @@ PyMethodDef sgld_defs[] = {
                     "Philox stream in a host loop."),
     PyMethodDef{nullptr, nullptr, 0, nullptr}};
 
-}  // namespace
-
 void register_sgld(py::module_& m) { add_fastcall(m, sgld_defs); }
+EBJDAT_REGISTER(register_sgld);
 
+}  // namespace
 }  // namespace ebjdat

@@ -3,7 +3,7 @@
 // indexes the Philox counters.
 //
 // No FMA contraction anywhere: element math is written as separate * and + so that it
-// rounds exactly like the torch reference; CMakeLists.txt compiles device code with
+// rounds exactly like the torch specification; CMakeLists.txt compiles device code with
 // --fmad=false and host code with -ffp-contract=off to keep it that way.
 #pragma once
 

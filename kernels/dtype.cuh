@@ -101,7 +101,7 @@ template <> struct Dtype<bf16> {
 
 template <class S> using compute_t = typename Dtype<S>::C;
 
-// A value of any storage type in compute type C: grad.to(C) in the reference
+// A value of any storage type in compute type C: grad.to(C) in the specification
 // (fp64 -> float rounds to nearest even; everything else widens exactly).
 template <class C, class S>
 EBJDAT_HD C load_as(S v) { return static_cast<C>(Dtype<S>::load(v)); }

@@ -12,6 +12,7 @@
 // host loops in csrc/pgd.cpp.
 #include "device.cuh"
 #include "launch.h"
+#include "pgd.cuh"
 
 namespace ebjdat {
 

@@ -1,7 +1,8 @@
 // pgd_step and pgd_init: per-element math and per-thread pieces of the per-sample l2
 // reductions, shared by the CUDA kernels (kernels/pgd.cu) and the host loops
-// (csrc/pgd.cpp). Same order of operations and roundings as ebjdat/ops/reference.py, in
-// compute type C (double for fp64 x, float otherwise), scalars pre-rounded to C.
+// (csrc/pgd.cpp), and the kernels' launchers. Same order of operations and roundings as
+// ebjdat/ops/pgd/spec.py, in compute type C (double for fp64 x, float otherwise), scalars
+// pre-rounded to C.
 //
 // linf step:  v = x + alpha * sign(g);  [eps] v = xo + clamp(v - xo, -eps, eps);  clamp.
 // l2 step:    gn = sqrt(sum g^2) + 1e-10;  v = x + alpha * (g / gn);
@@ -17,6 +18,7 @@
 
 #include "common.cuh"
 #include "dtype.cuh"
+#include "launch.h"
 #include "philox.cuh"
 #include "reduce.cuh"
 
@@ -115,7 +117,7 @@ EBJDAT_HD void l2_accumulate(L2Sums<C>& s, const XT (&xs)[N], const GT (&gs)[N],
   }
 }
 
-template <class C>  // the projection factor min(1, eps / dn) as the reference writes it
+template <class C>  // the projection factor min(1, eps / dn) as the specification writes it
 EBJDAT_HD C l2_factor(C dn, const PgdParams<C>& p) {
   return dn <= p.eps ? C(1) : p.eps / dn;
 }
@@ -191,5 +193,31 @@ EBJDAT_HD XT l2_init_element(XT xo, compute_t<XT> z, compute_t<XT> scale,
   using C = compute_t<XT>;
   return store_as<XT>(clamp_keep_nan(load_as<C>(xo) + z * scale, p.lo, p.hi));
 }
+
+// ---- launchers (kernels/pgd.cu) -------------------------------------------------------
+// linf: elementwise; l2: per sample of n / batch consecutive elements, in L2Plan's
+// chunks. part: scratch of part_count >= l2_scratch(...) compute-type values (unused, may
+// be null, when the plan has one chunk per sample).
+template <class XT, class GT>
+const char* pgd_step_launch(XT* x, const GT* g, const XT* xo, int64_t n, int64_t batch,
+                            const PgdParams<compute_t<XT>>& p, bool l2,
+                            compute_t<XT>* part, int64_t part_count, int device, void* stream);
+
+// Scratch values the l2 step of n elements in `batch` samples of XT needs: 3 per chunk,
+// 0 with one chunk per sample.
+template <class XT>
+inline int64_t l2_scratch(int64_t n, int64_t batch) {
+  if (n <= 0) return 0;
+  const L2Plan plan = l2_plan(batch, n / batch, kElemsPerThread<XT>);
+  return plan.splits == 1 ? 0 : 3 * batch * plan.splits;
+}
+
+// Random start; advances the generator offset by ceil(n / 4) (l2: plus batch). l2 in
+// L2Plan's chunks as the step, part: scratch of part_count >= l2_scratch(...) values
+// (one per chunk is used; unused, may be null, with one chunk per sample).
+template <class XT>
+const char* pgd_init_launch(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch,
+                            const PgdParams<compute_t<XT>>& p, bool l2, const Layout& L,
+                            compute_t<XT>* part, int64_t part_count, int device, void* stream);
 
 }  // namespace ebjdat

@@ -4,7 +4,7 @@
 // elements: logical element i of a call at offset o uses counter c = o + i / 4 (64 bits,
 // words (c lo32, c hi32, 0, 0)) and output j = i % 4; a call advances the offset by
 // ceil(n / 4). Normals: Box-Muller on the pair (r_2p, r_2p+1), p = j / 2, cos for even j,
-// sin for odd j. The integer words are bit-identical to the torch reference; the normal
+// sin for odd j. The integer words are bit-identical to the torch specification; the normal
 // differs only through log, sqrt, sin and cos (within ebjdat.ops.philox.NOISE_ATOL).
 #pragma once
 

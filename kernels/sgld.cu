@@ -7,6 +7,7 @@
 // path: logical order draws one Philox call per 4 elements, channels_last one per element.
 #include "device.cuh"
 #include "launch.h"
+#include "sgld.cuh"
 
 namespace ebjdat {
 

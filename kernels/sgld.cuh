@@ -1,6 +1,6 @@
 // sgld_step: the per-element Langevin update, shared by the CUDA kernel (kernels/sgld.cu)
-// and the host loop (csrc/sgld.cpp). Same order of operations and roundings as
-// ebjdat/ops/reference.py::sgld_step:
+// and the host loop (csrc/sgld.cpp), and the kernel's launcher. Same order of operations and
+// roundings as ebjdat/ops/sgld/spec.py::sgld_step:
 //   g = clamp(grad, -clip, clip)          (clip = +inf: identity, NaN kept)
 //   v = x + step * g
 //   v = v + noise_std * z                 (only when noise is drawn; z from Philox, fp32)
@@ -10,6 +10,7 @@
 
 #include "common.cuh"
 #include "dtype.cuh"
+#include "launch.h"
 #include "philox.cuh"
 
 namespace ebjdat {
@@ -34,5 +35,12 @@ EBJDAT_HD XT sgld_step_element(XT x, GT g, float z, bool noise,
   using C = compute_t<XT>;
   return store_as<XT>(sgld_step_value<C>(load_as<C>(x), load_as<C>(g), z, noise, p));
 }
+
+// x[m] <- sgld(x[m], g[m], z[logical(m)]) for m < n; noise: draw z at the generator
+// state [seed, offset, done] and advance its offset by ceil(n / 4) on the device.
+template <class XT, class GT>
+const char* sgld_step_launch(XT* x, const GT* g, int64_t* state, int64_t n,
+                             const SgldParams<compute_t<XT>>& p, bool noise, const Layout& L,
+                             int device, void* stream);
 
 }  // namespace ebjdat

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ebjdat import validate, cli, plots
+from ebjdat import cli, plots, validate
 from ebjdat.evaluate import trained as eval_checkpoint
 from ebjdat.evaluate.core import eps_list
 from ebjdat.ops import backends

@@ -3,70 +3,111 @@ import pytest
 import torch
 
 from ebjdat import ops
+from ebjdat.ops import registry
+from ebjdat.ops.registry import REQUIRED, Clamp, Generator, Like, Mask, Norm, PerSample, Real, Target
 
 X = lambda: torch.rand(2, 3, 4, 4)  # noqa: E731
+SHAPE = (2, 3, 4, 4)
+NAN, INF = float("nan"), float("inf")
 
 
-def _sgld(**over):
-    kw = dict(x=X(), grad=X(), step_size=0.1, noise_std=0.1)
-    kw.update(over)
-    x = kw.pop("x")
-    return ops.sgld_step_, (x, kw.pop("grad")), kw, x
+def make(shape, dtype, fill):
+    if fill == "mask":
+        return torch.zeros(shape, dtype=torch.bool)
+    t = torch.rand(shape) if fill == "uniform" else torch.randn(shape)
+    return t.to(dtype)
 
 
-def _step(**over):
-    kw = dict(x_adv=X(), grad=X(), x_orig=X(), alpha=0.1, eps=0.1)
-    kw.update(over)
-    x = kw.pop("x_adv")
-    return ops.pgd_step_, (x, kw.pop("grad"), kw.pop("x_orig")), kw, x
+def bad_values(op):
+    """(argument, bad value, exception, message) for every argument of op, by its kind
+    (registry.py): what the public op must refuse, naming the argument."""
+    out = []
+    first_sample = True
+    for a in op.args:
+        n = a.name
+        if isinstance(a, Target):
+            out += [(n, torch.zeros(SHAPE, dtype=torch.int64), TypeError, f"{n} must be"),
+                    (n, torch.zeros(SHAPE, dtype=torch.complex64), TypeError, f"{n} must be"),
+                    (n, [1.0, 2.0], TypeError, f"{n} must be a torch.Tensor"),
+                    (n, torch.zeros(1, *SHAPE[1:]).expand(SHAPE), ValueError, f"{n} has overlapping")]
+        elif isinstance(a, Like):
+            out += [(n, torch.rand(2, 3), ValueError, f"{n} has shape"),
+                    (n, torch.zeros(SHAPE, dtype=torch.int32), TypeError, f"{n} must be"),
+                    (n, torch.empty(SHAPE, device="meta"), ValueError, f"{n} is on meta")]
+            if a.same_dtype:
+                out.append((n, torch.rand(SHAPE, dtype=torch.float64), TypeError, f"{n} has dtype"))
+        elif isinstance(a, PerSample):
+            out += [(n, torch.randn(3), ValueError, f"{n} has shape"),
+                    (n, torch.zeros(2, dtype=torch.int64), TypeError, f"{n} must be"),
+                    (n, torch.empty(2, device="meta"), ValueError, f"{n} is on meta")]
+            if not first_sample:
+                out.append((n, torch.randn(2, dtype=torch.float64), TypeError, f"{n} has dtype"))
+            first_sample = False
+        elif isinstance(a, Mask):
+            out += [(n, torch.zeros(2), TypeError, f"{n} must be a bool tensor"),
+                    (n, torch.zeros(3, dtype=torch.bool), ValueError, f"{n} has shape"),
+                    (n, [True, False], TypeError, f"{n} must be a torch.Tensor"),
+                    (n, torch.zeros(1, dtype=torch.bool).expand(2), ValueError, f"{n} has overlapping")]
+        elif isinstance(a, Real):
+            out += [(n, -1.0, ValueError, f"{n} must be >= 0"), (n, NAN, ValueError, f"{n} must be finite"),
+                    (n, INF, ValueError, f"{n} must be finite"), (n, -INF, ValueError, f"{n} must be finite"),
+                    (n, "0.1", TypeError, f"{n} must be a real number"),
+                    (n, True, TypeError, f"{n} must be a real number")]
+            if a.none is REQUIRED:
+                out.append((n, None, TypeError, f"{n} must be a real number"))
+        elif isinstance(a, Clamp):
+            out += [(n, (1.0, -1.0), ValueError, "clamp range is empty"),
+                    (n, (0.0,), TypeError, "clamp must be None or a"),
+                    (n, (0.0, NAN), TypeError, r"clamp\[1\]")]
+        elif isinstance(a, Norm):
+            out += [(n, "l3", ValueError, "norm must be one of"), (n, None, ValueError, "norm must be one of")]
+        elif isinstance(a, Generator):
+            out += [(n, torch.Generator(), TypeError, "generator must be"),
+                    (n, ops.PhiloxGenerator(0, device="meta"), ValueError, "generator is on meta")]
+    return out
 
 
-def _init(**over):
-    kw = dict(x_adv=X(), x_orig=X(), eps=0.1)
-    kw.update(over)
-    x = kw.pop("x_adv")
-    return ops.pgd_init_, (x, kw.pop("x_orig")), kw, x
+BAD = [(op, *bad) for op in registry.ops() for bad in bad_values(op)]
 
 
-BAD = [
-    (_sgld, dict(x=torch.zeros(2, 3, dtype=torch.int64)), TypeError, "x must be"),
-    (_sgld, dict(x=torch.zeros(2, dtype=torch.complex64)), TypeError, "x must be"),
-    (_sgld, dict(x=[1.0, 2.0]), TypeError, "x must be a torch.Tensor"),
-    (_sgld, dict(grad=torch.rand(2, 3)), ValueError, "grad has shape"),
-    (_sgld, dict(grad=torch.zeros(2, 3, 4, 4, dtype=torch.int32)), TypeError, "grad must be"),
-    (_sgld, dict(step_size=-1.0), ValueError, "step_size must be >= 0"),
-    (_sgld, dict(step_size=float("nan")), ValueError, "step_size must be finite"),
-    (_sgld, dict(step_size="0.1"), TypeError, "step_size must be a real number"),
-    (_sgld, dict(noise_std=-0.1), ValueError, "noise_std"),
-    (_sgld, dict(grad_clip=-1.0), ValueError, "grad_clip"),
-    (_sgld, dict(clamp=(1.0, -1.0)), ValueError, "clamp range is empty"),
-    (_sgld, dict(clamp=(0.0,)), TypeError, "clamp must be None or a"),
-    (_sgld, dict(clamp=(0.0, float("nan"))), TypeError, r"clamp\[1\]"),
-    (_sgld, dict(generator=torch.Generator()), TypeError, "generator must be"),
-    (_sgld, dict(x=torch.zeros(3).expand(2, 3), grad=torch.zeros(2, 3)), ValueError, "x has overlapping"),
-    (_step, dict(norm="l3"), ValueError, "norm must be one of"),
-    (_step, dict(eps=-0.1), ValueError, "eps must be >= 0"),
-    (_step, dict(alpha=-0.1), ValueError, "alpha must be >= 0"),
-    (_step, dict(x_orig=X().double()), TypeError, "x_orig has dtype"),
-    (_step, dict(x_orig=torch.rand(2, 3)), ValueError, "x_orig has shape"),
-    (_step, dict(grad=torch.rand(1, 3, 4, 4)), ValueError, "grad has shape"),
-    (_step, dict(clamp=(1.0, 0.0)), ValueError, "clamp range is empty"),
-    (_step, dict(x_adv=torch.tensor(0.5), grad=torch.tensor(1.0), x_orig=torch.tensor(0.5), norm="l2"),
-     ValueError, "batch dimension"),
-    (_init, dict(eps=None), TypeError, "eps must be a real number"),
-    (_init, dict(eps=-1.0), ValueError, "eps must be >= 0"),
-    (_init, dict(norm="linf2"), ValueError, "norm must be one of"),
-    (_init, dict(x_orig=torch.zeros(2, 3, 4, 4, dtype=torch.uint8)), TypeError, "x_orig must be"),
-    # past the one-expression fast paths (ops.checks.target, the inline scalar tests)
-    (_sgld, dict(step_size=float("inf")), ValueError, "step_size must be finite"),
-    (_sgld, dict(noise_std=True), TypeError, "noise_std must be a real number"),
-    (_step, dict(alpha=float("-inf")), ValueError, "alpha must be finite"),
-    (_step, dict(eps=float("inf")), ValueError, "eps must be finite"),
-    (_step, dict(grad=torch.zeros(2, 3, 4, 4, dtype=torch.int64)), TypeError, "grad must be"),
-    (_step, dict(grad=torch.empty(2, 3, 4, 4, device="meta")), ValueError, "grad is on meta"),
-    (_step, dict(x_adv=torch.zeros(3).expand(2, 3), grad=torch.zeros(2, 3), x_orig=torch.zeros(2, 3)),
-     ValueError, "x_adv has overlapping"),
-]
+def _call(op, over):
+    """The public op at its first bench setting, one argument replaced; returns the call
+    and what must stay unchanged if it raises (the written tensors, the generator)."""
+    tensors = op.make_tensors(SHAPE, torch.float32, make)
+    kwargs = dict(op.bench[0].kwargs)
+    if op.generator is not None:
+        kwargs["generator"] = ops.PhiloxGenerator(3)
+    name, value = over
+    if name in tensors:
+        tensors[name] = value
+    else:
+        kwargs[name] = value
+    kept = [tensors[a.name] for a in op.mutated if isinstance(tensors[a.name], torch.Tensor)]
+    if isinstance(kwargs.get("generator"), ops.PhiloxGenerator) and kwargs["generator"].device.type == "cpu":
+        kept.append(kwargs["generator"].state)
+    return (lambda: getattr(ops, op.public_name)(*tensors.values(), **kwargs)), kept
+
+
+@pytest.mark.parametrize("op,arg,value,exc,match", BAD,
+                         ids=[f"{op.name}-{arg}-{i}" for i, (op, arg, *_) in enumerate(BAD)])
+def test_bad_input_raises_and_writes_nothing(op, arg, value, exc, match):
+    call, kept = _call(op, (arg, value))
+    before = [t.clone() for t in kept]
+    with pytest.raises(exc, match=match):
+        call()
+    for t, b in zip(kept, before):
+        assert torch.equal(t, b)
+
+
+def test_every_argument_of_every_op_has_bad_cases():
+    """The bad-input cases come from the registry: each op's every argument is covered."""
+    for op in registry.ops():
+        assert {a.name for a in op.args} == {arg for o, arg, *_ in BAD if o is op}, op.name
+
+
+def test_l2_needs_a_batch_dimension():
+    with pytest.raises(ValueError, match="x_adv must have a batch dimension"):
+        ops.pgd_step_(torch.tensor(0.5), torch.tensor(1.0), torch.tensor(0.5), alpha=0.1, eps=0.1, norm="l2")
 
 
 def test_scalars_that_are_not_floats_are_converted():
@@ -77,16 +118,6 @@ def test_scalars_that_are_not_floats_are_converted():
     assert torch.equal(x, torch.full((5,), 0.75))
     ops.pgd_step_(x, -g, xo, alpha=1, eps=np.float64(0.125), clamp=[0, 1])
     assert torch.equal(x, torch.full((5,), 0.375))
-
-
-@pytest.mark.parametrize("make,over,exc,match", BAD, ids=lambda v: getattr(v, "__name__", None))
-def test_bad_input_raises_and_writes_nothing(make, over, exc, match):
-    fn, args, kw, x = make(**over)
-    before = x.clone() if isinstance(x, torch.Tensor) else None
-    with pytest.raises(exc, match=match):
-        fn(*args, **kw)
-    if before is not None:
-        assert torch.equal(x, before)
 
 
 def test_generator_on_another_device():
@@ -133,21 +164,32 @@ def test_generator_seed_range():
 
 
 def _inplace_calls():
-    """(name, op(x) -> None) for each op, on a (2, 3, 4, 4) x."""
-    g, xo = torch.linspace(-1, 1, 96).view(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
-    return [
-        ("sgld_step_", lambda x: ops.sgld_step_(x, g, step_size=0.1, noise_std=0.1,
-                                                generator=ops.PhiloxGenerator(3))),
-        ("pgd_step_", lambda x: ops.pgd_step_(x, g, xo, alpha=0.1, eps=0.2)),
-        ("pgd_init_", lambda x: ops.pgd_init_(x, xo, eps=0.1, generator=ops.PhiloxGenerator(3))),
-    ]
+    """(name, op(target) -> None) for each registered op, on a (2, 3, 4, 4) target, its
+    other tensors fixed, a fresh generator each call."""
+    out = []
+    g = torch.Generator().manual_seed(1)
+    for op in registry.ops():
+        def fixed(shape, dtype, fill):
+            if fill == "mask":
+                return torch.zeros(shape, dtype=torch.bool)
+            return (torch.rand(shape, generator=g) if fill == "uniform" else torch.randn(shape, generator=g)).to(dtype)
+        tensors = op.make_tensors(SHAPE, torch.float32, fixed)
+        others = [tensors[a.name] for a in op.tensors[1:]]
+        kwargs = dict(op.bench[0].kwargs)
+
+        def call(x, op=op, others=others, kwargs=kwargs):
+            gen = {"generator": ops.PhiloxGenerator(3)} if op.generator else {}
+            getattr(ops, op.public_name)(x, *others, **kwargs, **gen)
+        out.append((op.public_name, call))
+    return out
 
 
 def test_leaf_that_requires_grad_is_refused_alike(backend):
     """Every backend raises torch's in-place-on-a-leaf error, before writing, while grad
     mode is on; a non-leaf that requires grad too (its history would be stale). Under
     torch.no_grad() in-place on a leaf is legal, as in torch, on both call paths (plain
-    eager and through the dispatcher)."""
+    eager, and through the dispatcher: a torch-function mode routes the call there)."""
+    from torch.overrides import TorchFunctionMode
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Seen(TorchDispatchMode):
@@ -159,11 +201,15 @@ def test_leaf_that_requires_grad_is_refused_alike(backend):
             self.ops.append(str(func))
             return func(*args, **(kwargs or {}))
 
+    class Through(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
     for name, call in _inplace_calls():
         x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
         before = x.detach().clone()
         with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an "
-                                               r"in-place operation.*x(_adv)?\.detach\(\).*torch\.no_grad"):
+                                               r"in-place operation.*x(_adv|_prop)?\.detach\(\).*torch\.no_grad"):
             call(x)
         assert torch.equal(x.detach(), before) and x.grad_fn is None, name
         nonleaf = x * 1
@@ -177,7 +223,7 @@ def test_leaf_that_requires_grad_is_refused_alike(backend):
             call(x)                                   # plain eager path
         torch.testing.assert_close(x.detach(), want, rtol=0, atol=0)
         y = before.clone().requires_grad_(True)
-        with torch.no_grad(), Seen() as seen:
+        with torch.no_grad(), Through(), Seen() as seen:
             call(y)                                   # through the dispatcher
         assert f"ebjdat.{name}.default" in seen.ops
         torch.testing.assert_close(y.detach(), want, rtol=0, atol=0)
@@ -216,3 +262,35 @@ def test_extension_entries_refuse_bad_arguments():
     with pytest.raises(ValueError, match="x: null data pointer"):
         C.pgd_init(0, 0, 0, 4, 1, 0, 0.1, False, 0.0, 1.0, 0, 0, 0, 0, 0, 0, 0)
     assert torch.equal(x, torch.zeros(4))
+
+
+def test_mala_entries_check_every_count_and_dtype_first():
+    """The MALA entries take every tensor's element count and dtype and check them
+    before touching memory: a mismatch is a ValueError naming the tensor, on the host and
+    the device entry alike (no GPU is touched before the checks)."""
+    from ebjdat.ops import cuda
+    if cuda.load_error() is not None:
+        pytest.skip(cuda.load_error())
+    import ebjdat._C as C
+    x, e, acc, st = torch.zeros(2, 3), torch.zeros(2), torch.zeros(2, dtype=torch.bool), ops.PhiloxGenerator(0).state
+    p, q = x.data_ptr(), e.data_ptr()
+    prop = [p, p, p, st.data_ptr(), 6, 6, 6, 0, 0, 0, 0.1, 0, 0, 0]
+    C.mala_propose_host(*prop)
+    for i, value, match in [(5, 5, "x has 5 elements, expected 6"), (6, 7, "grad has 7 elements, expected 6"),
+                            (8, 3, "x: dtype code 3, expected 0"), (10, -0.1, "step_size must be finite"),
+                            (3, 0, "state: null data pointer"), (11, 4, "layout")]:
+        for entry, tail in ((C.mala_propose_host, []), (C.mala_propose, [0, 0])):
+            with pytest.raises(ValueError, match=match):
+                entry(*prop[:i], value, *prop[i + 1:], *tail)
+    acc_args = [p, p, q, q, q, q, acc.data_ptr(), st.data_ptr(), 6, 6, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0]
+    C.mala_accept_host(*acc_args)
+    for i, value, match in [(9, 5, "x_prop has 5 elements, expected 6"), (10, 4, "batch"),
+                            (12, 3, "energy_prop has 3 elements, expected 2"),
+                            (15, 1, "accepted has 1 elements, expected 2"),
+                            (17, 3, "x_prop: dtype code 3, expected 0"),
+                            (21, 3, "log_q_rev: dtype code 3, expected 0"), (6, 0, "accepted: null data pointer")]:
+        for entry, tail in ((C.mala_accept_host, []), (C.mala_accept, [0, 0])):
+            with pytest.raises(ValueError, match=match):
+                entry(*acc_args[:i], value, *acc_args[i + 1:], *tail)
+    with pytest.raises(TypeError, match="mala_accept_host takes 22 positional arguments, got 2"):
+        C.mala_accept_host(1, 2)

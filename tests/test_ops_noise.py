@@ -148,8 +148,8 @@ def test_triton_programs_stride_over_blocks(monkeypatch):
     generator's advance are those of the spec, for sgld_step_ and the linf random start,
     in logical order and channels_last."""
     require_backend("triton")
-    from ebjdat.ops import triton_kernels
-    monkeypatch.setattr(triton_kernels, "_grid", lambda x, n, block, noisy: (3,) if noisy else (-(-n // block),))
+    from ebjdat.ops import triton_launch
+    monkeypatch.setattr(triton_launch, "grid", lambda x, n, block, noisy: (3,) if noisy else (-(-n // block),))
     n = 5 * 512 + 300
     ref, g_ref = draw(n, 7, 11, "torch")
     got, g_got = draw(n, 7, 11, "triton")

@@ -185,7 +185,7 @@ def test_pgd_l2_plan():
     """The l2 step's chunks: a CIFAR batch of 4 and one 3x224x224 sample each give
     about a hundred or more blocks (programs), a batch of 1024 one per sample."""
     pytest.importorskip("triton")
-    from ebjdat.ops import triton_kernels as tk
+    from ebjdat.ops.pgd import triton as tk
     for (b, d), least in {(4, 3072): 96, (1, 150528): 500, (1024, 3072): 1024}.items():
         chunk, splits, block, warps = tk.l2_plan(b, d, torch.float32)
         assert b * splits >= least and (splits == 1 or chunk % block == 0)

@@ -3,18 +3,21 @@
 ``python -m ebjdat.bench.compile_report --arch 90 --json F [--markdown M] [--backend B]
 [--only REGEX]``
 
-* Triton: the library's own host code (``triton_kernels.sgld_step``, ``pgd_step``,
-  ``pgd_init``, called as ``ops/library.py`` calls them) is run on meta tensors under a
-  fake driver that reports an sm_<arch> GPU; ``knobs.runtime.jit_cache_hook`` records each
-  launch's specialisation (pointer/int divisibility, int32 vs int64, constexpr flags) and
-  stops it before Triton compiles or launches anything. Each distinct specialisation is
+* Triton: the library's own host code (each registered op's function in its family's
+  ``triton.py``, called as ``ops/library.py`` calls it, at every variant the op's registry
+  record lists: ``registry.Op.variants``) is run on meta tensors under a fake driver that
+  reports an sm_<arch> GPU; ``knobs.runtime.jit_cache_hook`` records each launch's
+  specialisation (pointer/int divisibility, int32 vs int64, constexpr flags) and stops it
+  before Triton compiles or launches anything. Each distinct specialisation is
   then compiled with ``triton.compile``. Registers, stack frame and spills come from
   re-running Triton's bundled ptxas on the kernel's PTX with the flags Triton uses
   (``-lineinfo -v --regAllocOptLevel=2 [--fmad=false] --gpu-name=sm_90a``); the count is
   checked against ``cuobjdump -res-usage`` of Triton's own cubin, so a drift in those
   flags shows as a failed variant instead of a wrong number.
 * CUDA: ``kernels/*.cu`` compiled by nvcc to cubins with CMakeLists.txt's Release flags
-  plus ``-Xptxas -v``; one entry per ``__global__`` instantiation, named by c++filt.
+  plus ``-Xptxas -v``; one entry per ``__global__`` instantiation, named by c++filt, its
+  family from the op it belongs to (``registry.Op.cuda_flags`` names its boolean template
+  flags).
 
 SASS (``cuobjdump -sass``): ``sass_instructions`` counts the instructions of a function
 except NOPs and the ``BRA`` to its own address that ends the code (alignment padding, never
@@ -168,39 +171,36 @@ def inspect_cubin(cubin: Path) -> tuple[dict, dict]:
 
 def triton_cases(only: str | None = None):
     """(name, family, op, args) of every launch the library makes, per ``ops/library.py``:
-    op(x, *others, *scalars, layout), with layout None or (C, H, W) for channels_last."""
+    op(x, *others, *scalars, layout), with layout None or (C, H, W) for channels_last; for
+    each registered op, shape, (x, grad) dtype pair (x's dtype alone for an op without a
+    tensor of any dtype) and variant of ``registry.Op.variants``."""
     import torch
+
+    from ebjdat.ops import registry
     dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}
     state = torch.zeros(3, dtype=torch.int64, device="meta")
-    inf = float("inf")
-    cases = []
-    for tag, shape in SHAPES.items():
-        def t(d):  # meta tensors: no memory, data_ptr() 0 like an aligned allocation
-            return torch.empty(shape, dtype=dt[d], device="meta")
 
-        numel, d_numel = shape[0] * shape[1] * shape[2] * shape[3], shape[1] * shape[2] * shape[3]
-        n = "BIG" if tag == "big" else f"n%16{'=' if numel % 16 == 0 else '!='}0"
-        d = "BIG" if tag == "big" else f"D%16{'=' if d_numel % 16 == 0 else '!='}0"  # per-sample kernels
-        cl = tuple(shape[1:])
-        for xd, gd in PAIRS:
-            ty = xd if xd == gd else f"{xd}/g={gd}"
-            cases += [(f"sgld_step {ty} no-noise {n}", "sgld_step no-noise", "sgld_step",
-                       (t(xd), t(gd), None, 0.1, 0.0, inf, -inf, inf, None))]
-            for lay, lay_name in ((None, ""), (cl, " channels_last")):
-                cases += [(f"sgld_step {ty} noise{lay_name} {n}", "sgld_step noise", "sgld_step",
-                           (t(xd), t(gd), state, 0.1, 0.01, 1.0, -1.0, 1.0, lay))]
-            for norm in ("linf", "l2"):
-                for eps, eps_name in ((0.03, "eps"), (None, "no-eps")):
-                    cases += [(f"pgd_step {norm} {ty} {eps_name} {n if norm == 'linf' else d}",
-                               f"pgd_step {norm}", "pgd_step",
-                               (t(xd), t(gd), t(xd), 0.01, eps, norm, 0.0, 1.0, None))]
-            if xd != gd:
-                continue  # pgd_init has no grad
-            for norm in ("linf", "l2"):
-                for lay, lay_name in ((None, ""), (cl, " channels_last")):
-                    cases += [(f"pgd_init {norm} {xd}{lay_name} {n if norm == 'linf' else d}",
-                               f"pgd_init {norm}", "pgd_init",
-                               (t(xd), t(xd), state, 0.03, norm, 0.0, 1.0, lay))]
+    def meta(shape, dtype, fill):  # meta tensors: no memory, data_ptr() 0 like an aligned allocation
+        return torch.empty(shape, dtype=dtype, device="meta")
+
+    cases = []
+    for op in registry.ops():
+        any_dtype = any(isinstance(a, registry.Like) and not a.same_dtype for a in op.args)
+        for tag, shape in SHAPES.items():
+            numel, d_numel = shape[0] * shape[1] * shape[2] * shape[3], shape[1] * shape[2] * shape[3]
+            n = "BIG" if tag == "big" else f"n%16{'=' if numel % 16 == 0 else '!='}0"
+            d = "BIG" if tag == "big" else f"D%16{'=' if d_numel % 16 == 0 else '!='}0"  # per-sample kernels
+            for xd, gd in PAIRS:
+                if xd != gd and not any_dtype:
+                    continue  # no tensor of another dtype than x
+                ty = xd if xd == gd else f"{xd}/g={gd}"
+                tensors = op.make_tensors(shape, dt[xd], meta, grad_dtype=dt[gd])
+                for v in op.variants:
+                    args = op.lower(tensors, v.kwargs, state)
+                    words = " ".join(w for w in (v.prefix, ty, v.suffix) if w)
+                    for lay in ((None, tuple(shape[1:])) if v.layouts else (None,)):
+                        name = f"{op.name} {words}{' channels_last' if lay else ''} {d if v.per_sample else n}"
+                        cases.append((name, v.family, op, (*args, lay)))
     return [c for c in cases if only is None or re.search(only, c[0])]
 
 
@@ -212,7 +212,7 @@ def capture_triton(arch: int, cases) -> list[tuple]:
     from triton.backends.compiler import GPUTarget
     from triton.runtime.driver import driver
 
-    from ebjdat.ops import triton_kernels as tk
+    from ebjdat.ops import backends
 
     target = GPUTarget("cuda", arch, 32)
 
@@ -230,16 +230,18 @@ def capture_triton(arch: int, cases) -> list[tuple]:
         seen.setdefault((fn.name, key), (name, family, fn.name, fn.jit_function, compile))
         return True  # skip Triton's compile and the launch
 
-    kernels = [k for k in vars(tk).values() if hasattr(k, "device_caches")]
-    if not kernels:  # imported under TRITON_INTERPRET: interpreted functions, no JIT to hook
-        raise RuntimeError("ebjdat.ops.triton_kernels was imported with TRITON_INTERPRET set")
+    modules = {sys.modules[getattr(backends.table("triton"), op.name).__module__] for _, _, op, _ in cases}
+    kernels = [k for m in modules for k in vars(m).values() if hasattr(k, "device_caches")]
+    if modules and not kernels:  # imported under TRITON_INTERPRET: interpreted functions, no JIT to hook
+        raise RuntimeError("the ops' Triton modules were imported with TRITON_INTERPRET set")
     prev_driver, prev_hook = driver._active, knobs.runtime.jit_cache_hook  # _active: None = lazy default
     driver.set_active(FakeDriver())
     knobs.runtime.jit_cache_hook = hook
     try:
+        triton = backends.table("triton")
         for name, family, op, args in cases:
             current[:] = [(name, family)]
-            getattr(tk, op)(*args)
+            getattr(triton, op.name)(*args)
     finally:
         driver.set_active(prev_driver)
         knobs.runtime.jit_cache_hook = prev_hook
@@ -291,7 +293,7 @@ def triton_variants(arch: int, only: str | None = None) -> list[dict]:
 
 
 def triton_here(arch: int, only: str | None = None) -> list[dict]:
-    """triton_variants in this process (whose triton_kernels must not be interpreted)."""
+    """triton_variants in this process (whose Triton kernels must not be interpreted)."""
     try:
         captured = capture_triton(arch, triton_cases(only))
     except Exception as e:
@@ -340,20 +342,19 @@ def cuda_elems_per_thread() -> dict[bool, int]:
 
 def cuda_family(kernel: str, targs: list[str]) -> tuple[str, int | None]:
     """(family, elements one thread handles per main-loop pass) of a demangled kernel:
-    kElemsPerThread<XT> consecutive elements, for the elementwise kernels and the l2 ones
-    (a vector per pass)."""
+    ``<op>[ linf| l2[_part]]`` plus the words of the op's boolean template flags
+    (``registry.Op.cuda_flags``), and kElemsPerThread<XT> of its first template argument
+    (the elementwise kernels' chunk, the l2 kernels' vector per pass); (name, None) for a
+    kernel of no registered op."""
+    from ebjdat.ops import registry
     family = kernel.removesuffix("_kernel").replace("_linf", " linf").replace("_l2", " l2")
-    suffix = ""
-    if family == "sgld_step":
-        family += " noise" if targs[2] == "true" else " no-noise"
-        suffix = " channels_last" if len(targs) > 3 and targs[3] == "true" else ""
-    if family.startswith("pgd_init"):   # <XT, CL>
-        suffix = " channels_last" if len(targs) > 1 and targs[1] == "true" else ""
-    if family in ("sgld_step noise", "sgld_step no-noise", "pgd_step linf", "pgd_init linf", "pgd_step l2",
-                  "pgd_step l2_partial", "pgd_step l2_finish", "pgd_init l2", "pgd_init l2_partial",
-                  "pgd_init l2_finish"):
-        return family + suffix, cuda_elems_per_thread()[targs[0] in ("ebjdat::f16", "ebjdat::bf16")]
-    return family, None  # a kernel this report does not know yet
+    owners = [op for op in registry.ops() if family == op.name or family.startswith(op.name + " ")]
+    if not owners:
+        return family, None   # a kernel this report does not know yet
+    for index, yes, no in owners[0].cuda_flags:
+        word = yes if len(targs) > index and targs[index] == "true" else no
+        family += f" {word}" if word else ""
+    return family, cuda_elems_per_thread()[targs[0] in ("ebjdat::f16", "ebjdat::bf16")]
 
 
 def demangle(names: list[str]) -> list[str]:

@@ -1,16 +1,12 @@
 """Bytes and FLOPs, written down.
 
-Bytes of an elementwise op are its compulsory traffic: each tensor it reads once plus
-each tensor it writes once, ``numel * element_size`` each. Random numbers drawn inside a
-fused kernel are not traffic (the eager version materialises them, which is its cost):
-
-=============  =====================  ======
-op             reads                  writes
-=============  =====================  ======
-sgld_step_     x, grad                x
-pgd_step_      x_adv, grad, x_orig    x_adv
-pgd_init_      x_orig                 x_adv
-=============  =====================  ======
+Bytes of an elementwise op are its compulsory traffic: each x-sized tensor it reads once
+plus each it writes once, ``numel * element_size`` each (``registry.Op.traffic``: its
+other tensors, and its target unless it only writes it; per-sample (B,) tensors are
+left out). Random numbers drawn inside a fused kernel are not traffic (the eager version
+materialises them, which is its cost). E.g. sgld_step_ reads x and grad and writes x;
+pgd_init_ reads x_orig and writes x_adv; mala_accept_ reads x_prop and writes x (its
+accepted rows: the figure assumes all).
 
 Model FLOPs are counted, not guessed: ``torch.utils.flop_counter.FlopCounterMode``
 around one forward (and backward) of the model on a batch, divided by the batch size.
@@ -28,8 +24,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-OP_TENSORS = {"sgld_step": (2, 1), "pgd_step_linf": (3, 1), "pgd_step_l2": (3, 1),
-              "pgd_init_linf": (1, 1)}   # (tensors read, tensors written)
+from ..ops import registry
+
+# bench case (registry.Op.bench) -> (x-sized tensors read, written)
+OP_TENSORS = {bench.name: op.traffic() for op in registry.ops() for bench in op.bench}
 
 
 def op_bytes(op: str, x: torch.Tensor) -> int:

@@ -1,5 +1,6 @@
 """The ops suite: each fused op and backend against eager torch and torch.compile of the
-same math.
+same math, for every bench case of every registered op (``registry.Op.bench``: the op's
+settings and its math in plain torch, written beside the op).
 
 Measured: one call of each implementation on the same tensors (CIFAR batch 64x3x32x32
 and 256 MiB; --quick: 8x3x32x32 only; fp32 and on a GPU bf16). GPU times are device times
@@ -21,42 +22,27 @@ import functools
 import torch
 
 from .. import ops
+from ..ops import registry
 from . import formulas, timing
 
-S, STD, C, LO, HI, EPS, ALPHA = 1.0, 0.01, 1.0, -1.0, 1.0, 8 / 255, 2 / 255
+def _plain(case: str, *tensors):
+    """The case's math in eager torch (what a careful user writes) on ``tensors``."""
+    _, bench = CASES[case]
+    bench.plain(*tensors, **bench.kwargs)
 
 
-def plain_sgld(x, g, xo=None):
-    """What a careful user writes in torch: JEM-style noise plus SADA-style clip/clamp."""
-    x.add_(g.clamp(-C, C), alpha=S).add_(torch.randn_like(x), alpha=STD).clamp_(LO, HI)
+def _ours(case: str, *tensors_and_generator):
+    """The fused op of the case on ``tensors``, the last argument its PhiloxGenerator."""
+    op, bench = CASES[case]
+    *tensors, gen = tensors_and_generator
+    extra = {"generator": gen} if op.generator is not None else {}
+    getattr(ops, op.public_name)(*tensors, **bench.kwargs, **extra)
 
 
-def plain_pgd_linf(x, g, xo):
-    x.add_(g.sign(), alpha=ALPHA)
-    x.copy_((xo + (x - xo).clamp(-EPS, EPS)).clamp(0, 1))
-
-
-def plain_pgd_l2(x, g, xo):
-    b = x.shape[0]
-    gn = g.reshape(b, -1).norm(dim=1).add(1e-10).view(b, *[1] * (x.dim() - 1))
-    x.add_(g / gn, alpha=ALPHA)
-    d = x - xo
-    dn = d.reshape(b, -1).norm(dim=1).view(b, *[1] * (x.dim() - 1))
-    x.copy_((xo + d * (EPS / dn).clamp(max=1)).clamp(0, 1))
-
-
-def plain_pgd_init(x, g, xo):
-    x.copy_((xo + torch.empty_like(xo).uniform_(-EPS, EPS)).clamp(0, 1))
-
-
-OPS = {  # name: (plain torch math, the ebjdat call)
-    "sgld_step": (plain_sgld, lambda x, g, xo, gen: ops.sgld_step_(
-        x, g, step_size=S, noise_std=STD, grad_clip=C, clamp=(LO, HI), generator=gen)),
-    "pgd_step_linf": (plain_pgd_linf, lambda x, g, xo, gen: ops.pgd_step_(x, g, xo, alpha=ALPHA, eps=EPS)),
-    "pgd_step_l2": (plain_pgd_l2, lambda x, g, xo, gen: ops.pgd_step_(
-        x, g, xo, alpha=ALPHA, eps=EPS, norm="l2")),
-    "pgd_init_linf": (plain_pgd_init, lambda x, g, xo, gen: ops.pgd_init_(x, xo, eps=EPS, generator=gen)),
-}
+# Every bench case of every registered op (registry.Op.bench): case name -> (op, case).
+CASES = {bench.name: (op, bench) for op in registry.ops() for bench in op.bench}
+# case -> (plain torch math, the ebjdat call): plain(*tensors(...)), ours(*tensors(...), generator)
+OPS = {case: (functools.partial(_plain, case), functools.partial(_ours, case)) for case in CASES}
 
 
 # The fused ops' GPU targets, evaluated on every GPU row and reported (``targets`` in the
@@ -87,11 +73,18 @@ def sizes(quick: bool) -> dict:
     return {"b8x3x32x32": (8, 3, 32, 32)} if quick else {"cifar": (64, 3, 32, 32), "256MiB": None}
 
 
-def tensors(shape, dtype, device):
-    """x, grad, x_orig: shape, or 256 MiB of x when shape is None."""
+def tensors(case: str, shape, dtype, device) -> tuple:
+    """The case's op's tensors (registry.Op.make_tensors): its target of ``shape`` (or 256
+    MiB when shape is None), the others sized by it; uniform or normal values as the op
+    describes them, per-sample ones fp32, masks zeroed."""
+    op, _ = CASES[case]
     shape = shape or ((256 << 20) // (torch.finfo(dtype).bits // 8) // 1024, 1024)
-    x = torch.rand(shape, device=device, dtype=dtype)
-    return x, torch.randn_like(x), torch.rand_like(x)
+
+    def make(size, dt, fill):
+        if fill == "mask":
+            return torch.zeros(size, dtype=torch.bool, device=device)
+        return (torch.rand if fill == "uniform" else torch.randn)(size, device=device, dtype=dt)
+    return tuple(op.make_tensors(shape, dtype, make).values())
 
 
 def time_impl(fn, device, quick: bool = False) -> dict:
@@ -109,11 +102,12 @@ def run(device, quick: bool, ceil: dict) -> list[dict]:
     for op, (plain, ours) in OPS.items():
         for size, shape in sizes(quick).items():
             for dname, dtype in dtypes.items():
-                x, g, xo = tensors(shape, dtype, dev)
+                ts = tensors(op, shape, dtype, dev)
+                x = ts[0]
                 nbytes = formulas.op_bytes(op, x)
-                base = time_impl(functools.partial(plain, x, g, xo), dev, quick)
+                base = time_impl(functools.partial(plain, *ts), dev, quick)
                 try:
-                    comp = time_impl(functools.partial(torch.compile(plain), x, g, xo), dev, quick)
+                    comp = time_impl(functools.partial(torch.compile(plain), *ts), dev, quick)
                 except RuntimeError as e:   # no compiler toolchain: the row says so
                     comp = {"us": None, "error": f"{type(e).__name__}: {str(e)[:80]}"}
                 gen = ops.PhiloxGenerator(0, device=dev)
@@ -122,8 +116,8 @@ def run(device, quick: bool, ceil: dict) -> list[dict]:
                 for backend in [b for b in ops.available_backends() if b != ("torch" if gpu else "triton")]:
                     try:
                         with ops.use_backend(backend):
-                            ours(x, g, xo, gen)
-                            t = time_impl(functools.partial(ours, x, g, xo, gen), dev, quick)
+                            ours(*ts, gen)
+                            t = time_impl(functools.partial(ours, *ts, gen), dev, quick)
                     except (RuntimeError, NotImplementedError, ValueError, TypeError) as e:  # no path here
                         rows.append({"suite": "ops", "case": f"{op}/{dname}/{size}", "ours": f"ebjdat[{backend}]",
                                      "skipped": f"{type(e).__name__}: {str(e)[:80]}"})
@@ -138,7 +132,7 @@ def run(device, quick: bool, ceil: dict) -> list[dict]:
                            "ceiling": "copy GB/s", "call_us": t.get("call_us"),
                            "baseline_call_us": base.get("call_us"),
                            "timing": "device time (CUDA-graph replay)" if gpu else "CPU median",
-                           "note": timing.fits_in_l2(3 * x.numel() * x.element_size(), dev),
+                           "note": timing.fits_in_l2(sum(v.numel() * v.element_size() for v in ts), dev),
                            "eager_GBps": nbytes / (base["us"] * 1e3)}
                     if gpu:
                         row["targets"] = targets(op, size, row)

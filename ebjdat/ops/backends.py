@@ -5,22 +5,29 @@ import contextlib
 import functools
 import importlib
 import importlib.util
-from types import ModuleType
+from types import SimpleNamespace
 
 import torch
 
+from . import registry
 from .interpreter import interpreting
 
 NAMES = ("auto", "torch", "triton", "cuda")
 _current = "auto"
 
 
-def _module(name: str) -> ModuleType:
-    return importlib.import_module({
-        "torch": "ebjdat.ops.spec",
-        "triton": "ebjdat.ops.triton_kernels",
-        "cuda": "ebjdat.ops.cuda",
-    }[name])
+MODULES = {"torch": "spec", "triton": "triton", "cuda": "cuda"}   # each family's module of a backend
+
+
+@functools.cache
+def table(name: str) -> SimpleNamespace:
+    """Backend ``name`` ("torch", "triton" or "cuda"): ``getattr(table(name), op.name)`` is
+    its function of every registered op (from the op family's module, ``MODULES``), and
+    ``ANY_LAYOUT`` says whether those take any strides (the torch specification) or dense
+    memory only (library.py copies the rest)."""
+    fns = {op.name: getattr(importlib.import_module(f"{op.package}.{MODULES[name]}"), op.name)
+           for op in registry.ops()}
+    return SimpleNamespace(name=name, ANY_LAYOUT=name == "torch", **fns)
 
 
 @functools.cache
@@ -81,11 +88,11 @@ def use_backend(name: str):
         set_backend(prev)
 
 
-_RESOLVED: dict = {name: {} for name in NAMES}   # selection -> {device: backend module}
+_RESOLVED: dict = {name: {} for name in NAMES}   # selection -> {device: backend table}
 
 
-def resolve(name: str, x: torch.Tensor) -> ModuleType:
-    """The backend module that runs an op on x under the selection ``name``: decided once
+def resolve(name: str, x: torch.Tensor) -> SimpleNamespace:
+    """The backend (``table``) that runs an op on x under the selection ``name``: decided once
     per (selection, device) and cached (``_decide``); a call costs a device read and two
     dict lookups. A refusal is not cached. (Whether triton interprets is fixed for the
     process: Triton reads TRITON_INTERPRET when its kernels are defined.)"""
@@ -98,7 +105,7 @@ def resolve(name: str, x: torch.Tensor) -> ModuleType:
     return impl
 
 
-def _decide(name: str, x: torch.Tensor) -> ModuleType:
+def _decide(name: str, x: torch.Tensor) -> SimpleNamespace:
     if name == "auto":
         if x.is_cuda:
             from . import cuda
@@ -115,4 +122,4 @@ def _decide(name: str, x: torch.Tensor) -> ModuleType:
                            "use the torch backend on the CPU")
     if name in ("triton", "cuda") and x.device.type not in ("cuda", "cpu"):
         raise RuntimeError(f"the {name} backend does not run on {x.device.type} tensors")
-    return _module(name)
+    return table(name)

@@ -7,14 +7,15 @@ import numbers
 import torch
 
 from .generator import PhiloxGenerator
+from .registry import Like, Mask, PerSample
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 NORMS = ("linf", "l2")
-_Tensor = torch.Tensor
 
 
-def tensor(name: str, t, like: torch.Tensor | None = None, same_dtype: bool = False) -> None:
-    """t must be a float tensor (fp32/fp16/bf16/fp64); with ``like``, of its shape and device."""
+def tensor(name: str, t, like: torch.Tensor | None = None, same_dtype: bool = False, like_name: str = "x") -> None:
+    """t must be a float tensor (fp32/fp16/bf16/fp64); with ``like`` (called like_name in
+    the messages), of its shape and device."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in FLOAT_DTYPES:
@@ -22,31 +23,11 @@ def tensor(name: str, t, like: torch.Tensor | None = None, same_dtype: bool = Fa
     if like is None:
         return
     if t.shape != like.shape:
-        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(like.shape)} (the shape of x)")
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(like.shape)} (the shape of {like_name})")
     if t.device != like.device:
-        raise ValueError(f"{name} is on {t.device}, expected {like.device} (the device of x)")
+        raise ValueError(f"{name} is on {t.device}, expected {like.device} (the device of {like_name})")
     if same_dtype and t.dtype != like.dtype:
-        raise TypeError(f"{name} has dtype {t.dtype}, expected {like.dtype} (the dtype of x)")
-
-
-def target(name: str, x, other_name: str, other, same_dtype: bool = False, grad=None) -> None:
-    """x: a float tensor an op updates in place (``tensor`` and ``writable``); other: a
-    float tensor of x's shape and device (and dtype when ``same_dtype``); grad, when
-    given: a float tensor of x's shape and device."""
-    # the common case in one expression (x's shape and device read once: each read builds
-    # an object); the checks below, one by one, cost a call each
-    if (type(x) is _Tensor and type(other) is _Tensor and (dtype := x.dtype) in FLOAT_DTYPES
-            and (dtype == other.dtype if same_dtype else other.dtype in FLOAT_DTYPES)
-            and (shape := x.shape) == other.shape and (device := x.device) == other.device
-            and not x.requires_grad and x.is_contiguous()
-            and (grad is None or (type(grad) is _Tensor and grad.dtype in FLOAT_DTYPES
-                                  and grad.shape == shape and grad.device == device))):
-        return
-    tensor(name, x)
-    tensor(other_name, other, like=x, same_dtype=same_dtype)
-    writable(name, x)
-    if grad is not None:
-        tensor("grad", grad, like=x)
+        raise TypeError(f"{name} has dtype {t.dtype}, expected {like.dtype} (the dtype of {like_name})")
 
 
 def writable(name: str, t: torch.Tensor) -> None:
@@ -115,10 +96,74 @@ def clamp_range(v) -> tuple[float, float]:
     return lo, hi
 
 
-def norm(v) -> str:
+def norm(v, x: torch.Tensor | None = None, x_name: str = "x") -> str:
+    """One of NORMS; with x, the tensor it applies to: l2 norms are per sample (dim 0)."""
     if v not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {v!r}")
+    if v == "l2" and x is not None and x.dim() == 0:
+        raise ValueError(f"{x_name} must have a batch dimension (dim 0) for norm='l2'")
     return v
+
+
+def per_sample(name: str, t, x: torch.Tensor, like: torch.Tensor | None = None, x_name: str = "x") -> None:
+    """t must be a (B,) float tensor on x's device, B = x.shape[0] (of like's dtype when
+    given: an op's per-sample tensors share one dtype)."""
+    tensor(name, t)
+    if x.dim() == 0:
+        raise ValueError(f"{name} is per sample: {x_name} must have a batch dimension (dim 0)")
+    if t.shape != x.shape[:1]:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({x.shape[0]},) (one value per sample "
+                         f"of {x_name})")
+    if t.device != x.device:
+        raise ValueError(f"{name} is on {t.device}, expected {x.device} (the device of {x_name})")
+    if like is not None and t.dtype != like.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype}, expected {like.dtype} (the per-sample tensors share one dtype)")
+
+
+def mask(name: str, t, x: torch.Tensor, written: bool = True, x_name: str = "x") -> None:
+    """t must be a (B,) bool tensor on x's device, B = x.shape[0]; ``written``: one an op
+    writes (``writable``)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor, got {t.dtype}")
+    if x.dim() == 0 or t.shape != x.shape[:1]:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(x.shape[:1])} (one value per "
+                         f"sample of {x_name})")
+    if t.device != x.device:
+        raise ValueError(f"{name} is on {t.device}, expected {x.device} (the device of {x_name})")
+    if written:
+        writable(name, t)
+
+
+def generator_state(t, x: torch.Tensor, x_name: str = "x") -> None:
+    """A generator state for x: an int64 tensor [seed, offset, done] on x's device."""
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or t.shape != (3,):
+        raise ValueError("state must be an int64 tensor of shape (3,): a PhiloxGenerator's state")
+    if t.device != x.device:
+        raise ValueError(f"state is on {t.device}, expected {x.device} (the device of {x_name})")
+
+
+def op_tensors(op, values: tuple, state=None, written: bool = True) -> None:
+    """The precise checks of an op's tensors (``registry.Op.tensors``, in order), raising
+    with the argument's name; the generated ops call this only when their one-expression
+    common case fails. ``written``: the tensors the op writes may not overlap themselves
+    nor record autograd history (the public ops); ``state``: checked when given (the
+    dispatcher's entry)."""
+    x, xn, first = values[0], op.target.name, None
+    tensor(xn, x)
+    if written:
+        writable(xn, x)
+    for a, t in zip(op.tensors[1:], values[1:]):
+        if isinstance(a, Like):
+            tensor(a.name, t, like=x, same_dtype=a.same_dtype, like_name=xn)
+        elif isinstance(a, PerSample):
+            per_sample(a.name, t, x, first, xn)
+            first = t if first is None else first
+        elif isinstance(a, Mask):
+            mask(a.name, t, x, written, xn)
+    if state is not None:
+        generator_state(state, x, xn)
 
 
 def generator(g, x: torch.Tensor) -> None:

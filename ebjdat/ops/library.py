@@ -1,19 +1,20 @@
-"""The torch.library custom ops ``ebjdat::sgld_step_``, ``ebjdat::pgd_step_``, ``ebjdat::pgd_init_``.
+"""The torch.library custom ops ``torch.ops.ebjdat.<op>_``, one per registered op.
 
-Each mutates its first argument (and the generator state) in place, returns nothing,
-and has a fake implementation, so torch.compile traces it without a graph break and
-CUDA graphs capture it. The implementation picks the backend and the memory layout:
-contiguous and channels_last tensors sharing x's layout go straight to the kernels;
-anything else is copied to contiguous memory, updated, and copied back.
+Each mutates its target (and any mask, and the generator state) in place, returns
+nothing, and has a fake implementation, so torch.compile traces it without a graph break
+and CUDA graphs capture it. Schema, implementation and the dispatcher's checked entry are
+written from the op's registry record (registry.py, generate.py). The implementation picks
+the backend and the memory layout: contiguous and channels_last tensors sharing the
+target's layout go straight to the kernels; anything else is copied to contiguous memory,
+updated, and copied back; (B,) tensors are made contiguous.
 """
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 from torch import Tensor
 
-from . import backends
+from . import backends, generate, registry
+from .registry import Like, Mask
 
 CONTIGUOUS = None  # layout descriptor: memory order is logical order
 
@@ -36,64 +37,26 @@ def _like_x(t: Tensor, layout) -> Tensor:
     return t.contiguous(memory_format=fmt)
 
 
-def _run(fn, impl, x: Tensor, others: tuple[Tensor, ...], *args) -> None:
-    """Call impl.fn(x, *others, *args, layout) on dense memory sharing x's layout; copy
-    back if x itself was not dense. The ops below take the common case (every tensor
-    contiguous, or a backend taking any layout) before calling this."""
-    if x.numel() == 0:
+def _run(op: registry.Op, impl, x: Tensor, others: tuple, rest: tuple) -> None:
+    """Call impl.<op>(x, *others, *rest, layout) on dense memory: x-sized tensors in x's
+    layout, (B,) tensors contiguous; copy back whatever was written to a copy. The
+    implementations take the common case (every tensor contiguous, or a backend taking any
+    layout) before calling this."""
+    if not (x.shape[0] if op.per_sample else x.numel()):
         return
     dense, layout = _dense_layout(x)
     target = x if dense else x.contiguous()
-    others = tuple(_like_x(o, layout) for o in others)
-    getattr(impl, fn)(target, *others, *args, layout)
+    args, back = [], []
+    for a, t in zip(op.tensors[1:], others):
+        d = _like_x(t, layout) if isinstance(a, Like) else t.contiguous()
+        if isinstance(a, Mask) and d is not t:
+            back.append((t, d))
+        args.append(d)
+    getattr(impl, op.name)(target, *args, *rest, layout)
     if target is not x:
         x.copy_(target)
-
-
-# Declared with the low-level torch.library API: its eager dispatch costs about 3 us per
-# call, where torch.library.custom_op's Python wrapper costs about 40 us (measured on the
-# CPU), which would dominate a fused op at CIFAR sizes.
-_LIB = torch.library.Library("ebjdat", "DEF")
-_SCHEMAS = {
-    "sgld_step_": "sgld_step_(Tensor(a!) x, Tensor grad, Tensor(b!)? state, float step_size, "
-                  "float noise_std, float grad_clip, float lo, float hi, str backend) -> ()",
-    "pgd_step_": "pgd_step_(Tensor(a!) x, Tensor grad, Tensor x_orig, float alpha, float? eps, "
-                 "str norm, float lo, float hi, str backend) -> ()",
-    "pgd_init_": "pgd_init_(Tensor(a!) x, Tensor x_orig, Tensor(b!) state, float eps, str norm, "
-                 "float lo, float hi, str backend) -> ()",
-}
-
-
-# The implementations: the backend for (selection, device), then straight to it when the
-# tensors are contiguous (no layout work: the path every sampler and attack step takes).
-def sgld_step_(x: Tensor, grad: Tensor, state: Optional[Tensor], step_size: float,
-               noise_std: float, grad_clip: float, lo: float, hi: float, backend: str) -> None:
-    impl = backends.resolve(backend, x)
-    if impl.ANY_LAYOUT or (x.is_contiguous() and grad.is_contiguous()):
-        if x.numel():
-            impl.sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, CONTIGUOUS)
-        return
-    _run("sgld_step", impl, x, (grad,), state, step_size, noise_std, grad_clip, lo, hi)
-
-
-def pgd_step_(x: Tensor, grad: Tensor, x_orig: Tensor, alpha: float, eps: Optional[float],
-              norm: str, lo: float, hi: float, backend: str) -> None:
-    impl = backends.resolve(backend, x)
-    if impl.ANY_LAYOUT or (x.is_contiguous() and grad.is_contiguous() and x_orig.is_contiguous()):
-        if x.numel():
-            impl.pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, CONTIGUOUS)
-        return
-    _run("pgd_step", impl, x, (grad, x_orig), alpha, eps, norm, lo, hi)
-
-
-def pgd_init_(x: Tensor, x_orig: Tensor, state: Tensor, eps: float, norm: str,
-              lo: float, hi: float, backend: str) -> None:
-    impl = backends.resolve(backend, x)
-    if impl.ANY_LAYOUT or (x.is_contiguous() and x_orig.is_contiguous()):
-        if x.numel():
-            impl.pgd_init(x, x_orig, state, eps, norm, lo, hi, CONTIGUOUS)
-        return
-    _run("pgd_init", impl, x, (x_orig,), state, eps, norm, lo, hi)
+    for t, d in back:
+        t.copy_(d)
 
 
 def _fake(*args) -> None:
@@ -101,31 +64,16 @@ def _fake(*args) -> None:
     return None
 
 
-_IMPLS = {"sgld_step_": sgld_step_, "pgd_step_": pgd_step_, "pgd_init_": pgd_init_}
-for _name, _impl in _IMPLS.items():
-    _LIB.define(_SCHEMAS[_name])
-    _LIB.impl(_name, _impl, "CompositeExplicitAutograd")
-    torch.library.register_fake(f"ebjdat::{_name}", _fake, lib=_LIB)
+# Declared with the low-level torch.library API: its eager dispatch costs about 3 us per
+# call, where torch.library.custom_op's Python wrapper costs about 40 us (measured on the
+# CPU), which would dominate a fused op at CIFAR sizes.
+_LIB = torch.library.Library("ebjdat", "DEF")
+IMPLS: dict[str, object] = {}       # op name -> its implementation (what plain eager calls)
+OVERLOADS: dict[str, object] = {}   # op name -> torch.ops.ebjdat.<op>_.default
 
-
-# What call() asks on every eager call, bound once (an attribute chain costs a lookup each).
-_grad_enabled = torch.is_grad_enabled
-_compiling = torch.compiler.is_compiling
-_dispatch_modes = torch._C._len_torch_dispatch_stack
-_functorch_transforms = torch._C._are_functorch_transforms_active
-
-
-def pick(name: str, x: Tensor):
-    """The callable that runs ``ebjdat::<name>`` on x: its implementation in plain eager
-    mode (skipping the dispatcher saves a few microseconds per call), the dispatcher's
-    ``torch.ops.ebjdat.<name>`` otherwise. Callers call it with the op's arguments spelled
-    out (forwarding them through ``*args`` would cost another 0.3 us a call).
-
-    Plain eager: nothing traces or transforms this call (no torch.compile, no fake or
-    functional tensors, no dispatch mode such as make_fx or export, no functorch
-    transform) and x records no autograd history; then the dispatcher would only call
-    the implementation anyway."""
-    if (type(x) is Tensor and not (x.requires_grad and _grad_enabled()) and not _compiling()
-            and not _dispatch_modes() and not _functorch_transforms()):
-        return _IMPLS[name]
-    return getattr(torch.ops.ebjdat, name)
+for _op in registry.ops():
+    _LIB.define(_op.schema())
+    IMPLS[_op.name] = generate.implementation(_op, backends.resolve, _run)
+    _LIB.impl(_op.public_name, generate.checked(_op, IMPLS[_op.name]), "CompositeExplicitAutograd")
+    torch.library.register_fake(f"ebjdat::{_op.public_name}", _fake, lib=_LIB)
+    OVERLOADS[_op.name] = getattr(torch.ops.ebjdat, _op.public_name).default

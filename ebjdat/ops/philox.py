@@ -1,7 +1,7 @@
 """Philox4x32-10 and the noise it feeds, written in torch integer and float ops.
 
 This file is the specification of ebjdat's random numbers; the Triton kernels
-(``ebjdat/ops/triton_kernels.py``) and the CUDA kernels (``kernels/philox.cuh``) compute the
+(``ebjdat/ops/triton_device.py``) and the CUDA kernels (``kernels/philox.cuh``) compute the
 same functions.
 
 * Key: the 64-bit seed, ``k0 = seed & 0xFFFFFFFF``, ``k1 = seed >> 32``.

@@ -2,28 +2,17 @@
 the samplers (``ebjdat.sampling``) and the attacks (``ebjdat.attacks``) validate their
 settings when built and their inputs once per call, then run every step through here.
 
-Same names, same math and the same torch.library ops as ``ebjdat.ops``; the scalars are
-positional and already validated floats (clamp as lo, hi: -inf, inf for none; grad_clip
-inf for none). Nothing is checked: a grad of another shape or device can make the cuda
-backend read out of bounds. Anything else should call ``ebjdat.ops``.
+Same names, same math and the same torch.library ops as ``ebjdat.ops``, one function per
+registered op (generate.prechecked): the schema's arguments in its order, positional, with
+the generator (or None) in the state's place; the scalars already validated floats (clamp
+as lo, hi: -inf, inf for none; grad_clip inf for none). Nothing is checked: a grad of
+another shape or device can make the cuda backend read out of bounds. Anything else should
+call ``ebjdat.ops``.
 """
 from __future__ import annotations
 
-from torch import Tensor
+from . import generate, library, registry
 
-from . import library
-from .backends import get_backend
-from .generator import PhiloxGenerator, default_generator
-
-
-def sgld_step_(x: Tensor, grad: Tensor, generator: PhiloxGenerator | None, step_size: float,
-               noise_std: float, grad_clip: float, lo: float, hi: float) -> None:
-    """ops.sgld_step_ for a grad of x's shape and device (e.g. from autograd through x)."""
-    state = None if noise_std == 0 else (generator or default_generator(x.device)).state
-    library.pick("sgld_step_", x)(x, grad, state, step_size, noise_std, grad_clip, lo, hi, get_backend())
-
-
-def pgd_step_(x_adv: Tensor, grad: Tensor, x_orig: Tensor, alpha: float, eps: float | None,
-              norm: str, lo: float, hi: float) -> None:
-    """ops.pgd_step_ for checked x_adv, x_orig and a grad of their shape and device."""
-    library.pick("pgd_step_", x_adv)(x_adv, grad, x_orig, alpha, eps, norm, lo, hi, get_backend())
+for _op in registry.ops():
+    globals()[_op.public_name] = generate.prechecked(_op, library.IMPLS[_op.name], library.OVERLOADS[_op.name])
+    globals()[_op.public_name].__module__ = __name__

@@ -1,4 +1,4 @@
-"""Device-side building blocks of the Triton kernels (triton_kernels.py): Philox4x32-10
+"""Device-side building blocks of the Triton kernels (each op family's triton.py): Philox4x32-10
 and the noise it feeds (exactly as ``philox.py`` specifies), the row-major index of a
 channels_last element, IEEE-rounded sqrt and division, the one-rounding store, and the
 generator advance that ends every noisy launch.

@@ -1,8 +1,10 @@
 """Samplers other EBM projects import: the replay buffer, its initial distributions,
-SGLD and JEM++'s PYLD, all on the device and CUDA-graph capturable."""
+SGLD, JEM++'s PYLD and MALA (Metropolis-adjusted Langevin), all on the device; SGLD and
+PYLD CUDA-graph capturable."""
 from .buffer import ReplayBuffer
 from .init import ClassGaussianInit
+from .mala import MALA
 from .pyld import PYLD
 from .sgld import SGLD
 
-__all__ = ["ReplayBuffer", "ClassGaussianInit", "SGLD", "PYLD"]
+__all__ = ["ReplayBuffer", "ClassGaussianInit", "SGLD", "PYLD", "MALA"]

@@ -1,38 +1,17 @@
-"""The ``triton`` backend: one fused Triton kernel per op, computing ``reference.py``'s function.
+"""pgd_step's and pgd_init's Triton kernels and launches (host side: triton_launch.py;
+device helpers, Philox included: triton_device.py). Signatures and math: pgd/spec.py.
 
-Signatures are those of ``reference.py`` (arguments already checked by ``ebjdat.ops``):
-
-* ``sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout)``
-* ``pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout)``
-* ``pgd_init(x, x_orig, state, eps, norm, lo, hi, layout)``
-
-Memory: x, grad and x_orig are dense with x's strides, so ``ptr + m`` walks every element
-for memory index m. ``layout`` is None (contiguous: m is the row-major logical index) or
-``(C, H, W)`` for channels_last (N, C, H, W) tensors, where only the Philox counter needs
-the logical index ``((n*C + c)*H + h)*W + w``; values are updated in memory order, and a
-sample (dim 0) is a contiguous run of ``D = numel / N`` elements in either layout.
-
-Arithmetic: loads are widened to the compute dtype CDT (fp64 for fp64 x, else fp32), every
-op is rounded as in the reference (launched with ``enable_fp_fusion=False``: no FMA
-contraction), and the result is rounded once to x's dtype at the store. Python scalars
-arrive as fp64 and are rounded to CDT in the kernel, like ``spec._scalar``. Noise is
-Philox4x32-10 (``philox.py``) in fp32, widened to CDT: in logical order one call per four
-lanes, its outputs interleaved (``triton_device.noise_run``); channels_last gathers a call per element.
-
-Generator: ``state`` is the int64 ``[seed, offset, done]`` tensor. Every program reads
-seed and offset; the last program to finish (counted by an atomic on ``done``) writes
-``offset + ceil(numel / 4)`` (the l2 start: plus one per sample) and resets ``done`` to 0,
-in the same launch: no host sync, no allocation, and fresh noise on every CUDA-graph replay.
+The l2 ops work per sample: a sample is cut into chunks (``l2_plan``), a program per
+chunk; with one chunk per sample a single launch, with more a launch of chunk sums into
+scratch and one that combines them and writes.
 """
-import contextlib
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
-from .interpreter import interpreting
-from .triton_device import (
+from .. import triton_launch as launch
+from ..interpreter import interpreting
+from ..triton_device import (
     advance,
     block_at,
     block_offsets,
@@ -49,57 +28,7 @@ from .triton_device import (
     uniform_run,
 )
 
-_L2_TINY = tl.constexpr(1e-10)  # added to ||grad|| in pgd l2, as in the reference
-ANY_LAYOUT = False  # dense contiguous / channels_last only; library.py copies the rest
-_BLOCK = 2048   # most elements per program of the elementwise kernels (8 per thread)
-_MIN_BLOCK = 512
-_VECTOR = {torch.float64: 2, torch.float32: 4, torch.float16: 8, torch.bfloat16: 8}  # per 16 bytes
-_INT32_LIMIT = 2**31
-
-
-# ----------------------------------------------------------------------------- kernels
-# Scalars are annotated fp64 so that they reach the kernel unrounded; tl.full(.., CDT)
-# rounds them to the compute dtype (in the interpreter they stay Python floats and
-# tl.full rounds them the same way).
-
-@triton.jit
-def _sgld_block(x_ptr, g_ptr, seed, offset, blk, numel, C, HW, D, step, noise_std, clip, lo, hi,
-                CDT: tl.constexpr, HAS_NOISE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                BIG: tl.constexpr, BLOCK: tl.constexpr, SFU: tl.constexpr):
-    """The update of block blk (seed and offset unused without noise)."""
-    offs, mask, start = block_at(blk, numel, BIG, BLOCK)
-    clip = tl.full((), clip, CDT)
-    g = clamp(tl.load(g_ptr + offs, mask=mask).to(CDT), -clip, clip)
-    v = tl.load(x_ptr + offs, mask=mask).to(CDT) + tl.full((), step, CDT) * g
-    if HAS_NOISE:
-        if CHANNELS_LAST:   # memory order is not logical order: each element its own word
-            z = noise_at(seed, offset, logical(offs, C, HW, D, CHANNELS_LAST).to(tl.int64), SFU)
-        else:               # a block of consecutive elements: one Philox call per 4
-            z = noise_run(seed, offset, start, BLOCK, SFU)
-        v = v + tl.full((), noise_std, CDT) * z.to(CDT)
-    store(x_ptr + offs, clamp(v, tl.full((), lo, CDT), tl.full((), hi, CDT)), mask)
-
-
-@triton.jit
-def _sgld_kernel(x_ptr, g_ptr, state_ptr, numel, C, HW, D,
-                 step: tl.float64, noise_std: tl.float64, clip: tl.float64,
-                 lo: tl.float64, hi: tl.float64,
-                 CDT: tl.constexpr, HAS_NOISE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                 BIG: tl.constexpr, BLOCK: tl.constexpr, SFU: tl.constexpr):
-    """x[m] <- clamp(x + step * clamp(g, -clip, clip) + noise_std * z[logical(m)], lo, hi).
-    With noise, program p takes blocks p, p + P, ... (P programs, a few per SM: ``_grid``),
-    so that few programs count themselves done on the generator; without, a program per
-    block."""
-    if HAS_NOISE:
-        seed = tl.load(state_ptr)
-        offset = tl.load(state_ptr + 1)
-        for blk in range(tl.program_id(0), tl.cdiv(numel, BLOCK), tl.num_programs(0)):
-            _sgld_block(x_ptr, g_ptr, seed, offset, blk, numel, C, HW, D, step, noise_std, clip, lo, hi,
-                        CDT, HAS_NOISE, CHANNELS_LAST, BIG, BLOCK, SFU)
-        advance(state_ptr, offset, (numel + 3) // 4)
-    else:
-        _sgld_block(x_ptr, g_ptr, 0, 0, tl.program_id(0), numel, C, HW, D, step, noise_std, clip, lo, hi,
-                    CDT, HAS_NOISE, CHANNELS_LAST, BIG, BLOCK, SFU)
+_L2_TINY = tl.constexpr(1e-10)  # added to ||grad|| in pgd l2, as in the specification
 
 
 @triton.jit
@@ -360,28 +289,6 @@ def _init_l2_finish_kernel(x_ptr, xo_ptr, state_ptr, part_ptr, numel, C, HW, D, 
 
 # ----------------------------------------------------------------------------- host side
 
-def _cdt(x: torch.Tensor):
-    return tl.float64 if x.dtype == torch.float64 else tl.float32
-
-
-def _big(numel: int, block: int) -> bool:
-    """Whether indices of a launch over numel elements (plus a tail block) need int64."""
-    return numel + block > _INT32_LIMIT
-
-
-def _layout_args(layout):
-    """(C, HW, D, channels_last) for _logical; 1s (unused) for contiguous tensors."""
-    if layout is None:
-        return 1, 1, 1, False
-    c, h, w = layout
-    return c, h * w, c * h * w, True
-
-
-def _launch_device(x: torch.Tensor):
-    """Launch on x's GPU (Triton launches on the current device, on its current stream)."""
-    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
-
-
 def _l2_block(d: int, dtype: torch.dtype, noise: bool = False):
     """(BLOCK, num_warps) of the per-sample kernels: the sample in chunks of at most 2048
     elements, up to 8 per thread; the l2 random start (``noise``: a Philox call per
@@ -392,66 +299,17 @@ def _l2_block(d: int, dtype: torch.dtype, noise: bool = False):
     return block, (4 if block <= 1024 else 8)
 
 
-@functools.cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def _elementwise(x: torch.Tensor, n: int, cap: int = _BLOCK) -> tuple[int, int]:
-    """(BLOCK, num_warps) of an elementwise launch over n elements of x: the largest
-    BLOCK of 2048, 1024, 512 (at most cap) that still gives two programs per SM (a
-    64x3x32x32 tensor: 384 programs of 512 on 132 SMs, where 2048 gave 96), with warps
-    for one 16-byte vector per thread at least, at most 8."""
-    sms = _sm_count(x.device.index or 0) if x.is_cuda else 132   # 132: H100 / H200 (interpreter, report)
-    block = cap
-    while block > _MIN_BLOCK and triton.cdiv(n, block) < 2 * sms:
-        block //= 2
-    return block, max(1, min(8, block // (32 * _VECTOR[x.dtype])))
-
-
-# Programs per SM of a launch that counts its programs on the generator: each program
-# of a noisy launch makes two atomics on the generator's done-word, and a 256 MB tensor
-# in blocks of 512 would make 131,072 programs contend for that one word.
-_NOISY_PROGRAMS_PER_SM = 8
-
-
-def _grid(x: torch.Tensor, n: int, block: int, noisy: bool) -> tuple[int]:
-    """A program per block; for a noisy launch at most _NOISY_PROGRAMS_PER_SM per SM, the
-    programs striding over the blocks."""
-    blocks = triton.cdiv(n, block)
-    if noisy:
-        sms = _sm_count(x.device.index or 0) if x.is_cuda else 132
-        blocks = min(blocks, _NOISY_PROGRAMS_PER_SM * sms)
-    return (blocks,)
-
-
-def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=None):
-    """x <- clamp(x + step_size * clamp(grad, -grad_clip, grad_clip) + noise_std * z, lo, hi)."""
-    n = x.numel()
-    noise = noise_std > 0
-    c, hw, d, cl = _layout_args(layout if noise else None)  # only the noise needs it
-    # channels_last noise draws a Philox call per element: half the block keeps its four
-    # words and indices in registers (8 per thread spill, as the sm_90 compile report showed)
-    block, warps = _elementwise(x, n, _BLOCK // 2 if cl else _BLOCK)
-    with _launch_device(x):
-        _sgld_kernel[_grid(x, n, block, noise)](
-            x, grad, state if noise else x, n, c, hw, d,
-            float(step_size), float(noise_std), float(grad_clip), float(lo), float(hi),
-            CDT=_cdt(x), HAS_NOISE=noise, CHANNELS_LAST=cl, BIG=_big(n, block),
-            BLOCK=block, SFU=not interpreting(), num_warps=warps, enable_fp_fusion=False)
-
-
 def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
     """One PGD ascent step along grad, projected onto the eps-ball around x_orig, clamped."""
     n = x.numel()
     has_eps = eps is not None
     e = float(eps) if has_eps else 0.0
-    with _launch_device(x):
+    with launch.launch_device(x):
         if norm == "linf":
-            block, warps = _elementwise(x, n)
+            block, warps = launch.elementwise(x, n)
             _pgd_linf_kernel[(triton.cdiv(n, block),)](
                 x, grad, x_orig, n, float(alpha), e, float(lo), float(hi),
-                CDT=_cdt(x), HAS_EPS=has_eps, BIG=_big(n, block), BLOCK=block,
+                CDT=launch.cdt(x), HAS_EPS=has_eps, BIG=launch.big(n, block), BLOCK=block,
                 num_warps=warps, enable_fp_fusion=False)
         else:
             _pgd_step_l2(x, grad, x_orig, float(alpha), has_eps, e, float(lo), float(hi))
@@ -470,14 +328,14 @@ def l2_plan(batch: int, d: int, dtype: torch.dtype, noise: bool = False) -> tupl
     block, _ = _l2_block(per, dtype, noise)
     chunk = min(d, -(-per // block) * block)
     # a 16-byte vector per thread at least (fewer warps for small blocks), at most 8 warps
-    return chunk, -(-d // chunk), block, max(1, min(8, block // (32 * _VECTOR[dtype])))
+    return chunk, -(-d // chunk), block, max(1, min(8, block // (32 * launch.VECTOR[dtype])))
 
 
 def _pgd_step_l2(x, grad, x_orig, alpha, has_eps, eps, lo, hi):
     b = x.shape[0]
     d = x.numel() // b
     chunk, splits, block, warps = l2_plan(b, d, x.dtype)
-    kw = dict(CDT=_cdt(x), HAS_EPS=has_eps, BIG=_big(x.numel(), block), BLOCK=block, num_warps=warps,
+    kw = dict(CDT=launch.cdt(x), HAS_EPS=has_eps, BIG=launch.big(x.numel(), block), BLOCK=block, num_warps=warps,
               enable_fp_fusion=False)
     if splits == 1:
         _pgd_l2_kernel[(b,)](x, grad, x_orig, d, alpha, eps, lo, hi, **kw)
@@ -493,13 +351,13 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     """Random start around x_orig (uniform in the linf box, or torchattacks' l2 ball), clamped;
     advances the generator by ceil(x.numel() / 4) counters (l2: plus one per sample)."""
     n = x.numel()
-    c, hw, d, cl = _layout_args(layout)
-    with _launch_device(x):
+    c, hw, d, cl = launch.layout_args(layout)
+    with launch.launch_device(x):
         if norm == "linf":
-            block, warps = _elementwise(x, n)
-            _init_linf_kernel[_grid(x, n, block, True)](
+            block, warps = launch.elementwise(x, n)
+            _init_linf_kernel[launch.grid(x, n, block, True)](
                 x, x_orig, state, n, c, hw, d, float(eps), float(lo), float(hi),
-                CDT=_cdt(x), CHANNELS_LAST=cl, BIG=_big(n, block), BLOCK=block,
+                CDT=launch.cdt(x), CHANNELS_LAST=cl, BIG=launch.big(n, block), BLOCK=block,
                 num_warps=warps, enable_fp_fusion=False)
         else:
             _pgd_init_l2(x, x_orig, state, n, c, hw, cl, float(eps), float(lo), float(hi))
@@ -511,7 +369,7 @@ def _pgd_init_l2(x, x_orig, state, n, c, hw, cl, eps, lo, hi):
     b = x.shape[0]
     d = n // b
     chunk, splits, block, warps = l2_plan(b, d, x.dtype, noise=True)
-    kw = dict(CDT=_cdt(x), CHANNELS_LAST=cl, RUN=not cl and d % 4 == 0, BIG=_big(n, block), BLOCK=block,
+    kw = dict(CDT=launch.cdt(x), CHANNELS_LAST=cl, RUN=not cl and d % 4 == 0, BIG=launch.big(n, block), BLOCK=block,
               SFU=not interpreting(), num_warps=warps, enable_fp_fusion=False)
     if splits == 1:
         _init_l2_kernel[(b,)](x, x_orig, state, n, c, hw, d, chunk, 1, eps, lo, hi, **kw)

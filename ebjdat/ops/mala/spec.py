@@ -1,0 +1,33 @@
+"""mala_propose's and mala_accept's specification (the ``torch`` backend; conventions in
+ebjdat/ops/spec.py)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import philox
+from ..spec import compute_dtype, per_sample, scalar
+
+
+def mala_propose(x_prop, x, grad, state, step_size, layout=None):
+    """x_prop <- x + step_size * grad + sqrt(2 step_size) * z: sgld_step's arithmetic (no
+    clip, no clamp) with noise_std = sqrt(2 step_size), computed in double, then rounded."""
+    c = compute_dtype(x_prop)
+    v = x.to(c) + scalar(step_size, c) * grad.to(c)
+    v = v + scalar(math.sqrt(2.0 * step_size), c) * philox.normal(state, x.shape).to(c)
+    state[1] += philox.counters_for(x.numel())
+    x_prop.copy_(v)
+
+
+def mala_accept(x, x_prop, energy, energy_prop, log_q_fwd, log_q_rev, accepted, state, layout=None):
+    """accepted[b] = log(u_b) < (energy - energy_prop) + (log_q_rev - log_q_fwd), the
+    difference in the per-sample compute dtype, the comparison in fp64; accepted rows of x
+    take x_prop's."""
+    b = x.shape[0]
+    p = compute_dtype(energy)
+    a = (energy.to(p) - energy_prop.to(p)) + (log_q_rev.to(p) - log_q_fwd.to(p))
+    take = torch.log(philox.uniforms(state, b).double()) < a.double()
+    state[1] += philox.counters_for(b)
+    accepted.copy_(take)
+    x.copy_(torch.where(per_sample(take, x), x_prop, x))
