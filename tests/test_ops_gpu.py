@@ -56,7 +56,7 @@ def _all_ops(backend, x, g, xo, layout):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
-def test_gpu_backend_matches_reference(backend, dtype, shape, layout):
+def test_gpu_backend_matches_the_spec(backend, dtype, shape, layout):
     require_backend(backend)
     if layout == "channels_last" and len(shape) != 4:
         pytest.skip("channels_last needs 4-D")

@@ -62,7 +62,7 @@ def available_backends() -> list[str]:
 
 def set_backend(name: str) -> None:
     """Select the backend: "auto" (cuda on a GPU when built, else triton on a GPU, else
-    torch), "torch" (the reference), "triton" or "cuda"."""
+    torch), "torch" (the specification), "triton" or "cuda"."""
     global _current
     if name not in NAMES:
         raise ValueError(f"backend must be one of {NAMES}, got {name!r}")
