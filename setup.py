@@ -1,12 +1,15 @@
 """Builds the optional CUDA extension ``ebjdat._C`` with CMake + ninja (metadata: pyproject.toml).
 
-Where nvcc is found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin) and EBJDAT_NO_CUDA is
-not "1", ``pip install [-e] .`` configures CMakeLists.txt with pybind11's CMake package
-and builds the module next to the package sources (editable) or into the wheel. Without
-nvcc the package installs as pure Python; the cuda backend then reports how to build it.
+``pip install [-e] .`` configures CMakeLists.txt with pybind11's CMake package and builds
+the module next to the package sources (editable) or into the wheel. Where nvcc is found
+(PATH, $CUDA_HOME/bin, /usr/local/cuda/bin) and EBJDAT_NO_CUDA is not "1", the module
+carries the CUDA kernels and the host loops (backends cuda and cpu); otherwise, where a C++
+compiler is found, the host loops alone (backend cpu); with no compiler at all the package
+installs as pure Python, and ``ebjdat info`` says why.
 
 Environment:
-  EBJDAT_NO_CUDA=1       skip the extension
+  EBJDAT_NO_CUDA=1       build without nvcc (C++ only: the cpu backend)
+  EBJDAT_NO_EXT=1        skip the extension (pure Python)
   EBJDAT_CUDA_ARCH=...   CMAKE_CUDA_ARCHITECTURES (default "90-real;75-virtual": sm_90
                          machine code plus compute_75 PTX that newer GPUs JIT)
   CUDA_HOME              where to look for bin/nvcc when it is not on PATH
@@ -41,6 +44,17 @@ def find_nvcc() -> str | None:
     return None
 
 
+def find_cxx() -> str | None:
+    """Path of a C++ compiler ($CXX, c++, g++, clang++), or None (or EBJDAT_NO_EXT=1)."""
+    if os.environ.get("EBJDAT_NO_EXT") == "1":
+        return None
+    for c in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        exe = c and shutil.which(c)
+        if exe:
+            return exe
+    return None
+
+
 def _tool(name: str) -> str:
     """The cmake / ninja executable: the PyPI package's (a build requirement), else PATH."""
     try:
@@ -59,7 +73,7 @@ def _tool(name: str) -> str:
 class CMakeExtension(Extension):
     """An extension whose sources CMakeLists.txt lists (csrc/*.cpp, kernels/*.cu)."""
 
-    def __init__(self, name: str, nvcc: str):
+    def __init__(self, name: str, nvcc: str | None):
         super().__init__(name, sources=[])
         self.nvcc = nvcc
 
@@ -80,13 +94,17 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
-            f"-DCMAKE_CUDA_COMPILER={ext.nvcc}",
-            f"-DCMAKE_CUDA_ARCHITECTURES={arch}",
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
         ]
+        if ext.nvcc:
+            configure += ["-DEBJDAT_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={ext.nvcc}",
+                          f"-DCMAKE_CUDA_ARCHITECTURES={arch}"]
+            print(f"ebjdat: building ebjdat._C with {ext.nvcc} for CUDA architectures {arch}")
+        else:
+            configure += ["-DEBJDAT_CUDA=OFF"]
+            print("ebjdat: building ebjdat._C without nvcc: host loops only (the cpu backend)")
         jobs = str(os.cpu_count() or 1)
-        print(f"ebjdat: building ebjdat._C with {ext.nvcc} for CUDA architectures {arch}")
         subprocess.run(configure, check=True)
         subprocess.run([_tool("cmake"), "--build", str(build_dir), "-j", jobs], check=True)
 
@@ -100,13 +118,18 @@ def _remove_stale_inplace_build() -> None:
 
 
 NVCC = find_nvcc()
-if NVCC is None:
-    why = "EBJDAT_NO_CUDA=1" if os.environ.get("EBJDAT_NO_CUDA") == "1" else "nvcc not found"
-    print(f"ebjdat: {why}: skipping the CUDA extension ebjdat._C; installing pure Python "
+CXX = find_cxx()
+if CXX is None:
+    why = "EBJDAT_NO_EXT=1" if os.environ.get("EBJDAT_NO_EXT") == "1" else "no C++ compiler found"
+    print(f"ebjdat: {why}: skipping the extension ebjdat._C; installing pure Python "
           "(backends torch and triton only)", file=sys.stderr)
     _remove_stale_inplace_build()
+elif NVCC is None:
+    why = "EBJDAT_NO_CUDA=1" if os.environ.get("EBJDAT_NO_CUDA") == "1" else "nvcc not found"
+    print(f"ebjdat: {why}: building ebjdat._C without CUDA kernels (backend cpu, not cuda)",
+          file=sys.stderr)
 
 setup(
-    ext_modules=[CMakeExtension("ebjdat._C", NVCC)] if NVCC else [],
+    ext_modules=[CMakeExtension("ebjdat._C", NVCC)] if CXX else [],
     cmdclass={"build_ext": CMakeBuild},
 )

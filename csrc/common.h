@@ -63,6 +63,18 @@ inline void check_batch(int64_t batch, int64_t n) {
                           std::to_string(batch) + ", n=" + std::to_string(n));
 }
 
+// EBJDAT_DEVICE_CODE (set by CMakeLists.txt): 1 when kernels/*.cu are compiled in, 0 for the
+// C++-only build (no nvcc), whose CUDA entries then report that instead of launching; the
+// host entries are the same in both builds.
+#ifndef EBJDAT_DEVICE_CODE
+#define EBJDAT_DEVICE_CODE 1
+#endif
+#if EBJDAT_DEVICE_CODE
+#define EBJDAT_LAUNCH(...) (__VA_ARGS__)
+#else
+#define EBJDAT_LAUNCH(...) ("ebjdat._C was built without device code (no nvcc)")
+#endif
+
 inline void raise_if_error(const char* op, const char* err) {
   if (err) throw std::runtime_error(std::string("ebjdat._C.") + op + ": CUDA error: " + err);
 }

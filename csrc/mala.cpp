@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common.h"
+#include "cpu_noise.h"
 #include "fastcall.h"
 #include "mala.cuh"
 
@@ -45,17 +46,28 @@ ProposeArgs check_propose(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr
   return ProposeArgs{make_layout(C, H, W, n)};
 }
 
-// The CPU twin of mala_propose_kernel: sgld_step's element with the proposal's parameters.
+// The cpu backend's loop (and the CUDA kernel's CPU twin): sgld_step's element with the
+// proposal's parameters; noise in blocks from cpu_normals, as sgld_step_host.
 template <class XT, class GT>
 void mala_propose_loop(XT* x_prop, const XT* x, const GT* g, int64_t* state, int64_t n,
                        const SgldParams<compute_t<XT>>& p, const Layout& L) {
   const uint64_t seed = (uint64_t)state[0], offset = (uint64_t)state[1];
-  constexpr int N = 4;   // noise_chunk's amortised path, as sgld_step_host
-  for (int64_t base = 0; base < n; base += N) {
-    float zs[N] = {};
-    noise_chunk<N>(seed, offset, L, base, n, zs);
-    for (int j = 0; j < N && base + j < n; ++j)
-      x_prop[base + j] = sgld_step_element<XT, GT>(x[base + j], g[base + j], zs[j], true, p);
+  if (!L.channels_last) {
+    constexpr int64_t B = 1024;   // a multiple of 4: blocks start at a counter boundary
+    alignas(64) float zs[B];
+    for (int64_t base = 0; base < n; base += B) {
+      const int64_t m = n - base < B ? n - base : B;
+      cpu_normals(seed, offset, (uint64_t)base / 4, (m + 3) / 4, zs);
+      XT* pb = x_prop + base;
+      const XT* xb = x + base;
+      const GT* gb = g + base;
+      const float* z = zs;
+      simd_for(m, [=](int64_t j) { pb[j] = sgld_step_element<XT, GT>(xb[j], gb[j], z[j], true, p); });
+    }
+  } else {
+    channels_last_normals(seed, offset, L, n, [&](int64_t m, float z) {
+      x_prop[m] = sgld_step_element<XT, GT>(x[m], g[m], z, true, p);
+    });
   }
   state[1] = (int64_t)(offset + counters_for((uint64_t)n));
 }
@@ -90,10 +102,10 @@ void mala_propose(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr_t state
       using XT = decltype(xt);
       dispatch_dtype(grad_dtype, [&](auto gt) {
         using GT = decltype(gt);
-        err = mala_propose_launch<XT, GT>(as_ptr<XT>(x_prop), as_ptr<const XT>(x), as_ptr<const GT>(grad),
-                                          as_ptr<int64_t>(state), n,
-                                          mala_propose_params<compute_t<XT>>(step_size), a.layout, device,
-                                          reinterpret_cast<void*>(stream));
+        err = EBJDAT_LAUNCH(mala_propose_launch<XT, GT>(as_ptr<XT>(x_prop), as_ptr<const XT>(x), as_ptr<const GT>(grad),
+                                                        as_ptr<int64_t>(state), n,
+                                                        mala_propose_params<compute_t<XT>>(step_size), a.layout, device,
+                                                        reinterpret_cast<void*>(stream)));
       });
     });
   }
@@ -185,11 +197,11 @@ void mala_accept(EBJDAT_ACCEPT_PARAMS, int device, uintptr_t stream) {
     dispatch_accept(x_dtype, energy_dtype, [&](auto xt, auto et) {
       using XT = decltype(xt);
       using ET = decltype(et);
-      err = mala_accept_launch<XT, ET>(as_ptr<XT>(x), as_ptr<const XT>(x_prop), as_ptr<const ET>(energy),
-                                       as_ptr<const ET>(energy_prop), as_ptr<const ET>(log_q_fwd),
-                                       as_ptr<const ET>(log_q_rev), as_ptr<bool>(accepted),
-                                       as_ptr<int64_t>(state), n, batch, device,
-                                       reinterpret_cast<void*>(stream));
+      err = EBJDAT_LAUNCH(mala_accept_launch<XT, ET>(as_ptr<XT>(x), as_ptr<const XT>(x_prop), as_ptr<const ET>(energy),
+                                                     as_ptr<const ET>(energy_prop), as_ptr<const ET>(log_q_fwd),
+                                                     as_ptr<const ET>(log_q_rev), as_ptr<bool>(accepted),
+                                                     as_ptr<int64_t>(state), n, batch, device,
+                                                     reinterpret_cast<void*>(stream)));
     });
   }
   raise_if_error("mala_accept", err);

@@ -7,8 +7,12 @@
 // element functions and Philox stream on CPU memory (the test path without a GPU). Both are
 // CPython fastcall functions (fastcall.h): a pybind11 binding costs 0.3 us more per call.
 // cudart is linked statically, so importing needs no GPU, driver or CUDA install.
+#include <string>
+#include <vector>
+
 #include "common.h"
 #include "fastcall.h"
+#include "cpu_noise.h"
 #include "philox.cuh"
 
 #ifndef EBJDAT_DEVICE_CODE
@@ -41,6 +45,20 @@ PYBIND11_MODULE(_C, m) {
       "One finished block's count on the generator's done-word, as the kernels' CAS makes it: "
       "(the word after it, whether this block advances the offset); offset: what the block read.",
       py::arg("done"), py::arg("offset"), py::arg("grid"));
+  m.def(
+      "cpu_simd_level", [] { return std::string(ebjdat::cpu_simd_level()); },
+      "The vector instructions the host loops run with on this CPU: avx512, avx2 or baseline.");
+  m.def(
+      "cpu_normals_host",
+      [](uint64_t seed, uint64_t offset, uint64_t q0, int64_t nq) {
+        if (nq < 0 || nq > (int64_t(1) << 24)) throw py::value_error("nq must be in [0, 2**24]");
+        std::vector<float> z((size_t)(4 * nq));
+        ebjdat::cpu_normals(seed, offset, q0, nq, z.data());
+        return py::bytes(reinterpret_cast<const char*>(z.data()), z.size() * sizeof(float));
+      },
+      "The normals of counters offset + q0 .. + nq - 1 (4 per counter) as fp32 bytes: the "
+      "cpu backend's vectorised Box-Muller, for tests.",
+      py::arg("seed"), py::arg("offset"), py::arg("q0"), py::arg("nq"));
   m.def(
       "has_device_code", [] { return EBJDAT_DEVICE_CODE != 0; },
       "True when the module carries the CUDA kernels (not only the host twins).");

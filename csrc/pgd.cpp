@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common.h"
+#include "cpu_noise.h"
 #include "fastcall.h"
 #include "pgd.cuh"
 #include "reduce.cuh"
@@ -95,7 +96,7 @@ template <class XT, class GT>
 void pgd_step_loop(XT* x, const GT* g, const XT* xo, int64_t n, int64_t batch,
                    const PgdParams<compute_t<XT>>& p, bool l2) {
   if (l2) return pgd_step_l2_loop<XT, GT>(x, g, xo, n, batch, p);
-  for (int64_t m = 0; m < n; ++m) x[m] = pgd_step_linf_element<XT, GT>(x[m], g[m], xo[m], p);
+  simd_for(n, [=](int64_t m) { x[m] = pgd_step_linf_element<XT, GT>(x[m], g[m], xo[m], p); });
 }
 
 template <class XT>
@@ -181,10 +182,10 @@ void pgd_step(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t batc
       using XT = decltype(xt);
       dispatch_dtype(grad_dtype, [&](auto gt) {
         using GT = decltype(gt);
-        err = pgd_step_launch<XT, GT>(as_ptr<XT>(x), as_ptr<const GT>(grad), as_ptr<const XT>(xo),
-                                      n, batch, params<compute_t<XT>>(alpha, has_eps, eps, lo, hi),
-                                      l2, as_ptr<compute_t<XT>>(scratch), scratch_count, device,
-                                      reinterpret_cast<void*>(stream));
+        err = EBJDAT_LAUNCH(pgd_step_launch<XT, GT>(as_ptr<XT>(x), as_ptr<const GT>(grad), as_ptr<const XT>(xo),
+                                                    n, batch, params<compute_t<XT>>(alpha, has_eps, eps, lo, hi),
+                                                    l2, as_ptr<compute_t<XT>>(scratch), scratch_count, device,
+                                                    reinterpret_cast<void*>(stream)));
       });
     });
   }
@@ -227,10 +228,10 @@ void pgd_init(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_t bat
     py::gil_scoped_release nogil;
     dispatch_dtype(x_dtype, [&](auto xt) {
       using XT = decltype(xt);
-      err = pgd_init_launch<XT>(as_ptr<XT>(x), as_ptr<const XT>(xo), as_ptr<int64_t>(state), n,
-                                batch, params<compute_t<XT>>(0.0, true, eps, lo, hi), l2, L,
-                                as_ptr<compute_t<XT>>(scratch), scratch_count, device,
-                                reinterpret_cast<void*>(stream));
+      err = EBJDAT_LAUNCH(pgd_init_launch<XT>(as_ptr<XT>(x), as_ptr<const XT>(xo), as_ptr<int64_t>(state), n,
+                                              batch, params<compute_t<XT>>(0.0, true, eps, lo, hi), l2, L,
+                                              as_ptr<compute_t<XT>>(scratch), scratch_count, device,
+                                              reinterpret_cast<void*>(stream)));
     });
   }
   raise_if_error("pgd_init", err);

@@ -3,6 +3,7 @@
 // Noise is drawn iff noise_std > 0 (as in ebjdat/ops/sgld/spec.py); the generator state
 // [seed, offset, done] is then required and its offset advances by ceil(n / 4).
 #include "common.h"
+#include "cpu_noise.h"
 #include "fastcall.h"
 #include "sgld.cuh"
 
@@ -38,23 +39,34 @@ SgldParams<C> params(const SgldArgs& a) {
                        scalar<C>(a.lo), scalar<C>(a.hi)};
 }
 
-// The CPU twin of sgld_step_kernel: same element function, same counters.
+// The cpu backend's loop (and the CUDA kernel's CPU twin): same element function, same
+// counters. The noise comes from cpu_normals in blocks (vectorised across Philox counters):
+// in memory order for contiguous x, a sample at a time for channels_last.
 template <class XT, class GT>
 void sgld_step_loop(XT* x, const GT* g, int64_t* state, int64_t n,
                     const SgldParams<compute_t<XT>>& p, bool noise, const Layout& L) {
-  uint64_t seed = 0, offset = 0;
-  if (noise) {
-    seed = (uint64_t)state[0];
-    offset = (uint64_t)state[1];
+  if (!noise) {
+    simd_for(n, [=](int64_t i) { x[i] = sgld_step_element<XT, GT>(x[i], g[i], 0.0f, false, p); });
+    return;
   }
-  constexpr int N = 4;   // the kernel's chunking for 4-byte types: noise_chunk's amortised path
-  for (int64_t base = 0; base < n; base += N) {
-    float zs[N] = {};
-    if (noise) noise_chunk<N>(seed, offset, L, base, n, zs);
-    for (int j = 0; j < N && base + j < n; ++j)
-      x[base + j] = sgld_step_element<XT, GT>(x[base + j], g[base + j], zs[j], noise, p);
+  const uint64_t seed = (uint64_t)state[0], offset = (uint64_t)state[1];
+  if (!L.channels_last) {
+    constexpr int64_t B = 1024;   // a multiple of 4: blocks start at a counter boundary
+    alignas(64) float zs[B];
+    for (int64_t base = 0; base < n; base += B) {
+      const int64_t m = n - base < B ? n - base : B;
+      cpu_normals(seed, offset, (uint64_t)base / 4, (m + 3) / 4, zs);
+      XT* xb = x + base;
+      const GT* gb = g + base;
+      const float* z = zs;
+      simd_for(m, [=](int64_t j) { xb[j] = sgld_step_element<XT, GT>(xb[j], gb[j], z[j], true, p); });
+    }
+  } else {
+    channels_last_normals(seed, offset, L, n, [&](int64_t m, float z) {
+      x[m] = sgld_step_element<XT, GT>(x[m], g[m], z, true, p);
+    });
   }
-  if (noise) state[1] = (int64_t)(offset + counters_for((uint64_t)n));
+  state[1] = (int64_t)(offset + counters_for((uint64_t)n));
 }
 
 void sgld_step_host(uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n, int x_dtype,
@@ -85,9 +97,9 @@ void sgld_step(uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n, int x_dt
       using XT = decltype(xt);
       dispatch_dtype(a.grad_dtype, [&](auto gt) {
         using GT = decltype(gt);
-        err = sgld_step_launch<XT, GT>(as_ptr<XT>(a.x), as_ptr<const GT>(a.grad),
-                                       as_ptr<int64_t>(a.state), a.n, params<compute_t<XT>>(a),
-                                       a.noise, a.layout, device, reinterpret_cast<void*>(stream));
+        err = EBJDAT_LAUNCH(sgld_step_launch<XT, GT>(as_ptr<XT>(a.x), as_ptr<const GT>(a.grad),
+                                                     as_ptr<int64_t>(a.state), a.n, params<compute_t<XT>>(a),
+                                                     a.noise, a.layout, device, reinterpret_cast<void*>(stream)));
       });
     });
   }

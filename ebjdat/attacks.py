@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from . import compiling, energy, graphs, ops
 from .ops import checks, prechecked
+from .ops.generator import per_call
 
 __all__ = ["PGD"]
 
@@ -48,7 +49,17 @@ class PGD:
     ``x_adv += alpha * g / ||g||`` (per sample); then projection onto the eps-ball around x
     (none when eps is None) and clamping to ``clamp``. ``random_start`` first draws x_adv
     uniformly in the linf box (l2: torchattacks' radial draw) from ``generator`` (an
-    ``ops.PhiloxGenerator`` on x's device; None: the device's default one).
+    ``ops.PhiloxGenerator`` on x's device, whose stream each call continues).
+
+    Without a generator each call reseeds a Philox generator of the attack's own from
+    torch's default generator of x's device (one ``torch.randint`` there, no host read), so
+    ``torch.manual_seed(s)`` before ``atk(x, y)`` repeats its random start, eagerly on the
+    CPU and on CUDA. With ``cuda_graph=True`` that draw runs before the replay, outside
+    the graph, so every call is seeded afresh; when the caller captures the whole call in a
+    CUDA graph, the draw is captured too and torch's CUDA generator reseeds every replay.
+
+    ``model``, ``eps``, ``alpha`` and ``steps`` may be given positionally, as torchattacks'
+    ``PGD(model, eps, alpha, steps)``; the rest are keyword-only.
 
     ``cuda_graph=True`` (CUDA tensors only) captures the whole loop once per input shape,
     dtype, autocast state and train/eval modes and replays it: one launch per attack.
@@ -59,8 +70,8 @@ class PGD:
     None: x's own layout.
     """
 
-    def __init__(self, model: nn.Module, *, eps: float | None = 8 / 255, alpha: float = 2 / 255,
-                 steps: int = 10, random_start: bool = True, norm: str = "linf",
+    def __init__(self, model: nn.Module, eps: float | None = 8 / 255, alpha: float = 2 / 255,
+                 steps: int = 10, *, random_start: bool = True, norm: str = "linf",
                  clamp: tuple[float, float] | None = (0.0, 1.0), loss: str | Objective = "ce",
                  targeted: bool = False, generator: ops.PhiloxGenerator | None = None,
                  cuda_graph: bool = False, start_eps: float | None = None,
@@ -95,6 +106,7 @@ class PGD:
         if generator is not None and not isinstance(generator, ops.PhiloxGenerator):
             raise TypeError(f"generator must be an ebjdat.ops.PhiloxGenerator or None, got {type(generator).__name__}")
         self.generator = generator
+        self._call_gens: dict = {}   # per device: the generator of calls without one (per_call)
         self.cuda_graph = bool(cuda_graph)
         self.memory_format = checks.memory_format(memory_format)
         self._graphs = graphs.GraphCache()
@@ -109,6 +121,8 @@ class PGD:
         gen = self.generator
         if self.random_start:
             checks.generator(gen, x)
+            if gen is None:   # resolved before the loop, so compiled or captured steps read it
+                gen = per_call(self._call_gens, x.device)
         # inference mode would forbid the input gradient; the attack needs autograd
         with torch.inference_mode(False):
             # inference tensors cannot enter autograd (dynamo cannot trace is_inference, and
@@ -200,9 +214,6 @@ class PGD:
         if x.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs CUDA tensors, but x is on {x.device} "
                              f"(use cuda_graph=False on the CPU)")
-        if self.random_start and gen is None:
-            # resolved before capture: the graph reads this generator's device state forever
-            gen = ops.default_generator(x.device)
         gens = [gen] if gen is not None else []
         # the third input is x_adv's static buffer: the loop overwrites it before reading
         _, _, x_adv = self._graphs.run(lambda sx, sy, sadv: self._loop(sadv, sx, sy, gen),

@@ -201,9 +201,13 @@ def _info(args) -> int:
     print(f"torch {torch.__version__}; CUDA GPU: {torch.cuda.is_available()}")
     print(f"backends available: {', '.join(_backend_labels())} (selected: {ops.get_backend()})")
     from .ops import backends
-    for name, why in (("triton", backends.triton_status()), ("cuda", backends.cuda_status())):
-        if why:
+    for name, status in backends.STATUS.items():
+        if (why := status()):
             print(f"  {name}: {why}")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        name, why = backends.auto_choice(dev)
+        print(f"auto on {dev.upper() if dev == 'cpu' else 'CUDA'} tensors: {name} ({why})")
     return 0
 
 

@@ -22,7 +22,7 @@ from ebjdat import ops  # noqa: E402
 from ebjdat.data import load_dataset  # noqa: E402
 from ebjdat.models import SmallCNN  # noqa: E402
 
-BACKENDS = ("torch", "triton", "cuda")
+BACKENDS = ("torch", "triton", "cuda", "cpu")
 GPU_REASON = "needs a CUDA GPU"   # .ci/run accepts skips for this reason only
 gpu = pytest.mark.gpu             # a test that needs a CUDA GPU (skipped without one)
 CHILD_ITEMS = pytest.StashKey[list]()

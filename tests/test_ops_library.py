@@ -51,7 +51,7 @@ def test_registry_describes_every_layer():
         assert getattr(ops, op.public_name).__doc__ == op.doc and op.public_name in ops.__all__
         assert callable(getattr(prechecked, op.public_name))
         assert str(getattr(torch.ops.ebjdat, op.public_name).default._schema) == f"ebjdat::{op.schema()}"
-        for name in ("torch", "triton", "cuda"):
+        for name in ("torch", "triton", "cuda", "cpu"):
             if name in ops.available_backends():
                 assert callable(getattr(backends.table(name), op.name))
     with pytest.raises(KeyError, match="no op 'nope'"):
@@ -70,8 +70,10 @@ def test_backend_selection():
     assert ops.get_backend() == "auto"
     with pytest.raises(ValueError, match="backend must be one of"):
         ops.set_backend("tpu")
-    from ebjdat.ops.backends import resolve
-    assert resolve("auto", torch.zeros(1)).name == "torch"
+    from ebjdat.ops.backends import auto_choice, resolve
+    # CPU tensors: the cpu backend where ebjdat._C is built, else the specification
+    assert resolve("auto", torch.zeros(1)).name == ("cpu" if "cpu" in ops.available_backends() else "torch")
+    assert auto_choice("cpu")[0] == resolve("auto", torch.zeros(1)).name
 
 
 def test_unavailable_backend_is_a_clear_error(monkeypatch):
@@ -177,7 +179,8 @@ def test_backend_resolution_is_decided_once_per_selection_and_device(monkeypatch
     monkeypatch.setattr(backends, "_decide", lambda name, x: decided.append(name) or decide(name, x))
     x = torch.zeros(3)
     mods = [backends.resolve("auto", x) for _ in range(3)] + [backends.resolve("torch", x)]
-    assert decided == ["auto", "torch"] and all(m.name == "torch" for m in mods)
+    auto = backends.auto_choice("cpu")[0]
+    assert decided == ["auto", "torch"] and [m.name for m in mods] == [auto] * 3 + ["torch"]
     monkeypatch.setattr(backends, "interpreting", lambda: False)
     for _ in range(2):
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):

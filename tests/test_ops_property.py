@@ -12,7 +12,7 @@ from .conftest import BACKENDS, require_backend
 from .inputs import DTYPES
 from .tolerances import TOL, TOL_REDUCE, assert_bitwise, assert_close, noise_tol
 
-EXAMPLES = {"torch": 60, "cuda": 60, "triton": 15}  # the Triton interpreter is slow
+EXAMPLES = {"torch": 60, "cuda": 60, "cpu": 60, "triton": 15}  # the Triton interpreter is slow
 shapes = st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple)
 finite = st.floats(0.0, 4.0, allow_nan=False, width=32)
 bounds = st.one_of(st.none(), st.tuples(st.floats(-3, 0, width=32), st.floats(0, 3, width=32)))

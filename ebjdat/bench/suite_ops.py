@@ -13,7 +13,10 @@ medians. Bytes are the
 compulsory traffic of ``formulas.op_bytes``; GB/s is stated as % of the copy bandwidth
 measured in the same run. torch.compile's first call (the build) is excluded: each
 implementation is called once before it is timed. GPU rows carry the targets below and
-whether they are met (``targets``); the table ends with a summary of them.
+whether they are met (``targets``); the table ends with a summary of them. CPU runs add
+rows with one thread at 512 and 1M fp32 elements: the noisy SGLD step and the linf PGD step
+of the backend ``auto`` picks against the same steps written by hand in eager torch, with
+the CPU targets (``CPU_TARGETS``).
 """
 from __future__ import annotations
 
@@ -67,6 +70,75 @@ def targets(op: str, size: str, row: dict) -> list[dict]:
         out.append({"target": f">= {VS_EAGER_TARGET:g}x eager", "value": row["speedup"],
                     "met": row["speedup"] >= VS_EAGER_TARGET})
     return out
+
+
+# The CPU targets (one thread, medians; reported, never asserted): the backend auto picks
+# on the CPU against the step a user writes by hand in eager torch, on fp32 vectors.
+CPU_SIZES = {"512": 512, "1M": 1 << 20}
+CPU_TARGETS = {("sgld_noisy", "1M"): 2.0,        # >= 2x the hand-written step
+               ("sgld_noisy", "512"): 1 / 1.3,   # within 1.3x of it
+               ("pgd_linf", "1M"): 2.0}          # >= 2x torchattacks' arithmetic
+SGLD_H, SGLD_S, PGD_ALPHA, PGD_EPS = 0.1, 0.01, 2 / 255, 8 / 255
+
+
+def _hand_sgld(x, g, _xo):
+    """The eager SGLD step without fusion: x + h g + s N(0, 1), two in-place adds."""
+    x.add_(g, alpha=SGLD_H).add_(torch.randn_like(x), alpha=SGLD_S)
+
+
+def _hand_pgd(x, g, xo):
+    """torchattacks' PGD step arithmetic: ascend by alpha sign(g), project to the eps box, clamp."""
+    adv = x + PGD_ALPHA * g.sign()
+    delta = torch.clamp(adv - xo, min=-PGD_EPS, max=PGD_EPS)
+    x.copy_(torch.clamp(xo + delta, min=0, max=1))
+
+
+def _fused_sgld(x, g, _xo, gen):
+    ops.sgld_step_(x, g, step_size=SGLD_H, noise_std=SGLD_S, generator=gen)
+
+
+def _fused_pgd(x, g, xo, _gen):
+    ops.pgd_step_(x, g, xo, alpha=PGD_ALPHA, eps=PGD_EPS)
+
+
+CPU_CASES = {"sgld_noisy": (_hand_sgld, _fused_sgld), "pgd_linf": (_hand_pgd, _fused_pgd)}
+
+
+def run_cpu_targets(quick: bool) -> list[dict]:
+    """The CPU target rows: each case at each CPU size, with torch.set_num_threads(1), the
+    backend ``auto`` picks against the hand-written eager step (``CPU_TARGETS``), printed as
+    they are measured. Their figures are ``hand_us`` / ``fused_us`` / ``ratio`` and the
+    verdict ``cpu_target_met``: not the table's ``ours_us`` columns (torch.compile and
+    bandwidth do not apply) nor the GPU ``targets``."""
+    from ..ops import backends
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    backend, why = backends.auto_choice("cpu")
+    rows = []
+    try:
+        for case, (hand, fused) in CPU_CASES.items():
+            for size, n in CPU_SIZES.items():
+                gen = ops.PhiloxGenerator(0)
+                x, g, xo = torch.rand(n), torch.randn(n), torch.rand(n)
+                reps = 5 if quick else (200 if n < 4096 else 30)
+                base = timing.median_us(functools.partial(hand, x, g, xo), "cpu", warmup=3, reps=reps)
+                ours = timing.median_us(functools.partial(fused, x, g, xo, gen), "cpu", warmup=3, reps=reps)
+                row = {"suite": "ops", "case": f"{case}/fp32/{size}/1-thread", "baseline": "hand-written eager",
+                       "ours": f"ebjdat[auto={backend}]", "hand_us": base, "fused_us": ours,
+                       "ratio": base / ours, "timing": "CPU median, 1 thread", "auto_why": why}
+                goal = CPU_TARGETS.get((case, size))
+                if goal is not None:
+                    row["cpu_target"] = (f">= {goal:g}x hand-written eager" if goal >= 1
+                                         else f"within {1 / goal:g}x of hand-written eager")
+                    row["cpu_target_met"] = row["ratio"] >= goal
+                rows.append(row)
+                print(f"cpu target: {row['case']} {row['ours']}: {ours:.1f} us against {base:.1f} us "
+                      f"hand-written, {row['ratio']:.2f}x"
+                      + (f" (target {row['cpu_target']}: {'met' if row['cpu_target_met'] else 'MISSED'})"
+                         if goal is not None else ""))
+    finally:
+        torch.set_num_threads(threads)
+    return rows
 
 
 def sizes(quick: bool) -> dict:
@@ -137,4 +209,6 @@ def run(device, quick: bool, ceil: dict) -> list[dict]:
                     if gpu:
                         row["targets"] = targets(op, size, row)
                     rows.append(row)
+    if not gpu:
+        rows += run_cpu_targets(quick)
     return rows

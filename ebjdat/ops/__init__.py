@@ -5,7 +5,7 @@ Every op updates its first argument in place and returns it, computes in fp32 re
 host synchronisation, and is a ``torch.library`` custom op (``torch.ops.ebjdat.*``), so it
 is safe inside torch.compile and CUDA-graph capture. Each op is described once, in its
 family's folder (``registry.py`` says how); its math is specified by the family's
-``spec.py`` (the ``torch`` backend), and ``triton`` and ``cuda`` compute the same function,
+``spec.py`` (the ``torch`` backend), and ``triton``, ``cuda`` and ``cpu`` compute the same function,
 with the same Philox noise (``ebjdat/ops/philox.py``). ``help(ops.<op>)`` gives its shapes
 and math.
 """
@@ -34,8 +34,10 @@ def check_backend(name: str, device: torch.device | str | None = None) -> None:
     the triton backend on CPU tensors fails at the first op without TRITON_INTERPRET=1)."""
     if name not in backends.NAMES:
         raise ValueError(f"--backend {name}: not a backend; use one of {', '.join(backends.NAMES)}")
-    reason = {"triton": backends.triton_status, "cuda": backends.cuda_status}.get(name, lambda: None)()
+    reason = backends.STATUS.get(name, lambda: None)()
     dev = torch.device(device) if device is not None else torch.device("cpu")
+    if reason is None and name == "cpu" and dev.type != "cpu":
+        reason = f"the cpu backend runs CPU tensors only, not {dev.type} tensors"
     if reason is None and name == "triton" and dev.type != "cuda" and not backends.interpreting():
         reason = "the triton backend needs CUDA tensors (CPU tensors run only under TRITON_INTERPRET=1, for tests)"
     if reason is not None:

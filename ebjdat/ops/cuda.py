@@ -1,4 +1,4 @@
-"""The ``cuda`` backend: the extension ``ebjdat._C`` (built from csrc/ and kernels/; its op
+"""The ``cuda`` and ``cpu`` backends: the extension ``ebjdat._C`` (built from csrc/ and kernels/; its op
 entries are CPython fastcall functions, csrc/fastcall.h). This module loads it and holds
 what every op family's ``cuda.py`` shares; those launch their op's entries.
 
@@ -12,8 +12,10 @@ order and index the Philox counters by logical (row-major NCHW) position.
   and the only allocation (the l2 chunk sums) comes from torch's caching allocator, so
   the ops are safe in CUDA-graph capture. The generator state ``[seed, offset, done]``
   is read and advanced on the device.
-* CPU tensors: the ``*_host`` entry points run the same element functions and Philox
-  stream in a C++ loop, which is how the CUDA arithmetic is tested without a GPU.
+* CPU tensors (the ``cpu`` backend, and ``cuda`` given CPU tensors): the ``*_host`` entry
+  points run the same element functions and Philox stream in C++ loops, vectorised (the
+  normals a block of counters at a time, csrc/cpu_noise.cpp, in a copy for this CPU's
+  instruction set chosen at load time). They need only a C++ compiler to build.
 
 Exactness (checked in tests): sgld without noise, pgd linf, pgd_init linf and mala_accept
 equal the specification bit for bit; noise within ``philox.NOISE_ATOL``; l2 within float
@@ -26,8 +28,9 @@ import importlib
 import torch
 
 DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
-_BUILD_HINT = ("install the CUDA toolkit so that `nvcc` is on PATH (or set CUDA_HOME), "
-               "then rebuild ebjdat from its checkout with `pip install -e .`")
+_BUILD_HINT = ("rebuild ebjdat from its checkout with `pip install -e .`, with a C++ compiler "
+               "(g++ or clang++) and cmake for the cpu backend, and the CUDA toolkit's nvcc on PATH "
+               "(or CUDA_HOME) for the cuda backend's kernels")
 
 _ext = None
 _error: str | None = None
@@ -50,6 +53,13 @@ def load_error() -> str | None:
     """None when ``ebjdat._C`` imports, else what is wrong and how to build it."""
     _load()
     return _error
+
+
+def cpu_simd_level() -> str:
+    """The vector instructions the host loops use on this CPU ("avx512", "avx2" or
+    "baseline"), chosen when ebjdat._C loads; "" when it does not load."""
+    ext = _load()
+    return ext.cpu_simd_level() if ext is not None else ""
 
 
 def has_device_code() -> bool:

@@ -55,6 +55,20 @@ class PhiloxGenerator:
         self.state.copy_(torch.tensor([signed, 0, 0], dtype=torch.int64))
         return self
 
+    def seed_from_torch_(self) -> "PhiloxGenerator":
+        """Draw a fresh 64-bit seed from torch's default generator of this device (the CPU's
+        ``torch.default_generator``, or the CUDA device's), reset the offset to 0. Returns self.
+
+        What the samplers and attacks do once per call when given no generator, so that
+        ``torch.manual_seed(s)`` before a call repeats its noise. Device ops only (one
+        ``torch.randint`` and two writes into ``state``): no host read, and capturable in a
+        CUDA graph, where torch's CUDA generator gives every replay a fresh seed.
+        """
+        seed = torch.randint(-2**63, 2**63 - 1, (1,), dtype=torch.int64, device=self.state.device)
+        self.state[:1].copy_(seed)
+        self.state[1:].zero_()
+        return self
+
     def get_state(self) -> torch.Tensor:
         """A CPU copy of ``[seed, offset, 0]``, for checkpoints."""
         return self.state.detach().cpu().clone()
@@ -84,10 +98,15 @@ _default: dict[torch.device, PhiloxGenerator] = {}
 
 
 def default_generator(device: torch.device) -> PhiloxGenerator:
-    """The per-device generator used when an op gets ``generator=None``.
+    """The per-device generator a fused op (``ebjdat.ops.*``) uses when it gets
+    ``generator=None``.
 
-    Created on first use with a seed drawn from torch's global CPU generator, so
-    ``torch.manual_seed`` makes it reproducible.
+    Created on first use with a seed drawn from torch's global CPU generator, then advanced
+    by every op that draws from it: an op call does not reseed it (that would cost a draw
+    per call), so ``torch.manual_seed`` before an op call repeats its noise only in a process
+    whose first such call follows it. The samplers and attacks do not use it: with
+    ``generator=None`` they reseed a generator of their own from torch's generator once per
+    call (``per_call``), so ``torch.manual_seed(s)`` before a call repeats that call.
     """
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -96,3 +115,17 @@ def default_generator(device: torch.device) -> PhiloxGenerator:
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
         gen = _default[device] = PhiloxGenerator(seed, device)
     return gen
+
+
+def per_call(cache: dict, device: torch.device) -> PhiloxGenerator:
+    """The generator of one sampler or attack call made without a generator: ``cache``'s
+    generator for ``device`` (created once, so a captured CUDA graph keeps reading the same
+    state tensor), freshly seeded from torch's default generator of the device
+    (:meth:`PhiloxGenerator.seed_from_torch_`). ``torch.manual_seed(s)`` seeds the CPU's
+    and every CUDA device's generator, so it repeats the call's noise on either."""
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    gen = cache.get(device)
+    if gen is None:
+        gen = cache[device] = PhiloxGenerator(0, device)
+    return gen.seed_from_torch_()

@@ -5,6 +5,6 @@ from .buffer import ReplayBuffer
 from .init import ClassGaussianInit
 from .mala import MALA
 from .pyld import PYLD
-from .sgld import SGLD
+from .sgld import SGLD, Trace
 
-__all__ = ["ReplayBuffer", "ClassGaussianInit", "SGLD", "PYLD", "MALA"]
+__all__ = ["ReplayBuffer", "ClassGaussianInit", "SGLD", "PYLD", "MALA", "Trace"]

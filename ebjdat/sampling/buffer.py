@@ -31,17 +31,19 @@ class ReplayBuffer:
     callable ``init(n, y) -> (n, *sample_shape)`` on the device, with ``y`` None or an
     (n,) int64 tensor of classes on the device (e.g. :class:`ClassGaussianInit`).
 
-    ``generator`` is a ``torch.Generator`` on the buffer's device; it drives the index
-    draws, the reinit coin flips and the uniform init (the default generator when None).
-    ``ebjdat.ops.PhiloxGenerator`` is for the fused ops' noise; the buffer uses torch's
-    generator API because its draws are plain torch kernels. A callable init draws from
-    its own generator.
+    ``generator`` drives the index draws, the reinit coin flips and the uniform init:
+    torch's default generator of the device when None; a ``torch.Generator`` on the
+    buffer's device; or an ``ebjdat.ops.PhiloxGenerator`` there, the type the samplers and
+    attacks take, so one generator can be handed to all three: the buffer's draws are
+    plain torch kernels, so it seeds a ``torch.Generator`` of its own from the Philox
+    generator's seed (one host read, at construction; the Philox stream is not advanced).
+    A callable init draws from its own generator.
     """
 
     def __init__(self, capacity: int, sample_shape, *, n_classes: int | None = None,
                  reinit_freq: float = 0.05, init: str | Init = "uniform",
                  bounds: tuple[float, float] = (-1.0, 1.0), device=None,
-                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32):
+                 generator=None, dtype: torch.dtype = torch.float32):
         self.capacity = validate.integer("capacity", capacity)
         if isinstance(sample_shape, numbers.Integral) and not isinstance(sample_shape, bool):
             sample_shape = (sample_shape,)
@@ -99,7 +101,9 @@ class ReplayBuffer:
 
         idx: (B,) int64 on the device, uniform over ``[0, capacity)``; with ``y`` (needs
         n_classes), ``idx_i = y_i * P + U{0, P-1}``, ``P = capacity // n_classes``: uniform
-        inside class y_i's partition. x: (B, *sample_shape), a new tensor holding
+        inside class y_i's partition. Draws are independent, so any B >= 0 is allowed: B may
+        exceed the capacity or a class's P rows (e.g. 64 rows of one class from an ImageNet
+        buffer of 10 rows per class), and then rows repeat (see :meth:`update_`). x: (B, *sample_shape), a new tensor holding
         ``data[idx]`` where each row is, independently with probability reinit_freq,
         replaced by a fresh draw of ``init`` (for class buffers, of the row's class
         ``idx_i // P``; the published code draws a random class). Write the evolved samples
@@ -108,16 +112,11 @@ class ReplayBuffer:
         B = validate.integer("batch_size", batch_size)
         g, dev = self.generator, self._dev
         if y is None:
-            if B > self.capacity:
-                raise ValueError(f"batch_size ({B}) must not exceed the capacity ({self.capacity})")
             idx = torch.randint(0, self.capacity, (B,), generator=g, device=dev)
             rows_y = None if self.n_classes is None else idx // self.per_class
         else:
             if self.n_classes is None:
                 raise ValueError("y was given but the buffer has no class partitions (n_classes=None)")
-            if B > self.per_class:
-                raise ValueError(f"batch_size ({B}) must not exceed the class partition size "
-                                 f"({self.per_class} = capacity {self.capacity} // n_classes {self.n_classes})")
             rows_y = validate.labels(y, B, self.n_classes, dev)
             idx = rows_y * self.per_class + torch.randint(0, self.per_class, (B,), generator=g, device=dev)
         x = self.data.index_select(0, idx)  # a new tensor: the caller may evolve it in place
@@ -135,8 +134,9 @@ class ReplayBuffer:
         idx: (B,) integer tensor on the buffer's device (from :meth:`sample`). x:
         (B, *sample_shape), any float dtype; on another device it is copied over (the
         published code's CPU-resident layout). When idx repeats a row (draws are with
-        replacement) one of the writes wins, which one is unspecified on CUDA, as with the
-        published code's ``buffer[inds] = x``.
+        replacement) the last of its writes wins, on every device: ``data[r]`` becomes x_j for
+        the largest j with idx_j = r (torch's ``index_copy_`` alone leaves the winner
+        unspecified on CUDA, so every repeat is first given that row's value).
         """
         if not isinstance(idx, torch.Tensor) or idx.dtype == torch.bool or idx.is_floating_point() \
                 or idx.is_complex():
@@ -153,8 +153,18 @@ class ReplayBuffer:
             raise ValueError(f"x must have sample shape {self.sample_shape}, got {tuple(x.shape)}")
         if x.shape[0] != idx.shape[0]:
             raise ValueError(f"idx has {idx.shape[0]} rows but x has {x.shape[0]}")
-        # Out-of-range idx: index_copy_ raises on the CPU and asserts on the device.
-        self.data.index_copy_(0, idx.long(), x.detach().to(device=self._dev, dtype=self.dtype))
+        idx = idx.long()
+        x = x.detach().to(device=self._dev, dtype=self.dtype)
+        if idx.numel() > 1:
+            # Repeats: each position takes the value of its row's last occurrence, so the
+            # duplicates write equal values and which write wins does not matter. Device ops
+            # only; idx is clamped for the helper arrays alone, so an out-of-range idx still
+            # reaches index_copy_, which raises on the CPU and asserts on the device.
+            rows = idx.clamp(0, self.capacity - 1)
+            last = torch.full((self.capacity,), -1, dtype=torch.int64, device=self._dev)
+            last.scatter_reduce_(0, rows, torch.arange(idx.numel(), device=self._dev), reduce="amax")
+            x = x.index_select(0, last.index_select(0, rows))
+        self.data.index_copy_(0, idx, x)
         return self
 
     # ---- state -------------------------------------------------------------------------
@@ -186,9 +196,10 @@ class ReplayBuffer:
         self.data.copy_(buf)
         self.reinit_freq = reinit
 
-    def to(self, device, *, generator: torch.Generator | None = None) -> "ReplayBuffer":
+    def to(self, device, *, generator=None) -> "ReplayBuffer":
         """Moves the storage to ``device`` in place (returns self). ``generator`` replaces
-        the buffer's generator; None keeps it on the same device, else selects the default
+        the buffer's generator (a torch.Generator or a PhiloxGenerator, as in the
+        constructor); None keeps it on the same device, else selects the default
         one. A callable init with a ``to`` method (ClassGaussianInit) is moved too."""
         dev = validate.as_device(device)
         if generator is not None or dev != self._dev:

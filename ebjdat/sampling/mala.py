@@ -27,9 +27,10 @@ class MALA(SGLD):
 
     energy_fn(x, y=None) -> (B,) energies (lower is more probable). step_size: h > 0.
     buffer: a ReplayBuffer to draw starts from and write samples back to. generator: the
-    PhiloxGenerator of the proposals' noise and the acceptance draws (the device's
-    default one when None). memory_format: the chains' layout for 4-D samples (the
-    model's), as SGLD's. After ``sample``: ``accepted``, a (B,) int64 tensor on the
+    PhiloxGenerator of the proposals' noise and the acceptance draws (None: each call is
+    seeded from torch's generator, as SGLD's). memory_format: the chains' layout for 4-D samples (the
+    model's), as SGLD's. ``sample`` takes SGLD's per-call ``n_steps``, ``diagnostics`` and
+    ``keep_every``, and seeds as SGLD does without a generator. After ``sample``: ``accepted``, a (B,) int64 tensor on the
     samples' device, each chain's accepted proposals in that call, and
     ``acceptance_rate()``, their fraction of all proposals (a host read).
     """
@@ -47,26 +48,32 @@ class MALA(SGLD):
 
     def acceptance_rate(self) -> float:
         """The fraction of the last ``sample`` call's proposals that were accepted."""
-        if self.accepted is None or not self.n_steps or not self.accepted.numel():
+        if self.accepted is None or not self._n or not self.accepted.numel():
             raise ValueError("no proposals yet: call sample() with n_steps >= 1 and at least one chain")
-        return float(self.accepted.sum()) / (self.accepted.numel() * self.n_steps)
+        return float(self.accepted.sum()) / (self.accepted.numel() * self._n)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, x: Tensor, y: Tensor | None) -> None:
-        """n_steps steps on x in place; counts each chain's accepted proposals."""
+        """This call's n_steps steps on x in place; counts each chain's accepted proposals
+        (and records the trace when one is on: E and -dE/dx of each step's current state)."""
         b = x.shape[0]
         self.accepted = torch.zeros(b, dtype=torch.int64, device=x.device)
-        if not self.n_steps:
+        if not self._n:
             return
         energy, descent = self._energy_descent(x, y)
         mask = torch.empty(b, dtype=torch.bool, device=x.device)
-        for _ in range(self.n_steps):
+        trace = self._trace
+        for k in range(self._n):
+            if trace is not None:   # the state the step starts from (the step updates them)
+                trace.stats(k, energy, descent)
             self._step(x, y, energy, descent, mask, self.accepted)
+            if trace is not None:
+                trace.keep(k, x)
 
     def _step(self, x: Tensor, y: Tensor | None, energy: Tensor, descent: Tensor, mask: Tensor,
               accepted: Tensor) -> None:
         """One MALA step on x in place; energy and descent (E and -dE/dx at x) follow x."""
-        gen, h = self._generator(x), self.step_size
+        gen, h = self._gen, self.step_size
         x_prop = torch.empty_like(x)
         prechecked.mala_propose_(x_prop, x, descent, gen, h)
         energy_prop, descent_prop = self._energy_descent(x_prop, y)

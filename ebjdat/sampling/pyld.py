@@ -44,28 +44,34 @@ class PYLD(SGLD):
         self.n_inner = n_inner
         self.first_layer, self.head = first_layer, head
 
-    def _step(self, x: Tensor, y: Tensor | None) -> None:
-        """One outer step: n_inner clipped updates along one gradient (or the Hamiltonian's)."""
-        gen = self._generator(x)
+    def _step(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One outer step: n_inner clipped updates along one gradient (or the Hamiltonian's).
+        Returns (E, -dE/dx) at the outer point, for the trace (the Hamiltonian's first inner
+        gradient is dE/dx there)."""
+        gen = self._gen
         if self.first_layer is None:
-            g = self._descent(x, y)
+            e, g = self._energy_descent(x, y)
             for _ in range(self.n_inner):
                 prechecked.sgld_step_(x, g, gen, *self._update)
-            return
-        p = self._feature_grad(x, y)
+            return e, g
+        e, p = self._feature_grad(x, y)
+        first = None
         for _ in range(self.n_inner):
             x_ = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 (g,) = torch.autograd.grad((self.first_layer(x_) * p).sum(), x_)
-            prechecked.sgld_step_(x, g.neg_(), gen, *self._update)
+            g = g.neg_()
+            first = g if first is None else first
+            prechecked.sgld_step_(x, g, gen, *self._update)
+        return e, first
 
-    def _feature_grad(self, x: Tensor, y: Tensor | None) -> Tensor:
-        """p = dE/dh at h = first_layer(x)."""
+    def _feature_grad(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(E, detached (B,), and p = dE/dh) at h = first_layer(x)."""
         with torch.enable_grad():
             h = self.first_layer(x.detach()).detach().requires_grad_(True)
             e = self.head(h) if y is None else self.head(h, y)
             (p,) = torch.autograd.grad(e.sum(), h)
-        return p
+        return e.detach(), p
 
 
 class _Composed(nn.Module):

@@ -9,6 +9,7 @@ caller's (JEM samples in eval mode, JEM++ and SADA-JEM in train mode).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor
 from .. import compiling, graphs, ops
 from ..energy import ClassifierEnergy, conditional, logits_of
 from ..ops import checks, prechecked
+from ..ops.generator import per_call
 
 EnergyFn = Callable[..., Tensor]
 
@@ -26,10 +28,13 @@ class SGLD:
 
     energy_fn(x, y=None) -> (B,) energies (lower is more probable). buffer: a
     ReplayBuffer to draw starts from and write samples back to. generator: the
-    PhiloxGenerator of the noise (the device's default when None). memory_format: the
-    layout the chains are stepped in, for 4-D samples: the model's (``torch.channels_last``
-    for a channels_last model), so that the input gradients share the chains' layout and
-    no step copies them; None: the start's own layout.
+    PhiloxGenerator of the noise, whose stream every call continues; None: each call is
+    seeded from torch's generator, so ``torch.manual_seed`` repeats it (``sample``).
+    memory_format: the layout the chains are stepped in, for 4-D samples: the model's
+    (``torch.channels_last`` for a channels_last model), so that the input gradients share
+    the chains' layout and no step copies them; None: the start's own layout.
+    ``sample(..., n_steps=k)`` overrides n_steps for one call; ``sample(...,
+    diagnostics=True)`` also returns a :class:`Trace`.
     """
 
     def __init__(self, energy_fn: EnergyFn, *, n_steps: int, step_size: float,
@@ -39,8 +44,7 @@ class SGLD:
                  memory_format: torch.memory_format | None = None):
         if not callable(energy_fn):
             raise TypeError(f"energy_fn must be callable, got {type(energy_fn).__name__}")
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
-            raise ValueError(f"n_steps must be an int >= 0, got {n_steps!r}")
+        _steps("n_steps", n_steps)
         self.energy_fn = energy_fn
         self.n_steps = n_steps
         # the keyword arguments of every sgld_step_ call, checked once here
@@ -58,10 +62,15 @@ class SGLD:
         self._graphs = graphs.GraphCache()
         self._n_classes: int | None = None  # the logits' width, once a ClassifierEnergy ran
         self._y_max: int | None = None      # the largest label of the current sample() call
+        self._call_gens: dict = {}          # per device: the generator of calls without one
+        self._gen: ops.PhiloxGenerator | None = None   # the current call's generator
+        self._n = n_steps                   # the current call's number of steps
+        self._trace: Trace | None = None    # the current call's trace, when asked for
 
     # ------------------------------------------------------------------ public
     def sample(self, batch_size: int | None = None, *, x_init: Tensor | None = None,
-               y: Tensor | None = None) -> Tensor:
+               y: Tensor | None = None, n_steps: int | None = None, diagnostics: bool = False,
+               keep_every: int | None = None) -> Tensor | tuple[Tensor, "Trace"]:
         """(B, *shape) samples after n_steps steps.
 
         Starts from x_init (copied, never modified) or, without it, from
@@ -70,7 +79,28 @@ class SGLD:
         on the samples' device, in [0, K): K is the logits' width for a ClassifierEnergy
         (checked before they are indexed), unknown (only y >= 0 is checked) for other
         energies. ValueError otherwise; checking costs one host read per call.
+
+        n_steps: this call's number of steps (an int >= 0; JEM's ``sample_q(..., n_steps)``),
+        the constructor's when None. diagnostics: also return a :class:`Trace` of the call,
+        ``(samples, trace)``: per-step mean energy and gradient norm, and with
+        ``keep_every = k`` every k-th state; it is accumulated on the samples' device
+        (nothing is read back to the host during the loop) and needs ``cuda_graph=False``.
+        Off (the default), the loop does no extra work.
+
+        Randomness: with a ``generator``, the noise continues its stream. Without one, each
+        call reseeds a Philox generator of its own from torch's default generator of the
+        samples' device (one ``torch.randint`` there, no host read), so ``torch.manual_seed(s)``
+        before a call repeats it, eagerly on the CPU and on CUDA (the buffer's draws, made
+        from torch's generator when the buffer has none, repeat too). That draw runs before
+        the loop, outside ``cuda_graph=True``'s captured graph: each replay is seeded afresh.
+        Inside a CUDA graph the caller captures around ``sample``, the draw is captured too
+        and torch's CUDA generator gives every replay a new seed.
         """
+        n = self.n_steps if n_steps is None else _steps("n_steps", n_steps)
+        keep = _keep_every(keep_every, diagnostics)
+        if diagnostics and self.cuda_graph:
+            raise ValueError("diagnostics=True needs cuda_graph=False (the trace is recorded by the "
+                             "eager loop)")
         idx = None
         if x_init is not None:
             checks.tensor("x_init", x_init)
@@ -88,17 +118,22 @@ class SGLD:
             x = x.contiguous(memory_format=self.memory_format)   # a copy only when it differs
         if y is not None:
             y = self._labels(y, x)
+        self._gen = None
         if self.update_kw["noise_std"] > 0:   # once per call: the steps run unchecked
-            # resolved here, so a first use of the device's default generator (its seed is
-            # a host read) happens before the loop, never inside a compiled one
-            checks.generator(self._generator(x), x)
+            checks.generator(self.generator, x)
+            # resolved here, before the loop: the steps (compiled or captured) read it
+            self._gen = self.generator or per_call(self._call_gens, x.device)
+        self._n = n
+        self._trace = trace = Trace.empty(n, x, keep) if diagnostics else None
         if self.cuda_graph:
             x = self._replay(x, y)
         else:
             self._loop(x, y)
+        self._trace = None   # (no try/finally: dynamo traces sample() whole; a raise leaves
+        #                       it set, and the next call replaces it)
         if idx is not None:
             self.buffer.update_(idx, x)
-        return x
+        return (x, trace) if diagnostics else x
 
     def _labels(self, y, x: Tensor) -> Tensor:
         """y checked (see ``sample``) as int64; remembers its largest value for ``_energy``."""
@@ -126,13 +161,19 @@ class SGLD:
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, x: Tensor, y: Tensor | None) -> None:
-        """n_steps steps on x in place."""
-        for _ in range(self.n_steps):
-            self._step(x, y)
+        """This call's n_steps steps on x in place (recorded into the trace when one is on)."""
+        trace = self._trace
+        for k in range(self._n):
+            stats = self._step(x, y)
+            if trace is not None:
+                trace.record(k, *stats, x)
 
-    def _step(self, x: Tensor, y: Tensor | None) -> None:
-        """One Langevin step on x in place."""
-        prechecked.sgld_step_(x, self._descent(x, y), self._generator(x), *self._update)
+    def _step(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One Langevin step on x in place; returns (E, -dE/dx) at the step's start, for
+        the trace (references to tensors the step made anyway)."""
+        e, descent = self._energy_descent(x, y)
+        prechecked.sgld_step_(x, descent, self._gen, *self._update)
+        return e, descent
 
     def compile(self, **options) -> "SGLD":
         """From now on each step runs as one compiled graph (forward, input gradient and
@@ -142,6 +183,11 @@ class SGLD:
 
     def _descent(self, x: Tensor, y: Tensor | None) -> Tensor:
         """-dE/dx at x (a new tensor), by one forward and one input-only backward."""
+        return self._energy_descent(x, y)[1]
+
+    def _energy_descent(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(E(x), detached (B,), and -dE/dx at x, a new tensor): one forward and one
+        input-only backward."""
         x_ = x.detach().requires_grad_(True)
         with torch.enable_grad():
             e = self._energy(x_, y)
@@ -150,7 +196,7 @@ class SGLD:
                 raise ValueError(f"energy_fn must return one energy per sample, shape "
                                  f"({x.shape[0]},); it returned {got}")
             (g,) = torch.autograd.grad(e.sum(), x_)
-        return g.neg_()
+        return e.detach(), g.neg_()
 
     def _energy(self, x: Tensor, y: Tensor | None) -> Tensor:
         """energy_fn(x) or energy_fn(x, y). A ClassifierEnergy with labels runs as its two
@@ -167,10 +213,6 @@ class SGLD:
             self._check_y_max(self._y_max)
         return conditional(logits, y)
 
-    def _generator(self, x: Tensor) -> ops.PhiloxGenerator | None:
-        if self.update_kw["noise_std"] == 0:
-            return None
-        return self.generator or ops.default_generator(x.device)
 
     # ------------------------------------------------------------------ CUDA graphs
     def _replay(self, x: Tensor, y: Tensor | None) -> Tensor:
@@ -178,7 +220,70 @@ class SGLD:
         if not x.is_cuda:
             raise ValueError("cuda_graph=True needs CUDA tensors; the samples are on "
                              f"{x.device} (use cuda_graph=False on the CPU)")
-        gen = self._generator(x)
+        gen = self._gen   # the same object on every call (per_call): the graph reads its state
         sx, _ = self._graphs.run(self._loop, (x, y), modules=graphs.modules_of(self.energy_fn),
-                                 generators=[gen] if gen is not None else [])
+                                 generators=[gen] if gen is not None else [], key=(self._n,))
         return sx.clone()
+
+
+def _steps(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    return v
+
+
+def _keep_every(v, diagnostics: bool) -> int | None:
+    if v is None:
+        return None
+    if not diagnostics:
+        raise ValueError("keep_every needs diagnostics=True (the kept states are part of the trace)")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"keep_every must be an int >= 1 or None, got {v!r}")
+    return v
+
+
+@dataclass
+class Trace:
+    """A sampler call's diagnostics (``sample(..., diagnostics=True)``), on the samples' device.
+
+    energy: (n_steps,) float32, the chains' mean energy at each step's start (the point whose
+    gradient the step follows; lower is more probable). grad_norm: (n_steps,) float32, the
+    chains' mean per-sample L2 norm of dE/dx there (energy units per input unit). PYLD: per
+    outer step, at its start. MALA: at each step's current state. states: with
+    ``keep_every = k``, a (n_steps // k, B, *shape) tensor of the chains after steps k, 2k,
+    ... (``kept_steps`` lists those step counts); None otherwise. Read them after the call
+    (``.tolist()`` etc.): recording wrote device tensors only.
+    """
+
+    energy: Tensor
+    grad_norm: Tensor
+    states: Tensor | None = None
+    keep_every: int | None = None
+
+    @property
+    def kept_steps(self) -> list[int]:
+        """The step counts after which ``states`` were kept (1-based)."""
+        if self.states is None:
+            return []
+        return [self.keep_every * (i + 1) for i in range(self.states.shape[0])]
+
+    @classmethod
+    def empty(cls, n: int, x: Tensor, keep: int | None) -> "Trace":
+        states = None if keep is None else x.new_empty((n // keep, *x.shape))
+        return cls(torch.full((n,), math.nan, device=x.device), torch.full((n,), math.nan, device=x.device),
+                   states, keep)
+
+    def record(self, k: int, e: Tensor, descent: Tensor, x: Tensor) -> None:
+        """Step k's statistics (and x after it, when kept): device writes, no host read."""
+        self.stats(k, e, descent)
+        self.keep(k, x)
+
+    def stats(self, k: int, e: Tensor, descent: Tensor) -> None:
+        """Step k's mean energy and mean gradient norm, from (B,) energies and -dE/dx."""
+        self.energy[k] = e.float().mean()
+        self.grad_norm[k] = descent.float().flatten(1).norm(dim=1).mean()
+
+    def keep(self, k: int, x: Tensor) -> None:
+        """x after step k (0-based), when step k + 1 is a multiple of keep_every."""
+        if self.keep_every is not None and (k + 1) % self.keep_every == 0:
+            self.states[(k + 1) // self.keep_every - 1].copy_(x)

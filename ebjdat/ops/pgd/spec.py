@@ -14,10 +14,13 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
     linf: v = x + alpha * sign(grad); v = x_orig + clamp(v - x_orig, -eps, eps).
     l2 (per sample): v = x + alpha * grad / (||grad|| + 1e-10); d = v - x_orig;
     v = x_orig + d * (1 if ||d|| <= eps else eps / ||d||).  Then v = clamp(v, lo, hi).
-    """
+
+    The inputs' autograd state is ignored: a grad (or any other input) that requires grad,
+    e.g. from ``torch.func.grad`` or ``create_graph=True``, is read as a constant (detached),
+    so the update never records autograd history into the target, as on every backend."""
     c = compute_dtype(x)
-    g = grad.to(c)
-    xo = x_orig.to(c)
+    g = grad.detach().to(c)
+    xo = x_orig.detach().to(c)
     if norm == "linf":
         v = x.to(c) + scalar(alpha, c) * torch.sign(g)
         if eps is not None:
@@ -38,8 +41,12 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     linf: x = x_orig + eps * (2 u - 1), u the elements' uniforms (philox.py).
     l2 (torchattacks' PGDL2 convention): z = N(0, I) per sample from the elements' normals,
     radius u the sample's radius (philox.radii); x = x_orig + z * (u / ||z|| * eps).
-    """
+
+    The inputs' autograd state is ignored: a grad (or any other input) that requires grad,
+    e.g. from ``torch.func.grad`` or ``create_graph=True``, is read as a constant (detached),
+    so the update never records autograd history into the target, as on every backend."""
     c = compute_dtype(x)
+    x_orig = x_orig.detach()
     n = x.numel()
     e = scalar(eps, c)
     if norm == "linf":
