@@ -85,17 +85,9 @@ class MALA(SGLD):
         accepted.add_(mask)
 
     def _energy_descent(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(E(x) as a (B,) tensor of the per-sample dtype, -dE/dx at x): one forward and one
-        input-only backward."""
-        x_ = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            e = self._energy(x_, y)
-            if not isinstance(e, Tensor) or e.shape != (x.shape[0],):
-                got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
-                raise ValueError(f"energy_fn must return one energy per sample, shape "
-                                 f"({x.shape[0]},); it returned {got}")
-            (g,) = torch.autograd.grad(e.sum(), x_)
-        return e.detach().to(_sample_dtype(x)), g.neg_()
+        """SGLD's (E(x), -dE/dx at x), E in the per-sample dtype (fp64 for fp64 chains)."""
+        e, descent = super()._energy_descent(x, y)
+        return e.to(_sample_dtype(x)), descent
 
     def _log_q(self, to: Tensor, frm: Tensor, descent: Tensor) -> Tensor:
         """log q(to | frm) = -||to - frm - h descent||^2 / (4h) per sample, descent = -dE/dx
