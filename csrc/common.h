@@ -46,6 +46,12 @@ inline void check_ptr(const char* name, uintptr_t p, int64_t n) {
   if (n > 0 && p == 0) throw py::value_error(std::string(name) + ": null data pointer");
 }
 
+// The host loops' thread count (torch.get_num_threads() of the caller).
+inline void check_threads(int threads) {
+  if (threads < 1 || threads > 4096)
+    throw py::value_error("threads must be in [1, 4096], got " + std::to_string(threads));
+}
+
 // (C, H, W) = (0, 0, 0): contiguous; all > 0: channels_last 4-D with n = N*C*H*W.
 inline Layout make_layout(int64_t C, int64_t H, int64_t W, int64_t n) {
   if (C == 0 && H == 0 && W == 0) return Layout{false, 1, 1, 1};

@@ -135,37 +135,77 @@ __attribute__((always_inline)) inline void normals_body(uint64_t seed, uint64_t 
   }
 }
 
+// The words of the same blocks, interleaved into element order.
+template <bool kAvx512>
+__attribute__((always_inline)) inline void words_body(uint64_t seed, uint64_t offset, uint64_t q0,
+                                                      int64_t nq, uint32_t* out) {
+  const uint32_t key0 = (uint32_t)seed, key1 = (uint32_t)(seed >> 32);
+  alignas(64) uint32_t w[4][kBlock];
+  for (int64_t b = 0; b < nq; b += kBlock) {
+    const int m = (int)(nq - b < kBlock ? nq - b : kBlock);
+    uint32_t* ob = out + 4 * b;
+    const uint64_t base = offset + q0 + (uint64_t)b;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (kAvx512)
+      philox_block_avx512(key0, key1, base, w);
+    else
+#endif
+      philox_block(key0, key1, base, w);
+    for (int k = 0; k < m; ++k)
+      for (int j = 0; j < 4; ++j) ob[4 * k + j] = w[j][k];
+  }
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define EBJDAT_X86_CLONES 1
-__attribute__((target("avx2,fma"))) void normals_avx2(uint64_t s, uint64_t o, uint64_t q, int64_t nq, float* z) {
+#define EBJDAT_AVX2 __attribute__((target("avx2,fma")))
+#define EBJDAT_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"), target("prefer-vector-width=512")))
+EBJDAT_AVX2 void normals_avx2(uint64_t s, uint64_t o, uint64_t q, int64_t nq, float* z) {
   normals_body<false>(s, o, q, nq, z);
 }
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"), target("prefer-vector-width=512")))
-void normals_avx512(uint64_t s, uint64_t o, uint64_t q, int64_t nq, float* z) {
+EBJDAT_AVX512 void normals_avx512(uint64_t s, uint64_t o, uint64_t q, int64_t nq, float* z) {
   normals_body<true>(s, o, q, nq, z);
+}
+EBJDAT_AVX2 void words_avx2(uint64_t s, uint64_t o, uint64_t q, int64_t nq, uint32_t* w) {
+  words_body<false>(s, o, q, nq, w);
+}
+EBJDAT_AVX512 void words_avx512(uint64_t s, uint64_t o, uint64_t q, int64_t nq, uint32_t* w) {
+  words_body<true>(s, o, q, nq, w);
 }
 #endif
 void normals_base(uint64_t s, uint64_t o, uint64_t q, int64_t nq, float* z) { normals_body<false>(s, o, q, nq, z); }
+void words_base(uint64_t s, uint64_t o, uint64_t q, int64_t nq, uint32_t* w) { words_body<false>(s, o, q, nq, w); }
 
-using NormalsFn = void (*)(uint64_t, uint64_t, uint64_t, int64_t, float*);
+template <class T>
+using DrawFn = void (*)(uint64_t, uint64_t, uint64_t, int64_t, T*);
 
-NormalsFn pick_normals() {
+template <class T>
+DrawFn<T> pick(DrawFn<T> avx512, DrawFn<T> avx2, DrawFn<T> base) {
   const int level = cpu_simd_index();
-#ifdef EBJDAT_X86_CLONES
-  if (level == 2) return normals_avx512;
-  if (level == 1) return normals_avx2;
-#endif
-  (void)level;
-  return normals_base;
+  return level == 2 && avx512 ? avx512 : level >= 1 && avx2 ? avx2 : base;
 }
+
+#ifdef EBJDAT_X86_CLONES
+DrawFn<float> pick_normals() { return pick<float>(normals_avx512, normals_avx2, normals_base); }
+DrawFn<uint32_t> pick_words() { return pick<uint32_t>(words_avx512, words_avx2, words_base); }
+#else
+DrawFn<float> pick_normals() { return pick<float>(nullptr, nullptr, normals_base); }
+DrawFn<uint32_t> pick_words() { return pick<uint32_t>(nullptr, nullptr, words_base); }
+#endif
 
 }  // namespace
 
 // Chosen once, when the module loads, from the CPU it runs on (never the build machine's).
-static const NormalsFn kNormals = pick_normals();
+static const DrawFn<float> kNormals = pick_normals();
+static const DrawFn<uint32_t> kWords = pick_words();
 
 void cpu_normals(uint64_t seed, uint64_t offset, uint64_t q0, int64_t nq, float* z) {
   kNormals(seed, offset, q0, nq, z);
+}
+
+void cpu_words(uint64_t seed, uint64_t offset, uint64_t q0, int64_t nq, uint32_t* w) {
+  kWords(seed, offset, q0, nq, w);
 }
 
 int cpu_simd_index() {

@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "common.h"
-#include "cpu_noise.h"
+#include "cpu_loops.h"
 #include "fastcall.h"
 #include "mala.cuh"
 
@@ -47,25 +47,20 @@ ProposeArgs check_propose(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr
 }
 
 // The cpu backend's loop (and the CUDA kernel's CPU twin): sgld_step's element with the
-// proposal's parameters; noise in blocks from cpu_normals, as sgld_step_host.
+// proposal's parameters, in sgld_step_host's blocks and threads (cpu_loops.h).
 template <class XT, class GT>
 void mala_propose_loop(XT* x_prop, const XT* x, const GT* g, int64_t* state, int64_t n,
-                       const SgldParams<compute_t<XT>>& p, const Layout& L) {
+                       const SgldParams<compute_t<XT>>& p, const Layout& L, int threads) {
   const uint64_t seed = (uint64_t)state[0], offset = (uint64_t)state[1];
   if (!L.channels_last) {
-    constexpr int64_t B = 1024;   // a multiple of 4: blocks start at a counter boundary
-    alignas(64) float zs[B];
-    for (int64_t base = 0; base < n; base += B) {
-      const int64_t m = n - base < B ? n - base : B;
-      cpu_normals(seed, offset, (uint64_t)base / 4, (m + 3) / 4, zs);
+    normal_blocks(seed, offset, n, threads, [=](int64_t base, int64_t m, const float* z) {
       XT* pb = x_prop + base;
       const XT* xb = x + base;
       const GT* gb = g + base;
-      const float* z = zs;
       simd_for(m, [=](int64_t j) { pb[j] = sgld_step_element<XT, GT>(xb[j], gb[j], z[j], true, p); });
-    }
+    });
   } else {
-    channels_last_normals(seed, offset, L, n, [&](int64_t m, float z) {
+    channels_last_normals(seed, offset, L, n, threads, [=](int64_t m, float z) {
       x_prop[m] = sgld_step_element<XT, GT>(x[m], g[m], z, true, p);
     });
   }
@@ -74,9 +69,10 @@ void mala_propose_loop(XT* x_prop, const XT* x, const GT* g, int64_t* state, int
 
 void mala_propose_host(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n,
                        int64_t x_count, int64_t grad_count, int x_prop_dtype, int x_dtype,
-                       int grad_dtype, double step_size, int64_t C, int64_t H, int64_t W) {
+                       int grad_dtype, double step_size, int64_t C, int64_t H, int64_t W, int threads) {
   const ProposeArgs a = check_propose(x_prop, x, grad, state, n, x_count, grad_count, x_prop_dtype,
                                       x_dtype, grad_dtype, step_size, C, H, W);
+  check_threads(threads);
   if (n == 0) return;
   HostNoGil nogil(n);
   dispatch_dtype(x_dtype, [&](auto xt) {
@@ -85,7 +81,7 @@ void mala_propose_host(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr_t 
       using GT = decltype(gt);
       mala_propose_loop<XT, GT>(as_ptr<XT>(x_prop), as_ptr<const XT>(x), as_ptr<const GT>(grad),
                                 as_ptr<int64_t>(state), n, mala_propose_params<compute_t<XT>>(step_size),
-                                a.layout);
+                                a.layout, threads);
     });
   });
 }
@@ -219,8 +215,8 @@ PyMethodDef mala_defs[] = {
                     "sqrt(2 step_size)*z on CUDA memory, launched on `stream` (a cudaStream_t as int)."),
     EBJDAT_FASTCALL(mala_propose_host, kMalaProposeHost,
                     "mala_propose_host(x_prop, x, grad, state, n, x_count, grad_count, x_prop_dtype, "
-                    "x_dtype, grad_dtype, step_size, C, H, W): mala_propose on CPU memory (same math, "
-                    "same Philox stream)."),
+                    "x_dtype, grad_dtype, step_size, C, H, W, threads): mala_propose on CPU memory (same "
+                    "math, same Philox stream), up to `threads` threads."),
     EBJDAT_FASTCALL(mala_accept, kMalaAccept,
                     "mala_accept(x, x_prop, energy, energy_prop, log_q_fwd, log_q_rev, accepted, state, n, "
                     "x_prop_count, batch, energy_count, energy_prop_count, log_q_fwd_count, "

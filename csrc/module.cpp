@@ -13,6 +13,7 @@
 #include "common.h"
 #include "fastcall.h"
 #include "cpu_noise.h"
+#include "cpu_threads.h"
 #include "philox.cuh"
 
 #ifndef EBJDAT_DEVICE_CODE
@@ -59,6 +60,10 @@ PYBIND11_MODULE(_C, m) {
       "The normals of counters offset + q0 .. + nq - 1 (4 per counter) as fp32 bytes: the "
       "cpu backend's vectorised Box-Muller, for tests.",
       py::arg("seed"), py::arg("offset"), py::arg("q0"), py::arg("nq"));
+  m.def(
+      "cpu_pool_workers", [] { return ebjdat::pool_workers(); },
+      "Worker threads the host loops' pool has started in this process (0: every loop so far ran "
+      "on the calling thread).");
   m.def(
       "has_device_code", [] { return EBJDAT_DEVICE_CODE != 0; },
       "True when the module carries the CUDA kernels (not only the host twins).");

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "common.h"
-#include "cpu_noise.h"
+#include "cpu_loops.h"
 #include "fastcall.h"
 #include "pgd.cuh"
 #include "reduce.cuh"
@@ -60,65 +60,81 @@ L2Sums<compute_t<XT>> l2_chunk_sums_host(const XT* x, const GT* g, const XT* xo,
 
 template <class XT, class GT>
 void pgd_step_l2_loop(XT* x, const GT* g, const XT* xo, int64_t n, int64_t batch,
-                      const PgdParams<compute_t<XT>>& p) {
+                      const PgdParams<compute_t<XT>>& p, int threads) {
   using C = compute_t<XT>;
   const int64_t D = n / batch;
   const L2Plan plan = l2_plan(batch, D, kElemsPerThread<XT>);
   const int T = plan.threads;
-  std::vector<L2Sums<C>> part(T), chunks(plan.splits);
-  for (int64_t b = 0; b < batch; ++b) {
-    const int64_t end = (b + 1) * D;
-    for (int64_t c = 0; c < plan.splits; ++c) {
-      const int64_t lo = b * D + c * plan.chunk;
-      chunks[c] = l2_chunk_sums_host(x, g, xo, lo, lo + plan.chunk < end ? lo + plan.chunk : end,
-                                     T, p.has_eps, part);
-    }
-    L2Sums<C> total = chunks[0];
-    if (plan.splits > 1) {  // the finish kernel: thread t takes chunks t, t + T, ...
-      for (int t = 0; t < T; ++t) {
-        L2Sums<C> s{C(0), C(0), C(0)};
-        for (int64_t c = t; c < plan.splits; c += T) {
-          s.gg = s.gg + chunks[c].gg;
-          s.dg = s.dg + chunks[c].dg;
-          s.dd = s.dd + chunks[c].dd;
-        }
-        part[t] = s;
+  parallel_for(batch, loop_threads(n, batch, threads), [&](int64_t b0, int64_t b1) {
+    std::vector<L2Sums<C>> part(T), chunks(plan.splits);
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t end = (b + 1) * D;
+      for (int64_t c = 0; c < plan.splits; ++c) {
+        const int64_t lo = b * D + c * plan.chunk;
+        chunks[c] = l2_chunk_sums_host(x, g, xo, lo, lo + plan.chunk < end ? lo + plan.chunk : end,
+                                       T, p.has_eps, part);
       }
-      total = tree_sums_host(part, T);
+      L2Sums<C> total = chunks[0];
+      if (plan.splits > 1) {  // the finish kernel: thread t takes chunks t, t + T, ...
+        for (int t = 0; t < T; ++t) {
+          L2Sums<C> s{C(0), C(0), C(0)};
+          for (int64_t c = t; c < plan.splits; c += T) {
+            s.gg = s.gg + chunks[c].gg;
+            s.dg = s.dg + chunks[c].dg;
+            s.dd = s.dd + chunks[c].dd;
+          }
+          part[t] = s;
+        }
+        total = tree_sums_host(part, T);
+      }
+      C gn, f;
+      l2_step_scalars(total, p, gn, f);
+      XT* xs = x + b * D;
+      const GT* gs = g + b * D;
+      const XT* os = xo + b * D;
+      simd_for(D, [=](int64_t m) { xs[m] = l2_step_element<XT, GT>(xs[m], gs[m], os[m], gn, f, p); });
     }
-    C gn, f;
-    l2_step_scalars(total, p, gn, f);
-    for (int64_t m = b * D; m < end; ++m) x[m] = l2_step_element<XT, GT>(x[m], g[m], xo[m], gn, f, p);
-  }
+  });
 }
 
 template <class XT, class GT>
 void pgd_step_loop(XT* x, const GT* g, const XT* xo, int64_t n, int64_t batch,
-                   const PgdParams<compute_t<XT>>& p, bool l2) {
-  if (l2) return pgd_step_l2_loop<XT, GT>(x, g, xo, n, batch, p);
-  simd_for(n, [=](int64_t m) { x[m] = pgd_step_linf_element<XT, GT>(x[m], g[m], xo[m], p); });
+                   const PgdParams<compute_t<XT>>& p, bool l2, int threads) {
+  if (l2) return pgd_step_l2_loop<XT, GT>(x, g, xo, n, batch, p, threads);
+  host_for(n, threads, [=](int64_t m) { x[m] = pgd_step_linf_element<XT, GT>(x[m], g[m], xo[m], p); });
 }
 
+// The linf random start: each element's uniform from its Philox word (word_of), in blocks
+// of cpu_words (the device's words, bit for bit).
 template <class XT>
-void pgd_init_loop(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch,
-                   const PgdParams<compute_t<XT>>& p, bool l2, const Layout& L) {
+void pgd_init_linf_loop(XT* x, const XT* xo, uint64_t seed, uint64_t offset, int64_t n,
+                        const PgdParams<compute_t<XT>>& p, const Layout& L, int threads) {
+  if (!L.channels_last) {
+    word_blocks(seed, offset, n, threads, [=](int64_t base, int64_t m, const uint32_t* w) {
+      XT* xb = x + base;
+      const XT* ob = xo + base;
+      simd_for(m, [=](int64_t j) { xb[j] = pgd_init_linf_element<XT>(ob[j], w[j], p); });
+    });
+  } else {
+    channels_last_words(seed, offset, L, n, threads, [=](int64_t m, uint32_t w) {
+      x[m] = pgd_init_linf_element<XT>(xo[m], w, p);
+    });
+  }
+}
+
+// The l2 random start: the device's plan and order of sums (L2Plan, l2_init_sq_partial,
+// block_sum), samples over `threads` threads.
+template <class XT>
+void pgd_init_l2_loop(XT* x, const XT* xo, uint64_t seed, uint64_t offset, int64_t n, int64_t batch,
+                      const PgdParams<compute_t<XT>>& p, const Layout& L, int threads) {
   using C = compute_t<XT>;
-  const uint64_t seed = (uint64_t)state[0], offset = (uint64_t)state[1];
-  if (!l2) {  // the kernel's chunks and words_chunk, so the CPU tests check the device's path
-    constexpr int N = kElemsPerThread<XT>;
-    for (int64_t base = 0; base < n; base += N) {
-      uint32_t rs[N] = {};
-      words_chunk<N>(seed, offset, L, base, n, rs);
-      for (int j = 0; j < N && base + j < n; ++j)
-        x[base + j] = pgd_init_linf_element<XT>(xo[base + j], rs[j], p);
-    }
-  } else {  // the device's plan and order of sums (L2Plan, l2_init_sq_partial, block_sum)
-    constexpr int N = kElemsPerThread<XT>;
-    const int64_t D = n / batch;
-    const L2Plan plan = l2_plan(batch, D, N);
-    const int T = plan.threads;
+  constexpr int N = kElemsPerThread<XT>;
+  const int64_t D = n / batch;
+  const L2Plan plan = l2_plan(batch, D, N);
+  const int T = plan.threads;
+  parallel_for(batch, loop_threads(n, batch, threads), [&](int64_t b0, int64_t b1) {
     std::vector<C> part(T), chunks(plan.splits);
-    for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t b = b0; b < b1; ++b) {
       const int64_t end = (b + 1) * D;
       for (int64_t c = 0; c < plan.splits; ++c) {
         const int64_t lo = b * D + c * plan.chunk, hi = lo + plan.chunk < end ? lo + plan.chunk : end;
@@ -138,7 +154,17 @@ void pgd_init_loop(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch
       for (int64_t m = b * D; m < end; ++m)
         x[m] = l2_init_element<XT>(xo[m], l2_init_z<C>(seed, offset, L, m), scale, p);
     }
-  }
+  });
+}
+
+template <class XT>
+void pgd_init_loop(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch,
+                   const PgdParams<compute_t<XT>>& p, bool l2, const Layout& L, int threads) {
+  const uint64_t seed = (uint64_t)state[0], offset = (uint64_t)state[1];
+  if (l2)
+    pgd_init_l2_loop<XT>(x, xo, seed, offset, n, batch, p, L, threads);
+  else
+    pgd_init_linf_loop<XT>(x, xo, seed, offset, n, p, L, threads);
   state[1] = (int64_t)(offset + counters_for((uint64_t)n) + (l2 ? (uint64_t)batch : 0));
 }
 
@@ -154,17 +180,18 @@ void check_pgd(uintptr_t x, uintptr_t xo, int64_t n, int64_t batch, int x_dtype,
 
 void pgd_step_host(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t batch,
                    int x_dtype, int grad_dtype, double alpha, bool has_eps, double eps, bool l2,
-                   double lo, double hi) {
+                   double lo, double hi, int threads) {
   check_pgd(x, xo, n, batch, x_dtype, l2, has_eps, eps);
   check_dtype("grad", grad_dtype);
   check_ptr("grad", grad, n);
+  check_threads(threads);
   HostNoGil nogil(n);
   dispatch_dtype(x_dtype, [&](auto xt) {
     using XT = decltype(xt);
     dispatch_dtype(grad_dtype, [&](auto gt) {
       using GT = decltype(gt);
       pgd_step_loop<XT, GT>(as_ptr<XT>(x), as_ptr<const GT>(grad), as_ptr<const XT>(xo), n,
-                            batch, params<compute_t<XT>>(alpha, has_eps, eps, lo, hi), l2);
+                            batch, params<compute_t<XT>>(alpha, has_eps, eps, lo, hi), l2, threads);
     });
   });
 }
@@ -205,15 +232,16 @@ int64_t pgd_l2_scratch(int64_t n, int64_t batch, int x_dtype) {
 
 void pgd_init_host(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_t batch,
                    int x_dtype, double eps, bool l2, double lo, double hi, int64_t C, int64_t H,
-                   int64_t W) {
+                   int64_t W, int threads) {
   check_pgd(x, xo, n, batch, x_dtype, l2, true, eps);
   check_ptr("state", state, 1);
+  check_threads(threads);
   const Layout L = make_layout(C, H, W, n);
   HostNoGil nogil(n);
   dispatch_dtype(x_dtype, [&](auto xt) {
     using XT = decltype(xt);
     pgd_init_loop<XT>(as_ptr<XT>(x), as_ptr<const XT>(xo), as_ptr<int64_t>(state), n, batch,
-                      params<compute_t<XT>>(0.0, true, eps, lo, hi), l2, L);
+                      params<compute_t<XT>>(0.0, true, eps, lo, hi), l2, L, threads);
   });
 }
 
@@ -249,14 +277,15 @@ PyMethodDef pgd_defs[] = {
                     "when l2 is true) on CUDA memory, launched on `stream`."),
     EBJDAT_FASTCALL(pgd_step_host, kPgdStepHost,
                     "pgd_step_host(x, grad, x_orig, n, batch, x_dtype, grad_dtype, alpha, has_eps, eps, "
-                    "l2, lo, hi): pgd_step on CPU memory (same element math)."),
+                    "l2, lo, hi, threads): pgd_step on CPU memory (same element math), up to `threads` "
+                    "threads."),
     EBJDAT_FASTCALL(pgd_init, kPgdInit,
                     "pgd_init(x, x_orig, state, n, batch, x_dtype, eps, l2, lo, hi, C, H, W, scratch, "
                     "scratch_count, device, stream): PGD random start on CUDA memory (l2: scratch as "
                     "for pgd_step), advancing the generator."),
     EBJDAT_FASTCALL(pgd_init_host, kPgdInitHost,
-                    "pgd_init_host(x, x_orig, state, n, batch, x_dtype, eps, l2, lo, hi, C, H, W): "
-                    "pgd_init on CPU memory (same math, same Philox stream)."),
+                    "pgd_init_host(x, x_orig, state, n, batch, x_dtype, eps, l2, lo, hi, C, H, W, "
+                    "threads): pgd_init on CPU memory (same math, same Philox stream)."),
     PyMethodDef{nullptr, nullptr, 0, nullptr}};
 
 void register_pgd(py::module_& m) {

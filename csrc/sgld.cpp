@@ -3,7 +3,7 @@
 // Noise is drawn iff noise_std > 0 (as in ebjdat/ops/sgld/spec.py); the generator state
 // [seed, offset, done] is then required and its offset advances by ceil(n / 4).
 #include "common.h"
-#include "cpu_noise.h"
+#include "cpu_loops.h"
 #include "fastcall.h"
 #include "sgld.cuh"
 
@@ -40,29 +40,23 @@ SgldParams<C> params(const SgldArgs& a) {
 }
 
 // The cpu backend's loop (and the CUDA kernel's CPU twin): same element function, same
-// counters. The noise comes from cpu_normals in blocks (vectorised across Philox counters):
-// in memory order for contiguous x, a sample at a time for channels_last.
+// counters, blocks of elements over `threads` threads (cpu_loops.h).
 template <class XT, class GT>
 void sgld_step_loop(XT* x, const GT* g, int64_t* state, int64_t n,
-                    const SgldParams<compute_t<XT>>& p, bool noise, const Layout& L) {
+                    const SgldParams<compute_t<XT>>& p, bool noise, const Layout& L, int threads) {
   if (!noise) {
-    simd_for(n, [=](int64_t i) { x[i] = sgld_step_element<XT, GT>(x[i], g[i], 0.0f, false, p); });
+    host_for(n, threads, [=](int64_t i) { x[i] = sgld_step_element<XT, GT>(x[i], g[i], 0.0f, false, p); });
     return;
   }
   const uint64_t seed = (uint64_t)state[0], offset = (uint64_t)state[1];
   if (!L.channels_last) {
-    constexpr int64_t B = 1024;   // a multiple of 4: blocks start at a counter boundary
-    alignas(64) float zs[B];
-    for (int64_t base = 0; base < n; base += B) {
-      const int64_t m = n - base < B ? n - base : B;
-      cpu_normals(seed, offset, (uint64_t)base / 4, (m + 3) / 4, zs);
+    normal_blocks(seed, offset, n, threads, [=](int64_t base, int64_t m, const float* z) {
       XT* xb = x + base;
       const GT* gb = g + base;
-      const float* z = zs;
       simd_for(m, [=](int64_t j) { xb[j] = sgld_step_element<XT, GT>(xb[j], gb[j], z[j], true, p); });
-    }
+    });
   } else {
-    channels_last_normals(seed, offset, L, n, [&](int64_t m, float z) {
+    channels_last_normals(seed, offset, L, n, threads, [=](int64_t m, float z) {
       x[m] = sgld_step_element<XT, GT>(x[m], g[m], z, true, p);
     });
   }
@@ -71,16 +65,17 @@ void sgld_step_loop(XT* x, const GT* g, int64_t* state, int64_t n,
 
 void sgld_step_host(uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n, int x_dtype,
                     int grad_dtype, double step_size, double noise_std, double grad_clip,
-                    double lo, double hi, int64_t C, int64_t H, int64_t W) {
+                    double lo, double hi, int64_t C, int64_t H, int64_t W, int threads) {
   const SgldArgs a = check(x, grad, state, n, x_dtype, grad_dtype, step_size, noise_std,
                            grad_clip, lo, hi, C, H, W);
+  check_threads(threads);
   HostNoGil nogil(a.n);
   dispatch_dtype(a.x_dtype, [&](auto xt) {
     using XT = decltype(xt);
     dispatch_dtype(a.grad_dtype, [&](auto gt) {
       using GT = decltype(gt);
       sgld_step_loop<XT, GT>(as_ptr<XT>(a.x), as_ptr<const GT>(a.grad), as_ptr<int64_t>(a.state),
-                             a.n, params<compute_t<XT>>(a), a.noise, a.layout);
+                             a.n, params<compute_t<XT>>(a), a.noise, a.layout, threads);
     });
   });
 }
@@ -117,8 +112,8 @@ PyMethodDef sgld_defs[] = {
                     "cudaStream_t as int)."),
     EBJDAT_FASTCALL(sgld_step_host, kSgldStepHost,
                     "sgld_step_host(x, grad, state, n, x_dtype, grad_dtype, step_size, noise_std, "
-                    "grad_clip, lo, hi, C, H, W): sgld_step on CPU memory, the same element math and "
-                    "Philox stream in a host loop."),
+                    "grad_clip, lo, hi, C, H, W, threads): sgld_step on CPU memory, the same element math "
+                    "and Philox stream in a host loop over up to `threads` threads."),
     PyMethodDef{nullptr, nullptr, 0, nullptr}};
 
 void register_sgld(py::module_& m) { add_fastcall(m, sgld_defs); }

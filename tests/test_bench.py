@@ -42,6 +42,12 @@ def test_bench_ops_quick_writes_rows_with_environment(tmp_path, capsys):
         assert r["ours_us"] > 0 and r["baseline_us"] > 0 and r["compile_us"] > 0 and r["GBps"] > 0
     assert "speed-up" in capsys.readouterr().out
     assert not any("targets" in r for r in data["rows"])   # GPU targets: not judged on CPU timings
+    cpu = {r["case"]: r for r in data["rows"] if "hand_us" in r}   # the CPU targets' rows
+    judged = {"sgld_noisy/fp32/512/1-thread", "sgld_noisy/fp32/1M/1-thread", "pgd_linf/fp32/1M/1-thread"}
+    assert judged <= set(cpu)
+    assert all(isinstance(cpu[c]["cpu_target_met"], bool) and cpu[c]["ratio"] > 0 for c in judged)
+    if torch.get_num_threads() > 1:   # the threaded loops, reported beside them
+        assert f"sgld_noisy/fp32/1M/{torch.get_num_threads()}-thread" in cpu
 
 
 def test_ops_targets_are_judged_on_gpu_rows_and_summarised():

@@ -237,9 +237,9 @@ def test_extension_entries_refuse_bad_arguments():
         pytest.skip(cuda.load_error())
     import ebjdat._C as C
     x = torch.zeros(4)
-    good = [x.data_ptr(), x.data_ptr(), 0, 4, 0, 0, 0.1, 0.0, 1.0, 0.0, 1.0, 0, 0, 0]
+    good = [x.data_ptr(), x.data_ptr(), 0, 4, 0, 0, 0.1, 0.0, 1.0, 0.0, 1.0, 0, 0, 0, 1]   # ..., threads
     C.sgld_step_host(*good)
-    with pytest.raises(TypeError, match=r"sgld_step_host takes 14 positional arguments, got 2"):
+    with pytest.raises(TypeError, match=r"sgld_step_host takes 15 positional arguments, got 2"):
         C.sgld_step_host(1, 2)
     with pytest.raises(TypeError, match=r"sgld_step_host: argument 7 must be a float, got str"):
         C.sgld_step_host(*good[:6], "0.1", *good[7:])
@@ -251,12 +251,15 @@ def test_extension_entries_refuse_bad_arguments():
         C.sgld_step_host(*good[:4], 7, *good[5:])
     with pytest.raises(ValueError, match="grad: null data pointer"):
         C.sgld_step_host(good[0], 0, *good[2:])
+    for threads in (0, 4097):
+        with pytest.raises(ValueError, match=r"threads must be in \[1, 4096\]"):
+            C.sgld_step_host(*good[:-1], threads)
     with pytest.raises(ValueError, match="batch"):
-        C.pgd_step_host(x.data_ptr(), x.data_ptr(), x.data_ptr(), 4, 3, 0, 0, 0.1, True, 0.1, True, 0.0, 1.0)
-    # the device entries take the host entries' arguments plus (scratch, scratch_count for
-    # pgd,) device, stream; their checks run before anything touches a GPU
+        C.pgd_step_host(x.data_ptr(), x.data_ptr(), x.data_ptr(), 4, 3, 0, 0, 0.1, True, 0.1, True, 0.0, 1.0, 1)
+    # the device entries take the host entries' arguments less threads, plus (scratch,
+    # scratch_count for pgd,) device, stream; their checks run before anything touches a GPU
     with pytest.raises(ValueError, match="x: null data pointer"):
-        C.sgld_step(0, *good[1:], 0, 0)
+        C.sgld_step(0, *good[1:-1], 0, 0)
     with pytest.raises(ValueError, match="x: null data pointer"):
         C.pgd_step(0, 0, 0, 4, 1, 0, 0, 0.1, True, 0.1, False, 0.0, 1.0, 0, 0, 0, 0)
     with pytest.raises(ValueError, match="x: null data pointer"):
@@ -275,11 +278,11 @@ def test_mala_entries_check_every_count_and_dtype_first():
     x, e, acc, st = torch.zeros(2, 3), torch.zeros(2), torch.zeros(2, dtype=torch.bool), ops.PhiloxGenerator(0).state
     p, q = x.data_ptr(), e.data_ptr()
     prop = [p, p, p, st.data_ptr(), 6, 6, 6, 0, 0, 0, 0.1, 0, 0, 0]
-    C.mala_propose_host(*prop)
+    C.mala_propose_host(*prop, 1)
     for i, value, match in [(5, 5, "x has 5 elements, expected 6"), (6, 7, "grad has 7 elements, expected 6"),
                             (8, 3, "x: dtype code 3, expected 0"), (10, -0.1, "step_size must be finite"),
                             (3, 0, "state: null data pointer"), (11, 4, "layout")]:
-        for entry, tail in ((C.mala_propose_host, []), (C.mala_propose, [0, 0])):
+        for entry, tail in ((C.mala_propose_host, [1]), (C.mala_propose, [0, 0])):   # threads; device, stream
             with pytest.raises(ValueError, match=match):
                 entry(*prop[:i], value, *prop[i + 1:], *tail)
     acc_args = [p, p, q, q, q, q, acc.data_ptr(), st.data_ptr(), 6, 6, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0]

@@ -1,5 +1,5 @@
 """The cpu backend (ebjdat._C's vectorised host loops): auto's choice on the CPU, its
-Philox normals against the specification's, and the module built without nvcc.
+Philox normals against the specification's, its threads, and the module built without nvcc.
 
 Its results against the specification, for every op, dtype and layout, are the op tests'
 (tests/test_ops_*.py run every backend of conftest.BACKENDS)."""
@@ -95,7 +95,7 @@ spec = importlib.util.spec_from_file_location("ebjdat._C", {str(so)!r})
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 assert not m.has_device_code()
 x = torch.zeros(10); g = torch.ones(10)
-m.sgld_step_host(x.data_ptr(), g.data_ptr(), 0, 10, 0, 0, 0.5, 0.0, float('inf'), -1.0, 1.0, 0, 0, 0)
+m.sgld_step_host(x.data_ptr(), g.data_ptr(), 0, 10, 0, 0, 0.5, 0.0, float('inf'), -1.0, 1.0, 0, 0, 0, 1)
 assert (x == 0.5).all(), x
 try:
     m.sgld_step(x.data_ptr(), g.data_ptr(), 0, 10, 0, 0, 0.5, 0.0, 1.0, -1.0, 1.0, 0, 0, 0, 0, 0)
@@ -107,3 +107,76 @@ print("ok", m.cpu_simd_level())
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr
+
+
+def _threaded_ops(backend: str, threads: int, layout: str) -> list[torch.Tensor]:
+    """Every host loop that threads, on (12, 3, 48, 40) fp32 tensors (69,120 elements: above
+    the pool's 2**16 threshold), run with `threads` torch threads; returns the outputs."""
+    g = torch.Generator().manual_seed(3)
+    shape = (12, 3, 48, 40)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x0, grad, xo = (torch.rand(shape, generator=g).contiguous(memory_format=fmt) for _ in range(3))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with ops.use_backend(backend):
+            outs = []
+            x = x0.clone()
+            ops.sgld_step_(x, grad, step_size=0.5, noise_std=0.01, clamp=(0.0, 1.0),
+                           generator=ops.PhiloxGenerator(7))
+            outs.append(x)
+            x = x0.clone()
+            ops.sgld_step_(x, grad, step_size=0.5, grad_clip=0.3)
+            outs.append(x)
+            for norm in ("linf", "l2"):
+                x = x0.clone()
+                ops.pgd_step_(x, grad - 0.5, xo, alpha=0.05, eps=0.1, norm=norm)
+                outs.append(x)
+                x = x0.clone()
+                ops.pgd_init_(x, xo, eps=0.1, norm=norm, generator=ops.PhiloxGenerator(9))
+                outs.append(x)
+            prop = torch.empty_like(x0)
+            ops.mala_propose_(prop, x0, grad, step_size=0.01, generator=ops.PhiloxGenerator(11))
+            outs.append(prop)
+    finally:
+        torch.set_num_threads(before)
+    return outs
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_threaded_loops_match_one_thread_and_the_specification(layout):
+    """The host loops split whole blocks (or samples) over threads: 3 threads give the
+    one-thread result bit for bit, and both match the specification (noise within
+    NOISE_ATOL, the l2 sums within float rounding). The pool really started workers."""
+    require_backend("cpu")
+    one = _threaded_ops("cpu", 1, layout)
+    three = _threaded_ops("cpu", 3, layout)
+    assert cuda.extension().cpu_pool_workers() >= 2
+    spec = _threaded_ops("torch", 1, layout)
+    for a, b, want in zip(one, three, spec):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, want, rtol=1e-5, atol=philox.NOISE_ATOL)
+
+
+def test_pool_works_in_a_forked_child():
+    """A forked child (a DataLoader worker) has none of the parent's pool threads: it
+    starts its own instead of waiting on workers that did not survive the fork. (The child
+    reads x with numpy: torch's own OpenMP regions do not survive a fork either.)"""
+    require_backend("cpu")
+    _threaded_ops("cpu", 2, "contiguous")                 # the parent's pool exists
+    code = """
+import os, sys, faulthandler, torch
+from ebjdat import ops
+torch.set_num_threads(2)
+x = torch.zeros(1 << 17); g = torch.ones(1 << 17)
+ops.sgld_step_(x, g, step_size=0.5)                       # parent: pool started
+pid = os.fork()
+if pid == 0:
+    faulthandler.dump_traceback_later(60, exit=True)
+    ops.sgld_step_(x, g, step_size=0.5)
+    os._exit(0 if (x.numpy() == 1.0).all() else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

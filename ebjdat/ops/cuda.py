@@ -15,7 +15,9 @@ order and index the Philox counters by logical (row-major NCHW) position.
 * CPU tensors (the ``cpu`` backend, and ``cuda`` given CPU tensors): the ``*_host`` entry
   points run the same element functions and Philox stream in C++ loops, vectorised (the
   normals a block of counters at a time, csrc/cpu_noise.cpp, in a copy for this CPU's
-  instruction set chosen at load time). They need only a C++ compiler to build.
+  instruction set chosen at load time) and split over ``torch.get_num_threads()`` threads
+  of the extension's own pool (csrc/cpu_threads.cpp) from 2**16 elements on; the results
+  do not depend on the thread count. They need only a C++ compiler to build.
 
 Exactness (checked in tests): sgld without noise, pgd linf, pgd_init linf and mala_accept
 equal the specification bit for bit; noise within ``philox.NOISE_ATOL``; l2 within float

@@ -4,6 +4,8 @@ in ebjdat/ops/cuda.py). Every tensor's element count and dtype go along: the ent
 them before touching memory. Signatures and math: mala/spec.py."""
 from __future__ import annotations
 
+from torch import get_num_threads
+
 from .. import cuda
 from ..cuda import DTYPE_CODE, NO_LAYOUT, layout_args
 
@@ -23,7 +25,7 @@ def mala_propose(x_prop, x, grad, state, step_size, layout=None):
             grad.numel(), DTYPE_CODE[x_prop.dtype], DTYPE_CODE[x.dtype], DTYPE_CODE[grad.dtype], step_size,
             c, h, w)
     if x_prop.is_cpu:
-        (_C or _extension()).mala_propose_host(*args)
+        (_C or _extension()).mala_propose_host(*args, get_num_threads())
     else:
         cuda.launch("mala_propose", x_prop, args)
 

@@ -7,6 +7,8 @@ import functools
 
 import torch
 
+from torch import get_num_threads
+
 from .. import cuda
 from ..cuda import DTYPE_CODE, batch, layout_args
 
@@ -26,7 +28,7 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
             DTYPE_CODE[x.dtype], DTYPE_CODE[grad.dtype], alpha, eps is not None,
             0.0 if eps is None else eps, l2, lo, hi)
     if x.is_cpu:
-        (_C or _extension()).pgd_step_host(*args)
+        (_C or _extension()).pgd_step_host(*args, get_num_threads())
     else:
         _launch("pgd_step", x, args, l2)
 
@@ -37,7 +39,7 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     args = (x.data_ptr(), x_orig.data_ptr(), state.data_ptr(), x.numel(), batch(x) if l2 else 1,
             DTYPE_CODE[x.dtype], eps, l2, lo, hi, *layout_args(layout))
     if x.is_cpu:
-        (_C or _extension()).pgd_init_host(*args)
+        (_C or _extension()).pgd_init_host(*args, get_num_threads())
     else:
         _launch("pgd_init", x, args, l2)
 

@@ -2,6 +2,8 @@
 on CPU memory; conventions in ebjdat/ops/cuda.py). Signature and math: sgld/spec.py."""
 from __future__ import annotations
 
+from torch import get_num_threads
+
 from .. import cuda
 from ..cuda import DTYPE_CODE, NO_LAYOUT, layout_args
 
@@ -22,6 +24,6 @@ def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=No
     args = (x.data_ptr(), grad.data_ptr(), state.data_ptr() if noise_std > 0 else 0, x.numel(),
             DTYPE_CODE[x.dtype], DTYPE_CODE[grad.dtype], step_size, noise_std, grad_clip, lo, hi, c, h, w)
     if x.is_cpu:   # the host loop: the cpu backend (and the cuda backend given CPU tensors)
-        (_C or _extension()).sgld_step_host(*args)
+        (_C or _extension()).sgld_step_host(*args, get_num_threads())
     else:
         cuda.launch("sgld_step", x, args)
