@@ -6,10 +6,10 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 namespace ebjdat {
 namespace {
@@ -64,19 +64,31 @@ class Pool {
 };
 
 // Leaked on purpose: detached workers may still wait on it while the process exits, and a
-// forked child drops its parent's pool (whose workers did not survive the fork).
-Pool* g_pool = nullptr;
+// forked child drops its parent's pool (whose workers did not survive the fork). Atomic:
+// calls from several Python threads may create it at once; one of them wins.
+std::atomic<Pool*> g_pool{nullptr};
 std::once_flag g_atfork;
 
 Pool& pool() {
-  std::call_once(g_atfork, [] { pthread_atfork(nullptr, nullptr, [] { g_pool = nullptr; }); });
-  if (g_pool == nullptr) g_pool = new Pool();
-  return *g_pool;
+  std::call_once(g_atfork, [] { pthread_atfork(nullptr, nullptr, [] { g_pool.store(nullptr); }); });
+  Pool* p = g_pool.load();
+  if (p == nullptr) {
+    Pool* fresh = new Pool();
+    if (g_pool.compare_exchange_strong(p, fresh)) {
+      p = fresh;
+    } else {
+      delete fresh;   // another thread's pool won; p now holds it
+    }
+  }
+  return *p;
 }
 
 }  // namespace
 
-int pool_workers() { return g_pool == nullptr ? 0 : g_pool->workers(); }
+int pool_workers() {
+  Pool* p = g_pool.load();
+  return p == nullptr ? 0 : p->workers();
+}
 
 void parallel_for(int64_t units, int threads, const std::function<void(int64_t, int64_t)>& f) {
   if (units <= 0) return;

@@ -180,3 +180,37 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_threaded_loops_from_several_python_threads():
+    """Calls from several Python threads at once (the GIL is released in the loops) take
+    turns on the pool and give each call's own result."""
+    import threading
+    require_backend("cpu")
+    n = 1 << 17
+    grads = [torch.randn(n, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+
+    def run(i, out):
+        x = torch.zeros(n)
+        gen = ops.PhiloxGenerator(100 + i)
+        for _ in range(5):
+            ops.sgld_step_(x, grads[i], step_size=0.1, noise_std=0.01, generator=gen)
+        out[i] = x
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with ops.use_backend("cpu"):
+            serial, together = {}, {}
+            for i in range(4):
+                run(i, serial)
+            workers = [threading.Thread(target=run, args=(i, together)) for i in range(4)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(timeout=120)
+    finally:
+        torch.set_num_threads(before)
+    assert not any(w.is_alive() for w in workers)
+    for i in range(4):
+        assert torch.equal(serial[i], together[i])
