@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -44,6 +45,31 @@ inline void check_count(int64_t n) {
 
 inline void check_ptr(const char* name, uintptr_t p, int64_t n) {
   if (n > 0 && p == 0) throw py::value_error(std::string(name) + ": null data pointer");
+}
+
+// A tensor's element count against what the op reads or writes through its pointer: the
+// entries are reachable from Python with any pointers, so a count that differs is refused
+// before any memory is touched (`of` says whose count it must equal).
+inline void check_elements(const char* name, int64_t count, int64_t want, const char* of) {
+  if (count != want)
+    throw py::value_error(std::string(name) + " has " + std::to_string(count) + " elements, expected " +
+                          std::to_string(want) + " (" + of + ")");
+}
+
+// A generator state the op reads and advances: [seed, offset, done], 3 int64 elements.
+inline void check_state(uintptr_t state, int64_t state_count) {
+  if (state == 0) throw py::value_error("state: null data pointer (the op draws noise: pass a generator state)");
+  check_elements("state", state_count, 3, "a PhiloxGenerator's [seed, offset, done]");
+}
+
+// The host entries read the offset (CPU memory) and refuse a call that would carry it past
+// 2**63 - 1, before anything is written.
+inline void check_offset_host(uintptr_t state, uint64_t counters) {
+  const int64_t offset = reinterpret_cast<const int64_t*>(state)[1];
+  if (offset < 0 || (uint64_t)offset > (uint64_t)std::numeric_limits<int64_t>::max() - counters)
+    throw py::value_error("the generator's Philox offset " + std::to_string(offset) + " would pass 2**63 - 1 with "
+                          "this call's " + std::to_string(counters) + " counters; reseed the generator "
+                          "(manual_seed) before drawing more");
 }
 
 // The host loops' thread count (torch.get_num_threads() of the caller).

@@ -11,12 +11,6 @@
 namespace ebjdat {
 namespace {
 
-void check_elements(const char* name, int64_t count, int64_t want, const char* of) {
-  if (count != want)
-    throw py::value_error(std::string(name) + " has " + std::to_string(count) + " elements, expected " +
-                          std::to_string(want) + " (" + of + ")");
-}
-
 void check_same_dtype(const char* name, int code, int want, const char* of) {
   check_dtype(name, code);
   if (code != want)
@@ -29,8 +23,8 @@ struct ProposeArgs {
 };
 
 ProposeArgs check_propose(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n,
-                          int64_t x_count, int64_t grad_count, int x_prop_dtype, int x_dtype,
-                          int grad_dtype, double step_size, int64_t C, int64_t H, int64_t W) {
+                          int64_t x_count, int64_t grad_count, int64_t state_count, int x_prop_dtype,
+                          int x_dtype, int grad_dtype, double step_size, int64_t C, int64_t H, int64_t W) {
   check_count(n);
   check_elements("x", x_count, n, "those of x_prop");
   check_elements("grad", grad_count, n, "those of x_prop");
@@ -42,7 +36,7 @@ ProposeArgs check_propose(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr
   check_ptr("x_prop", x_prop, n);
   check_ptr("x", x, n);
   check_ptr("grad", grad, n);
-  check_ptr("state", state, n);
+  if (n > 0) check_state(state, state_count);
   return ProposeArgs{make_layout(C, H, W, n)};
 }
 
@@ -68,12 +62,14 @@ void mala_propose_loop(XT* x_prop, const XT* x, const GT* g, int64_t* state, int
 }
 
 void mala_propose_host(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n,
-                       int64_t x_count, int64_t grad_count, int x_prop_dtype, int x_dtype,
-                       int grad_dtype, double step_size, int64_t C, int64_t H, int64_t W, int threads) {
-  const ProposeArgs a = check_propose(x_prop, x, grad, state, n, x_count, grad_count, x_prop_dtype,
-                                      x_dtype, grad_dtype, step_size, C, H, W);
+                       int64_t x_count, int64_t grad_count, int64_t state_count, int x_prop_dtype,
+                       int x_dtype, int grad_dtype, double step_size, int64_t C, int64_t H, int64_t W,
+                       int threads) {
+  const ProposeArgs a = check_propose(x_prop, x, grad, state, n, x_count, grad_count, state_count,
+                                      x_prop_dtype, x_dtype, grad_dtype, step_size, C, H, W);
   check_threads(threads);
   if (n == 0) return;
+  check_offset_host(state, counters_for((uint64_t)n));
   HostNoGil nogil(n);
   dispatch_dtype(x_dtype, [&](auto xt) {
     using XT = decltype(xt);
@@ -87,10 +83,11 @@ void mala_propose_host(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr_t 
 }
 
 void mala_propose(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n,
-                  int64_t x_count, int64_t grad_count, int x_prop_dtype, int x_dtype, int grad_dtype,
-                  double step_size, int64_t C, int64_t H, int64_t W, int device, uintptr_t stream) {
-  const ProposeArgs a = check_propose(x_prop, x, grad, state, n, x_count, grad_count, x_prop_dtype,
-                                      x_dtype, grad_dtype, step_size, C, H, W);
+                  int64_t x_count, int64_t grad_count, int64_t state_count, int x_prop_dtype, int x_dtype,
+                  int grad_dtype, double step_size, int64_t C, int64_t H, int64_t W, int device,
+                  uintptr_t stream) {
+  const ProposeArgs a = check_propose(x_prop, x, grad, state, n, x_count, grad_count, state_count,
+                                      x_prop_dtype, x_dtype, grad_dtype, step_size, C, H, W);
   const char* err = nullptr;
   {
     py::gil_scoped_release nogil;
@@ -113,7 +110,7 @@ constexpr const char* kSampleNames[4] = {"energy", "energy_prop", "log_q_fwd", "
 
 void check_accept(uintptr_t x, uintptr_t x_prop, const uintptr_t (&sample)[4], uintptr_t accepted,
                   uintptr_t state, int64_t n, int64_t x_prop_count, int64_t batch,
-                  const int64_t (&sample_count)[4], int64_t accepted_count, int x_dtype,
+                  const int64_t (&sample_count)[4], int64_t accepted_count, int64_t state_count, int x_dtype,
                   int x_prop_dtype, const int (&sample_dtype)[4]) {
   check_count(n);
   if (batch < 0 || (batch == 0 && n != 0))
@@ -131,7 +128,7 @@ void check_accept(uintptr_t x, uintptr_t x_prop, const uintptr_t (&sample)[4], u
   check_ptr("x_prop", x_prop, n);
   for (int i = 0; i < 4; ++i) check_ptr(kSampleNames[i], sample[i], batch);
   check_ptr("accepted", accepted, batch);
-  check_ptr("state", state, batch);
+  if (batch > 0) check_state(state, state_count);
 }
 
 // The CPU twin of mala_accept_kernel: the same decisions, the accepted rows copied.
@@ -153,13 +150,15 @@ void mala_accept_loop(XT* x, const XT* x_prop, const ET* e, const ET* e_prop, co
   uintptr_t x, uintptr_t x_prop, uintptr_t energy, uintptr_t energy_prop, uintptr_t log_q_fwd,     \
       uintptr_t log_q_rev, uintptr_t accepted, uintptr_t state, int64_t n, int64_t x_prop_count,   \
       int64_t batch, int64_t energy_count, int64_t energy_prop_count, int64_t log_q_fwd_count,     \
-      int64_t log_q_rev_count, int64_t accepted_count, int x_dtype, int x_prop_dtype,              \
+      int64_t log_q_rev_count, int64_t accepted_count, int64_t state_count, int x_dtype,           \
+      int x_prop_dtype,                                                                            \
       int energy_dtype, int energy_prop_dtype, int log_q_fwd_dtype, int log_q_rev_dtype
 
 #define EBJDAT_ACCEPT_CHECK                                                                        \
   const uintptr_t sample[4] = {energy, energy_prop, log_q_fwd, log_q_rev};                       \
   check_accept(x, x_prop, sample, accepted, state, n, x_prop_count, batch,                         \
                {energy_count, energy_prop_count, log_q_fwd_count, log_q_rev_count}, accepted_count, \
+               state_count,                                                                        \
                x_dtype, x_prop_dtype,                                                              \
                {energy_dtype, energy_prop_dtype, log_q_fwd_dtype, log_q_rev_dtype})
 
@@ -174,6 +173,7 @@ void dispatch_accept(int x_dtype, int sample_dtype, F&& f) {
 void mala_accept_host(EBJDAT_ACCEPT_PARAMS) {
   EBJDAT_ACCEPT_CHECK;
   if (batch == 0) return;
+  check_offset_host(state, counters_for((uint64_t)batch));
   HostNoGil nogil(n + batch);
   dispatch_accept(x_dtype, energy_dtype, [&](auto xt, auto et) {
     using XT = decltype(xt);
@@ -210,17 +210,17 @@ constexpr char kMalaAcceptHost[] = "mala_accept_host";
 
 PyMethodDef mala_defs[] = {
     EBJDAT_FASTCALL(mala_propose, kMalaPropose,
-                    "mala_propose(x_prop, x, grad, state, n, x_count, grad_count, x_prop_dtype, x_dtype, "
-                    "grad_dtype, step_size, C, H, W, device, stream): x_prop <- x + step_size*grad + "
+                    "mala_propose(x_prop, x, grad, state, n, x_count, grad_count, state_count, x_prop_dtype, "
+                    "x_dtype, grad_dtype, step_size, C, H, W, device, stream): x_prop <- x + step_size*grad + "
                     "sqrt(2 step_size)*z on CUDA memory, launched on `stream` (a cudaStream_t as int)."),
     EBJDAT_FASTCALL(mala_propose_host, kMalaProposeHost,
-                    "mala_propose_host(x_prop, x, grad, state, n, x_count, grad_count, x_prop_dtype, "
-                    "x_dtype, grad_dtype, step_size, C, H, W, threads): mala_propose on CPU memory (same "
+                    "mala_propose_host(x_prop, x, grad, state, n, x_count, grad_count, state_count, "
+                    "x_prop_dtype, x_dtype, grad_dtype, step_size, C, H, W, threads): mala_propose on CPU memory (same "
                     "math, same Philox stream), up to `threads` threads."),
     EBJDAT_FASTCALL(mala_accept, kMalaAccept,
                     "mala_accept(x, x_prop, energy, energy_prop, log_q_fwd, log_q_rev, accepted, state, n, "
                     "x_prop_count, batch, energy_count, energy_prop_count, log_q_fwd_count, "
-                    "log_q_rev_count, accepted_count, x_dtype, x_prop_dtype, energy_dtype, "
+                    "log_q_rev_count, accepted_count, state_count, x_dtype, x_prop_dtype, energy_dtype, "
                     "energy_prop_dtype, log_q_fwd_dtype, log_q_rev_dtype, device, stream): the "
                     "Metropolis decisions and accepted rows on CUDA memory."),
     EBJDAT_FASTCALL(mala_accept_host, kMalaAcceptHost,

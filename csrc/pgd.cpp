@@ -168,9 +168,10 @@ void pgd_init_loop(XT* x, const XT* xo, int64_t* state, int64_t n, int64_t batch
   state[1] = (int64_t)(offset + counters_for((uint64_t)n) + (l2 ? (uint64_t)batch : 0));
 }
 
-void check_pgd(uintptr_t x, uintptr_t xo, int64_t n, int64_t batch, int x_dtype, bool l2,
-               bool has_eps, double eps) {
+void check_pgd(uintptr_t x, uintptr_t xo, int64_t n, int64_t xo_count, int64_t batch, int x_dtype,
+               bool l2, bool has_eps, double eps) {
   check_count(n);
+  check_elements("x_orig", xo_count, n, "those of x");
   check_dtype("x", x_dtype);
   check_ptr("x", x, n);
   check_ptr("x_orig", xo, n);
@@ -178,10 +179,11 @@ void check_pgd(uintptr_t x, uintptr_t xo, int64_t n, int64_t batch, int x_dtype,
   if (has_eps && !(eps >= 0)) throw py::value_error("eps must be >= 0");
 }
 
-void pgd_step_host(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t batch,
-                   int x_dtype, int grad_dtype, double alpha, bool has_eps, double eps, bool l2,
-                   double lo, double hi, int threads) {
-  check_pgd(x, xo, n, batch, x_dtype, l2, has_eps, eps);
+void pgd_step_host(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t grad_count,
+                   int64_t xo_count, int64_t batch, int x_dtype, int grad_dtype, double alpha,
+                   bool has_eps, double eps, bool l2, double lo, double hi, int threads) {
+  check_pgd(x, xo, n, xo_count, batch, x_dtype, l2, has_eps, eps);
+  check_elements("grad", grad_count, n, "those of x");
   check_dtype("grad", grad_dtype);
   check_ptr("grad", grad, n);
   check_threads(threads);
@@ -196,10 +198,12 @@ void pgd_step_host(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t
   });
 }
 
-void pgd_step(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t batch, int x_dtype,
-              int grad_dtype, double alpha, bool has_eps, double eps, bool l2, double lo,
-              double hi, uintptr_t scratch, int64_t scratch_count, int device, uintptr_t stream) {
-  check_pgd(x, xo, n, batch, x_dtype, l2, has_eps, eps);
+void pgd_step(uintptr_t x, uintptr_t grad, uintptr_t xo, int64_t n, int64_t grad_count,
+              int64_t xo_count, int64_t batch, int x_dtype, int grad_dtype, double alpha, bool has_eps,
+              double eps, bool l2, double lo, double hi, uintptr_t scratch, int64_t scratch_count,
+              int device, uintptr_t stream) {
+  check_pgd(x, xo, n, xo_count, batch, x_dtype, l2, has_eps, eps);
+  check_elements("grad", grad_count, n, "those of x");
   check_dtype("grad", grad_dtype);
   check_ptr("grad", grad, n);
   const char* err = nullptr;
@@ -230,12 +234,13 @@ int64_t pgd_l2_scratch(int64_t n, int64_t batch, int x_dtype) {
   return count;
 }
 
-void pgd_init_host(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_t batch,
-                   int x_dtype, double eps, bool l2, double lo, double hi, int64_t C, int64_t H,
-                   int64_t W, int threads) {
-  check_pgd(x, xo, n, batch, x_dtype, l2, true, eps);
-  check_ptr("state", state, 1);
+void pgd_init_host(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_t xo_count,
+                   int64_t state_count, int64_t batch, int x_dtype, double eps, bool l2, double lo,
+                   double hi, int64_t C, int64_t H, int64_t W, int threads) {
+  check_pgd(x, xo, n, xo_count, batch, x_dtype, l2, true, eps);
+  check_state(state, state_count);
   check_threads(threads);
+  check_offset_host(state, counters_for((uint64_t)n) + (l2 ? (uint64_t)batch : 0));
   const Layout L = make_layout(C, H, W, n);
   HostNoGil nogil(n);
   dispatch_dtype(x_dtype, [&](auto xt) {
@@ -245,11 +250,12 @@ void pgd_init_host(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_
   });
 }
 
-void pgd_init(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_t batch, int x_dtype,
-              double eps, bool l2, double lo, double hi, int64_t C, int64_t H, int64_t W,
-              uintptr_t scratch, int64_t scratch_count, int device, uintptr_t stream) {
-  check_pgd(x, xo, n, batch, x_dtype, l2, true, eps);
-  check_ptr("state", state, 1);
+void pgd_init(uintptr_t x, uintptr_t xo, uintptr_t state, int64_t n, int64_t xo_count,
+              int64_t state_count, int64_t batch, int x_dtype, double eps, bool l2, double lo,
+              double hi, int64_t C, int64_t H, int64_t W, uintptr_t scratch, int64_t scratch_count,
+              int device, uintptr_t stream) {
+  check_pgd(x, xo, n, xo_count, batch, x_dtype, l2, true, eps);
+  check_state(state, state_count);
   const Layout L = make_layout(C, H, W, n);
   const char* err = nullptr;
   {
@@ -272,20 +278,20 @@ constexpr char kPgdInitHost[] = "pgd_init_host";
 
 PyMethodDef pgd_defs[] = {
     EBJDAT_FASTCALL(pgd_step, kPgdStep,
-                    "pgd_step(x, grad, x_orig, n, batch, x_dtype, grad_dtype, alpha, has_eps, eps, l2, "
-                    "lo, hi, scratch, scratch_count, device, stream): one PGD step (norm linf, or l2 "
+                    "pgd_step(x, grad, x_orig, n, grad_count, x_orig_count, batch, x_dtype, grad_dtype, "
+                    "alpha, has_eps, eps, l2, lo, hi, scratch, scratch_count, device, stream): one PGD step (norm linf, or l2 "
                     "when l2 is true) on CUDA memory, launched on `stream`."),
     EBJDAT_FASTCALL(pgd_step_host, kPgdStepHost,
-                    "pgd_step_host(x, grad, x_orig, n, batch, x_dtype, grad_dtype, alpha, has_eps, eps, "
-                    "l2, lo, hi, threads): pgd_step on CPU memory (same element math), up to `threads` "
+                    "pgd_step_host(x, grad, x_orig, n, grad_count, x_orig_count, batch, x_dtype, "
+                    "grad_dtype, alpha, has_eps, eps, l2, lo, hi, threads): pgd_step on CPU memory (same element math), up to `threads` "
                     "threads."),
     EBJDAT_FASTCALL(pgd_init, kPgdInit,
-                    "pgd_init(x, x_orig, state, n, batch, x_dtype, eps, l2, lo, hi, C, H, W, scratch, "
-                    "scratch_count, device, stream): PGD random start on CUDA memory (l2: scratch as "
+                    "pgd_init(x, x_orig, state, n, x_orig_count, state_count, batch, x_dtype, eps, l2, "
+                    "lo, hi, C, H, W, scratch, scratch_count, device, stream): PGD random start on CUDA memory (l2: scratch as "
                     "for pgd_step), advancing the generator."),
     EBJDAT_FASTCALL(pgd_init_host, kPgdInitHost,
-                    "pgd_init_host(x, x_orig, state, n, batch, x_dtype, eps, l2, lo, hi, C, H, W, "
-                    "threads): pgd_init on CPU memory (same math, same Philox stream)."),
+                    "pgd_init_host(x, x_orig, state, n, x_orig_count, state_count, batch, x_dtype, eps, "
+                    "l2, lo, hi, C, H, W, threads): pgd_init on CPU memory (same math, same Philox stream)."),
     PyMethodDef{nullptr, nullptr, 0, nullptr}};
 
 void register_pgd(py::module_& m) {

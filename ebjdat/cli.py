@@ -65,7 +65,9 @@ def _train_parser(sub) -> None:
                        description="Train with EB-JDAT. Settings: the variant's preset "
                        "(the published settings), then --config, then flags.")
     p.add_argument("--config", help="a TOML file of TrainConfig fields")
-    p.add_argument("--resume", metavar="PATH", help="continue from a run folder or checkpoint file")
+    p.add_argument("--resume", metavar="PATH", help="continue from a run folder or checkpoint file (a run "
+                   "folder stopped before its first checkpoint starts again at step 0; one stopped during its "
+                   "closing evaluation gets it and its summary.json)")
     for flag, (_, typ, text) in TRAIN_FLAGS.items():
         p.add_argument(flag, type=typ, help=text)
     p.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the model")
@@ -79,24 +81,32 @@ def _train_parser(sub) -> None:
 
 def _train(args) -> int:
     from .evaluate import closing
-    from .runs.config import RESUMABLE
+    from .runs.config import RESUMABLE, ConfigError
     from .runs.folders import check_run_folder
     from .train import TrainConfig, Trainer, TrainingDiverged
     flags = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in TRAIN_FLAGS.items()}
     flags["compile"] = args.compile
     flags["channels_last"] = args.channels_last
     flags = {k: v for k, v in flags.items() if v is not None}
+    given = {field: flag for flag, (field, _, _) in TRAIN_FLAGS.items() if field in flags}   # messages name flags
     try:
+        if args.out is not None and not args.out.strip():   # "" would train into the working folder
+            raise ValueError(f"--out {args.out!r} is empty: name the run folder (a new one, or leave --out out "
+                             f"for runs/<time>)")
         if args.resume:
             if args.config:
                 raise ValueError(f"--config cannot be used with --resume: a resumed run keeps its "
-                                 f"checkpoint's settings; only {', '.join(RESUMABLE)} may change, by flags")
-            trainer = Trainer.resume(args.resume, **flags)
+                                 f"checkpoint's settings; only {', '.join(RESUMABLE)} may change, by flags; "
+                                 f"other settings make a new run: ebjdat train --config FILE --out <new folder>")
+            try:
+                trainer = Trainer.resume(args.resume, **flags)
+            except ConfigError as e:   # a flag's value out of range: name the flag
+                raise e.named(given) from None
         else:
             if args.config:
-                cfg = TrainConfig.from_toml(args.config, **flags)
+                cfg = TrainConfig.from_toml(args.config, key_names=given, **flags)
             else:
-                cfg = TrainConfig.preset(flags.pop("variant", "sadajem"), **flags)
+                cfg = TrainConfig.preset(flags.pop("variant", "sadajem"), key_names=given, **flags)
             if cfg.out is None:
                 cfg = cfg.with_overrides(out=f"runs/{datetime.datetime.now():%Y%m%d-%H%M%S}")
             check_run_folder(cfg.out)   # before the data and the model are built
@@ -132,9 +142,12 @@ def _check_sample_args(args) -> None:
         raise ValueError(f"--steps {args.steps}: SGLD steps must be >= 0 (0 pictures the starting points)")
     if args.y is not None and args.y < 0:
         raise ValueError(f"--y {args.y}: a class index must be >= 0")
-    from .validate import resolve_device
+    from .validate import resolve_device, seed
+    seed("--seed", args.seed)
     resolve_device(args.device or "auto")
     ops.check_backend(args.backend)
+    from .runs.folders import check_not_training_output
+    check_not_training_output(args.out, name="--out")   # never a training run's own picture
     plots.check_image_path(args.out, name="--out", overwrite=args.force, force_flag="--force")
 
 
@@ -157,6 +170,9 @@ def _draw_samples(args) -> int:
         held = 0 if buf is None else len(buf)
         raise ValueError(f"--n {args.n}: the run's replay buffer holds {held} chains; pass --n {held} or "
                          f"less, or --fresh (chains from the run's initial distribution, any number)")
+    from .validate import check_fits, item_values, nonfinite_rows
+    check_fits("--n", args.n, item_values(run["sample_shape"], model), dev)
+    check_fits("--n", args.n, item_values(run["sample_shape"]), torch.device("cpu"))   # starts, the picture
     g = torch.Generator().manual_seed(args.seed)
     y = None if args.y is None else torch.full((args.n,), args.y, dtype=torch.long)
     if not args.fresh:
@@ -172,6 +188,9 @@ def _draw_samples(args) -> int:
     sampler = build.sampler(cfg, model, generator=ops.PhiloxGenerator(args.seed, device=dev), n_steps=steps)
     model.train(cfg.sampler_train_mode)
     x = sampler.sample(x_init=x0.to(dev), y=None if y is None else y.to(dev))
+    if (bad := nonfinite_rows(x)):   # a picture of them: magenta squares (save_grid's NaN colour)
+        raise ValueError(f"{bad} of {len(x)} samples hold non-finite values after {steps} SGLD steps (the "
+                         f"sampler diverged); nothing written; try fewer --steps, or an earlier checkpoint")
     plots.save_grid(args.out, x.float().cpu())
     print(f"wrote {x.shape[0]} samples after {steps} SGLD steps from {start} to {args.out}")
     return 0
@@ -192,7 +211,8 @@ def _sample_parser(sub) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--backend", default="auto", choices=ops.backends.NAMES, help="fused-op backend (default auto)")
     p.add_argument("--out", default="samples.png", help="the picture, in the format its suffix names: .png "
-                   "(default samples.png), .jpg, .bmp, .tif, .webp; an existing file is kept unless --force")
+                   "(default samples.png), .jpg, .bmp, .tif, .webp; an existing file is kept unless --force, "
+                   "and a training run's own pictures always are")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.set_defaults(fn=_sample)
 

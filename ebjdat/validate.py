@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import torch
+
+SEED_LIMIT = 2**63       # seeds reach torch.Generator.manual_seed (a signed 64-bit integer)
+MEMORY_FACTOR = 16       # float32 copies of a sample a sampler holds: starts, chains, gradients, noise, ...
 
 
 def integer(name: str, v, *, minimum: int = 1) -> int:
@@ -15,6 +19,85 @@ def integer(name: str, v, *, minimum: int = 1) -> int:
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
     return int(v)
+
+
+def seed(name: str, v) -> int:
+    """A seed in [0, 2**63), the range torch's generators take; ValueError naming ``name``."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v < SEED_LIMIT:
+        raise ValueError(f"{name} {v}: a seed must be an integer >= 0 and < 2**63 (what torch's generators "
+                         f"take); pass one in that range")
+    return int(v)
+
+
+def memory_bytes(device: torch.device) -> int:
+    """The memory that holds tensors on ``device``: the GPU's total on CUDA, else the
+    machine's physical memory."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def item_values(shape: tuple, model: torch.nn.Module | None = None) -> int:
+    """The float32 values one sample of ``shape`` holds while a sampler runs on it: its
+    image MEMORY_FACTOR times (starts, chains, gradients, noise, copies) and, given the
+    ``model``, three times the model's activations of it (kept for the gradient, and the
+    gradient's own), measured on one zero image."""
+    values = MEMORY_FACTOR * math.prod(shape)
+    if model is not None:
+        values += 3 * activation_values(model, shape)
+    return values
+
+
+@torch.no_grad()
+def activation_values(model: torch.nn.Module, shape: tuple) -> int:
+    """The values the leaf modules of ``model`` output for one zero image of ``shape``
+    (eval mode for the measurement; the model's mode is restored)."""
+    sizes, mode = [], model.training
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
+             for m in leaves]
+    try:
+        p = next(model.parameters(), None)
+        model.eval()(torch.zeros((1, *shape), device=p.device if p is not None else "cpu"))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(mode)
+    return sum(sizes)
+
+
+def max_items(values_per_item: int, device: torch.device) -> int:
+    """How many items of ``values_per_item`` float32 values fit in ``device``'s memory."""
+    return memory_bytes(device) // (4 * values_per_item)
+
+
+def check_fits(name: str, n: int, values_per_item: int, device: torch.device) -> None:
+    """ValueError naming ``name`` when n items of ``values_per_item`` float32 values
+    (item_values) cannot fit in ``device``'s memory: refused before anything is allocated,
+    rather than killed for memory."""
+    limit = max_items(values_per_item, device)
+    if n > limit:
+        gib = memory_bytes(device) / 2**30
+        raise ValueError(f"{name} {n}: that many samples need about {4 * values_per_item * n / 2**30:.0f} GiB, "
+                         f"beyond the {gib:.0f} GiB memory of {device}; pass at most {limit}")
+
+
+def nonfinite(tensors: dict) -> str | None:
+    """None when every floating tensor of {name: tensor} is finite, else where they are
+    not: "3 of 1024 values of conv1.weight" (the first tensor holding any)."""
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                return f"{bad} of {t.numel()} values of {name}"
+    return None
+
+
+def nonfinite_rows(x: torch.Tensor) -> int:
+    """How many rows x[i] (images, chains) of a floating tensor hold a NaN or an inf."""
+    if not x.is_floating_point() or not len(x):
+        return 0
+    return int((~torch.isfinite(x)).flatten(1).any(1).sum())
 
 
 def bounds(v) -> tuple[float, float]:

@@ -157,9 +157,10 @@ def test_generator_seed_range():
     assert ops.PhiloxGenerator(np.int64(5)).seed == 5
     gen = ops.PhiloxGenerator(1)
     state = gen.get_state()
-    state[1] = -1
-    with pytest.raises(ValueError, match=r"offset \(state\[1\]\) must be >= 0"):
-        gen.set_state(state)
+    for bad in (-1, 2**62 + 1):
+        state[1] = bad
+        with pytest.raises(ValueError, match=r"offset \(state\[1\]\) must be in \[0, 2\*\*62\]"):
+            gen.set_state(state)
     assert gen.offset == 0
 
 
@@ -237,33 +238,35 @@ def test_extension_entries_refuse_bad_arguments():
         pytest.skip(cuda.load_error())
     import ebjdat._C as C
     x = torch.zeros(4)
-    good = [x.data_ptr(), x.data_ptr(), 0, 4, 0, 0, 0.1, 0.0, 1.0, 0.0, 1.0, 0, 0, 0, 1]   # ..., threads
+    # x, grad, state, n, grad_count, state_count, x_dtype, grad_dtype, step_size, ..., threads
+    good = [x.data_ptr(), x.data_ptr(), 0, 4, 4, 0, 0, 0, 0.1, 0.0, 1.0, 0.0, 1.0, 0, 0, 0, 1]
     C.sgld_step_host(*good)
-    with pytest.raises(TypeError, match=r"sgld_step_host takes 15 positional arguments, got 2"):
+    with pytest.raises(TypeError, match=r"sgld_step_host takes 17 positional arguments, got 2"):
         C.sgld_step_host(1, 2)
-    with pytest.raises(TypeError, match=r"sgld_step_host: argument 7 must be a float, got str"):
-        C.sgld_step_host(*good[:6], "0.1", *good[7:])
+    with pytest.raises(TypeError, match=r"sgld_step_host: argument 9 must be a float, got str"):
+        C.sgld_step_host(*good[:8], "0.1", *good[9:])
     with pytest.raises(TypeError, match=r"argument 1 must be an int, got float"):
         C.sgld_step_host(1.0, *good[1:])
-    with pytest.raises(OverflowError, match=r"argument 5 is out of range"):
-        C.sgld_step_host(*good[:4], 2**40, *good[5:])
+    with pytest.raises(OverflowError, match=r"argument 7 is out of range"):
+        C.sgld_step_host(*good[:6], 2**40, *good[7:])
     with pytest.raises(ValueError, match="x: unknown dtype code 7"):
-        C.sgld_step_host(*good[:4], 7, *good[5:])
+        C.sgld_step_host(*good[:6], 7, *good[7:])
     with pytest.raises(ValueError, match="grad: null data pointer"):
         C.sgld_step_host(good[0], 0, *good[2:])
     for threads in (0, 4097):
         with pytest.raises(ValueError, match=r"threads must be in \[1, 4096\]"):
             C.sgld_step_host(*good[:-1], threads)
     with pytest.raises(ValueError, match="batch"):
-        C.pgd_step_host(x.data_ptr(), x.data_ptr(), x.data_ptr(), 4, 3, 0, 0, 0.1, True, 0.1, True, 0.0, 1.0, 1)
+        C.pgd_step_host(x.data_ptr(), x.data_ptr(), x.data_ptr(), 4, 4, 4, 3, 0, 0, 0.1, True, 0.1, True, 0.0,
+                        1.0, 1)
     # the device entries take the host entries' arguments less threads, plus (scratch,
     # scratch_count for pgd,) device, stream; their checks run before anything touches a GPU
     with pytest.raises(ValueError, match="x: null data pointer"):
         C.sgld_step(0, *good[1:-1], 0, 0)
     with pytest.raises(ValueError, match="x: null data pointer"):
-        C.pgd_step(0, 0, 0, 4, 1, 0, 0, 0.1, True, 0.1, False, 0.0, 1.0, 0, 0, 0, 0)
+        C.pgd_step(0, 0, 0, 4, 4, 4, 1, 0, 0, 0.1, True, 0.1, False, 0.0, 1.0, 0, 0, 0, 0)
     with pytest.raises(ValueError, match="x: null data pointer"):
-        C.pgd_init(0, 0, 0, 4, 1, 0, 0.1, False, 0.0, 1.0, 0, 0, 0, 0, 0, 0, 0)
+        C.pgd_init(0, 0, 0, 4, 4, 3, 1, 0, 0.1, False, 0.0, 1.0, 0, 0, 0, 0, 0, 0, 0)
     assert torch.equal(x, torch.zeros(4))
 
 
@@ -277,23 +280,24 @@ def test_mala_entries_check_every_count_and_dtype_first():
     import ebjdat._C as C
     x, e, acc, st = torch.zeros(2, 3), torch.zeros(2), torch.zeros(2, dtype=torch.bool), ops.PhiloxGenerator(0).state
     p, q = x.data_ptr(), e.data_ptr()
-    prop = [p, p, p, st.data_ptr(), 6, 6, 6, 0, 0, 0, 0.1, 0, 0, 0]
+    prop = [p, p, p, st.data_ptr(), 6, 6, 6, 3, 0, 0, 0, 0.1, 0, 0, 0]
     C.mala_propose_host(*prop, 1)
     for i, value, match in [(5, 5, "x has 5 elements, expected 6"), (6, 7, "grad has 7 elements, expected 6"),
-                            (8, 3, "x: dtype code 3, expected 0"), (10, -0.1, "step_size must be finite"),
-                            (3, 0, "state: null data pointer"), (11, 4, "layout")]:
+                            (7, 1, "state has 1 elements, expected 3"),
+                            (9, 3, "x: dtype code 3, expected 0"), (11, -0.1, "step_size must be finite"),
+                            (3, 0, "state: null data pointer"), (12, 4, "layout")]:
         for entry, tail in ((C.mala_propose_host, [1]), (C.mala_propose, [0, 0])):   # threads; device, stream
             with pytest.raises(ValueError, match=match):
                 entry(*prop[:i], value, *prop[i + 1:], *tail)
-    acc_args = [p, p, q, q, q, q, acc.data_ptr(), st.data_ptr(), 6, 6, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0]
+    acc_args = [p, p, q, q, q, q, acc.data_ptr(), st.data_ptr(), 6, 6, 2, 2, 2, 2, 2, 2, 3, 0, 0, 0, 0, 0, 0]
     C.mala_accept_host(*acc_args)
     for i, value, match in [(9, 5, "x_prop has 5 elements, expected 6"), (10, 4, "batch"),
                             (12, 3, "energy_prop has 3 elements, expected 2"),
-                            (15, 1, "accepted has 1 elements, expected 2"),
-                            (17, 3, "x_prop: dtype code 3, expected 0"),
-                            (21, 3, "log_q_rev: dtype code 3, expected 0"), (6, 0, "accepted: null data pointer")]:
+                            (15, 1, "accepted has 1 elements, expected 2"), (16, 2, "state has 2 elements"),
+                            (18, 3, "x_prop: dtype code 3, expected 0"),
+                            (22, 3, "log_q_rev: dtype code 3, expected 0"), (6, 0, "accepted: null data pointer")]:
         for entry, tail in ((C.mala_accept_host, []), (C.mala_accept, [0, 0])):
             with pytest.raises(ValueError, match=match):
                 entry(*acc_args[:i], value, *acc_args[i + 1:], *tail)
-    with pytest.raises(TypeError, match="mala_accept_host takes 22 positional arguments, got 2"):
+    with pytest.raises(TypeError, match="mala_accept_host takes 23 positional arguments, got 2"):
         C.mala_accept_host(1, 2)

@@ -95,10 +95,10 @@ spec = importlib.util.spec_from_file_location("ebjdat._C", {str(so)!r})
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 assert not m.has_device_code()
 x = torch.zeros(10); g = torch.ones(10)
-m.sgld_step_host(x.data_ptr(), g.data_ptr(), 0, 10, 0, 0, 0.5, 0.0, float('inf'), -1.0, 1.0, 0, 0, 0, 1)
+m.sgld_step_host(x.data_ptr(), g.data_ptr(), 0, 10, 10, 0, 0, 0, 0.5, 0.0, float('inf'), -1.0, 1.0, 0, 0, 0, 1)
 assert (x == 0.5).all(), x
 try:
-    m.sgld_step(x.data_ptr(), g.data_ptr(), 0, 10, 0, 0, 0.5, 0.0, 1.0, -1.0, 1.0, 0, 0, 0, 0, 0)
+    m.sgld_step(x.data_ptr(), g.data_ptr(), 0, 10, 10, 0, 0, 0, 0.5, 0.0, 1.0, -1.0, 1.0, 0, 0, 0, 0, 0)
 except RuntimeError as e:
     assert "without device code" in str(e)
 else:

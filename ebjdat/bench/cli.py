@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,30 @@ def _check_json_path(json_path) -> Path | None:
     return path
 
 
+def _check_budget(budget_s) -> float | None:
+    """--budget-s: None, or a finite number of seconds >= 0 (NaN would compare false with
+    every deadline and let the compile case run whatever the budget)."""
+    if budget_s is None:
+        return None
+    if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not (
+            math.isfinite(budget_s) and budget_s >= 0):
+        raise ValueError(f"--budget-s {budget_s}: must be a finite number of seconds >= 0; "
+                         f"leave it out for no budget")
+    return float(budget_s)
+
+
+def _check_profile_dir(profile) -> Path | None:
+    """The --profile folder, checked before any work: a folder or a path that can become
+    one (no existing file on the way)."""
+    if profile is None:
+        return None
+    path = Path(profile)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise ValueError(f"--profile {path}: {part} is a file, not a folder; name a folder for the traces")
+    return path
+
+
 def run_bench(suite="all", device: str | None = None, quick: bool = False,
               json_path=None, profile=None, out=None, budget_s: float | None = None,
               compile: bool = True) -> dict:
@@ -52,6 +77,7 @@ def run_bench(suite="all", device: str | None = None, quick: bool = False,
     out = out or sys.stdout
     names = _suites(suite)
     path = _check_json_path(json_path)
+    budget_s, profile = _check_budget(budget_s), _check_profile_dir(profile)
     dev = resolve_device(device or "auto")
     t0 = time.perf_counter()
     deadline = None if budget_s is None else t0 + budget_s
@@ -157,7 +183,7 @@ def _bench(args) -> int:
     try:
         run_bench(args.suite, args.device, args.quick, args.json, args.profile,
                   budget_s=args.budget_s, compile=args.compile)
-    except ValueError as e:
+    except (ValueError, OSError) as e:   # OSError: a --json or --profile path that cannot be written
         print(f"ebjdat bench: {e}", file=sys.stderr)
         return 2
     return 0

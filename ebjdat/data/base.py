@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checks import read_text
+
 SPLITS = ("train", "test")
 
 
@@ -164,7 +166,7 @@ def read_class_file(path: Path, name: str) -> list[int]:
     """The integers of a classes file, in order (checked by class_list, not here); a
     missing file or a token that is no integer is an error naming the file (and line)."""
     try:
-        text = path.expanduser().read_text()
+        text = read_text(path.expanduser(), "classes file")
     except FileNotFoundError:
         raise FileNotFoundError(f"classes file {path} does not exist: pass a count (the first k classes of "
                                 f"{name}) or a text file of 0-based class indices") from None

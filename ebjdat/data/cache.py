@@ -37,7 +37,7 @@ import numpy as np
 __all__ = ["CACHE_DIR", "CACHE_VERSION", "cache_folder", "cached", "listing_digest"]
 
 CACHE_DIR = ".ebjdat_cache"
-CACHE_VERSION = 1   # bump when the decoding changes what a cache holds
+CACHE_VERSION = 2   # bump when the decoding changes what a cache holds (2: 16-bit images scaled)
 _PROVENANCE = "provenance"
 
 

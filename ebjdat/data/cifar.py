@@ -10,19 +10,29 @@ fetched through ``torchvision.datasets.CIFAR10/100(root, download=True)``.
 The batches are pickles, and unpickling an arbitrary file runs whatever code it names, so
 they are read with a restricted unpickler that admits only what a CIFAR batch holds (a
 dict of bytes, lists, ints and one uint8 numpy array): a crafted file under ``root`` is
-refused with a ValueError before any of it runs.
+refused with a ValueError before any of it runs. Nor can a file make the loader allocate
+more than it holds: every length field is checked against the bytes that follow it before
+unpickling, an array's size comes only from the bytes pickled for it, and b"data" given as
+lists of rows may not hold more values than the file has bytes (a row repeated through
+the pickle's memo). b"data" must be uint8 (or integers in [0, 255]) and the labels
+integers in [0, n_classes), one per row: anything else is a ValueError naming the file and
+the field, never a silent cast.
 """
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import pickle
+import pickletools
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .base import Dataset, check_n, check_split, fit_size, subset, to_unit_range
+from .checks import class_labels, fits, image_bytes
 
 try:  # numpy >= 2 (numpy.core is a deprecated alias there)
     from numpy._core.multiarray import _reconstruct
@@ -30,6 +40,9 @@ except ImportError:  # numpy 1.x
     from numpy.core.multiarray import _reconstruct
 
 __all__ = ["default_root", "load_cifar"]
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+_FIX = f"replace it with the file from the python version of the dataset ({URL})"
 
 # name -> (folder, train files, test files, label key, n_classes, torchvision class)
 _SPECS = {
@@ -74,12 +87,43 @@ def _latin1(text, encoding):
     return codecs.encode(text, "latin1")
 
 
+class _Array(np.ndarray):
+    """The ndarray a batch names, for numpy's ``_reconstruct`` only: it is created empty
+    and filled by ``__setstate__`` from bytes held in the file, so its size is bounded by
+    the file. Calling it (REDUCE numpy.ndarray(shape)) would allocate any shape: refused."""
+
+    def __new__(cls, *args, **kwargs):
+        raise pickle.UnpicklingError("it calls numpy.ndarray directly, which allocates any shape it is given")
+
+    def __setstate__(self, state):
+        # (version, shape, dtype, fortran, rawdata): numpy checks len(rawdata) against the
+        # shape for plain dtypes; an object dtype would allocate the shape from a list instead
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("its array state is not numpy's (version, shape, dtype, order, bytes)")
+        dtype, raw = state[-3], state[-1]
+        if not isinstance(dtype, np.dtype) or dtype.hasobject:
+            raise pickle.UnpicklingError(f"it holds an array of Python objects ({dtype}), not of numbers")
+        if not isinstance(raw, (bytes, bytearray)):
+            raise pickle.UnpicklingError(f"its array data is a {type(raw).__name__}, not bytes")
+        super().__setstate__(state)
+
+
+def _empty_array(subtype, shape, dtype):
+    """numpy's ``_reconstruct`` as a pickled ndarray calls it: ``(ndarray, (0,), 'b')``, an
+    empty array that BUILD then fills. Another shape would allocate memory that no byte of
+    the file backs (2**50 elements are a petabyte)."""
+    if subtype is not _Array or shape != (0,):
+        raise pickle.UnpicklingError(f"it calls numpy's _reconstruct with shape {shape!r:.60}; a pickled "
+                                     f"array passes (0,) and the data separately")
+    return _reconstruct(_Array, (0,), dtype)
+
+
 # every global a CIFAR batch names: numpy's array reconstruction (under its numpy 1 name,
 # which the Python 2 release uses, and its numpy 2 name) and bytes re-pickled by Python 3
 _BATCH_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy.core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy._core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy", "ndarray"): _Array,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1,
 }
@@ -109,29 +153,77 @@ class _BatchUnpickler(pickle.Unpickler):
                 f"of the dataset (https://www.cs.toronto.edu/~kriz/cifar.html)") from None
 
 
-def _unpickle(path: Path):
-    """The object pickled in path, through _BatchUnpickler; a file that is not a pickle
-    (truncated, another format) is a ValueError naming it."""
-    with open(path, "rb") as f:
-        try:
-            return _BatchUnpickler(f, path).load()
-        except (_NotABatch, MemoryError):
+def _check_lengths(raw: bytes, path: Path) -> None:
+    """Walks the pickle's opcodes without building anything: a length field (BINBYTES8,
+    BINUNICODE8, a FRAME...) larger than the rest of the file is refused here, because the
+    unpickler allocates that length before it reads a byte of it."""
+    try:
+        for op, arg, pos in pickletools.genops(io.BytesIO(raw)):
+            if op.name == "FRAME":   # genops does not read a frame's bytes; the others it reads
+                fits(path, f"is not a readable CIFAR batch: its pickle frame at byte {pos}", arg,
+                     len(raw) - pos - 9, _FIX)
+    except ValueError as e:
+        if str(e).startswith(str(path)):
             raise
-        except Exception as e:  # noqa: BLE001 - a damaged pickle fails in many ways
-            raise ValueError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}): expected a pickled "
-                             f"dict from the python version of the dataset; it is truncated or of another format: "
-                             f"extract the archive again") from e
+        raise ValueError(f"{path} is not a readable CIFAR batch ({e}): expected a pickled dict from the python "
+                         f"version of the dataset; it is truncated, crafted or of another format: {_FIX}") from None
 
 
-def _read(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+# what a damaged or crafted pickle raises inside the unpickler (the C unpickler's own
+# errors, a global called with arguments it rejects, BUILD on an object without state)
+_DAMAGED = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
+            OverflowError, struct.error)
+
+
+def _unpickle(path: Path):
+    """The object pickled in path, through _BatchUnpickler, after _check_lengths; a file
+    that is not a pickle (truncated, crafted, another format) is a ValueError naming it."""
+    raw = path.read_bytes()
+    _check_lengths(raw, path)
+    try:
+        return _BatchUnpickler(io.BytesIO(raw), path).load()
+    except _NotABatch:
+        raise
+    except _DAMAGED as e:
+        raise ValueError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}): expected a pickled "
+                         f"dict from the python version of the dataset; it is truncated or of another format: "
+                         f"extract the archive again") from e
+
+
+def _rows(data, path: Path, size: int) -> np.ndarray:
+    """b"data" as an (N, 3072) array of its own dtype. Lists of rows are admitted only when
+    they hold no more values than the file has bytes (each pickled value takes at least
+    one): rows repeated through the memo would otherwise decode to gigabytes."""
+    if isinstance(data, _Array):
+        return data.view(np.ndarray)
+    if not isinstance(data, (list, tuple)):
+        raise ValueError(  # noqa: TRY004 - a file's content, not an argumentf"{path}: field 'data' holds a {type(data).__name__}; expected a uint8 numpy array of "
+                         f"shape (N, 3072); {_FIX}")
+    if any(not isinstance(r, (list, tuple)) or len(r) != 3072 for r in data):
+        raise ValueError(f"{path}: field 'data' is a list whose rows are not lists of 3072 values; expected "
+                         f"(N, 3072) uint8; {_FIX}")
+    if len(data) * 3072 > size:
+        raise ValueError(f"{path}: field 'data' holds {len(data)} rows, {len(data) * 3072} values, more than the "
+                         f"{size} bytes of the file can hold (rows repeated by reference); {_FIX}")
+    bad = next((v for r in data for v in r if isinstance(v, bool) or not isinstance(v, int)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: field 'data' holds {type(bad).__name__} values; expected uint8 images in "
+                         f"[0, 255]; {_FIX}")
+    return np.asarray(data, dtype=np.int64)
+
+
+def _read(path: Path, label_key: bytes, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x (N, 3, 32, 32) uint8, y (N,) int64 in [0, n_classes)) of one batch file; every
+    field checked (module docstring)."""
     d = _unpickle(path)
     if not isinstance(d, dict) or b"data" not in d or label_key not in d:
         raise ValueError(f"{path} is not a CIFAR batch: expected a dict with keys b'data' "
                          f"and {label_key!r}")
-    data = np.asarray(d[b"data"], dtype=np.uint8)
+    data = image_bytes(_rows(d[b"data"], path, path.stat().st_size), path, "data", _FIX)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{path}: b'data' has shape {data.shape}, expected (N, 3072)")
-    return data.reshape(-1, 3, 32, 32), np.asarray(d[label_key], dtype=np.int64)
+    y = class_labels(d[label_key], path, label_key.decode(), data.shape[0], _FIX, 0, n_classes - 1)
+    return data.reshape(-1, 3, 32, 32), y
 
 
 def load_cifar(name: str, split: str = "train", *, root=None, image_size: int | None = None,
@@ -159,11 +251,9 @@ def load_cifar(name: str, split: str = "train", *, root=None, image_size: int | 
             + (" (download=True was given, but torchvision is not importable: "
                "pip install torchvision)" if fetched is False else ""))
 
-    parts = [_read(where / f, label_key) for f in files]
+    parts = [_read(where / f, label_key, n_classes) for f in files]
     x8 = np.concatenate([p[0] for p in parts])
     y = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
-        raise ValueError(f"{name}: labels outside [0, {n_classes})")
     x8, y = subset(torch.from_numpy(x8), y, n, seed, f"{name}/{split}")  # before the float copy
     x = to_unit_range(x8.to(torch.float32) / 255.0)
     return Dataset(fit_size(x, image_size).contiguous(), y, n_classes, name, pad=4, flip=True)

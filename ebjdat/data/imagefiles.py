@@ -3,8 +3,9 @@
 Both are decoded once, at the requested size, into a uint8 cache beside the data
 (``cache.py``); later loads read the cache.
 
-Decoding one image to size s (``decode_image``): open with Pillow, convert to RGB (grey,
-CMYK, palette and RGBA images included; alpha is dropped), resize so that the short side
+Decoding one image to size s (``decode_image``): open with Pillow, convert to 8-bit RGB
+(``to_rgb8``: 16-bit grey scaled by 255/65535 and rounded, palette images through their
+palette, CMYK as Pillow converts it, grey replicated; alpha is dropped), resize so that the short side
 is s (bilinear, Pillow's antialiased filter when shrinking; JPEGs are first decoded at the
 smallest DCT scale still >= s, which is what makes large photos cheap), then crop the
 centre s x s (the odd pixel, when there is one, is dropped right/bottom).
@@ -32,6 +33,8 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
+import struct
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,9 +42,10 @@ import numpy as np
 
 from .base import Dataset, check_split, class_list, finish, keep_classes
 from .cache import cached, listing_digest
+from .checks import read_text
 from .cifar import default_root
 
-__all__ = ["IMAGE_SUFFIXES", "decode_image", "load_imagefolder", "load_tinyimagenet"]
+__all__ = ["IMAGE_SUFFIXES", "decode_image", "load_imagefolder", "load_tinyimagenet", "to_rgb8"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -58,15 +62,53 @@ def _pil():
     return Image
 
 
+class _BadPixels(ValueError):
+    """An image Pillow reads whose values have no 8-bit RGB meaning."""
+
+
+# Pillow's modes of 16-bit grey; PNG's 16-bit grey opens as one of them (as "I" in older Pillow)
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb8(im, path: Path):
+    """A loaded Pillow image of any mode as an 8-bit "RGB" image of the colours it depicts.
+
+    16-bit grey (and "I" holding 0..65535): v * 255 / 65535, rounded, on all three
+    channels (Pillow's convert clips at 255 instead: a saturated picture); "I" values
+    outside 0..65535 are a ValueError naming path. Palette ("P", "PA"): through the
+    palette, via RGBA (Pillow warns on a palette with per-entry transparency converted
+    straight to RGB). Every other mode (grey, CMYK, YCbCr, RGBA...): Pillow's convert;
+    alpha is dropped."""
+    Image = _pil()
+    if im.mode in _SIXTEEN_BIT:
+        v = np.asarray(im).astype(np.int64)
+        if v.size and (v.min() < 0 or v.max() > 65535):
+            raise _BadPixels(f"{path} holds 32-bit integer values in [{v.min()}, {v.max()}]; expected an 8- or "
+                             f"16-bit image: convert it to 8-bit RGB")
+        # (v * 255 + 32767) // 65535 is round(v * 255 / 65535) exactly: 510 v is never an odd multiple of 65535
+        return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")
+    if im.mode in ("P", "PA"):
+        return im.convert("RGBA").convert("RGB")
+    return im.convert("RGB")
+
+
+# what Pillow raises on a damaged or foreign file (SyntaxError: some plugins' header errors)
+_UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
+
+
 def decode_image(path: Path, size: int) -> np.ndarray:
-    """The image file at path as (3, size, size) uint8 (short side resized to size, centre
-    crop; module docstring). ValueError naming the file when Pillow cannot read it."""
+    """The image file at path as (3, size, size) uint8 (8-bit RGB by :func:`to_rgb8`, short
+    side resized to size, centre crop; module docstring). ValueError naming the file when
+    Pillow cannot read it or its values are no picture."""
     Image = _pil()
     try:
         with Image.open(path) as im:
             im.draft("RGB", (size, size))   # JPEG: decode at a reduced scale that is still >= size
-            im = im.convert("RGB")
-    except Exception as e:  # noqa: BLE001 - Pillow fails in many ways on a damaged file
+            im.load()
+            im = to_rgb8(im, path)
+    except _BadPixels:
+        raise
+    except (*_UNREADABLE, Image.DecompressionBombError) as e:
         raise ValueError(f"{path} is not a readable image ({type(e).__name__}: {e}); replace it with an "
                          f"intact copy or delete it") from None
     w, h = im.size
@@ -148,7 +190,7 @@ def _tiny_root(root: Path) -> Path:
 
 
 def _tiny_wnids(where: Path) -> list[str]:
-    wnids = [w.strip() for w in (where / "wnids.txt").read_text().splitlines() if w.strip()]
+    wnids = [w.strip() for w in read_text(where / "wnids.txt", "tinyimagenet class list").splitlines() if w.strip()]
     if not wnids or len(set(wnids)) != len(wnids):
         raise ValueError(f"{where / 'wnids.txt'} must list distinct WordNet ids, one a line "
                          f"(got {len(wnids)} lines, {len(set(wnids))} distinct); extract {TINY_URL} again")
@@ -176,7 +218,7 @@ def _tiny_val(where: Path, wnids: list[str]) -> tuple[list[Path], list[int]]:
         raise _tiny_missing(where, f"{ann} is missing")
     index = {w: k for k, w in enumerate(wnids)}
     files, labels = [], []
-    for i, line in enumerate(ann.read_text().splitlines(), 1):
+    for i, line in enumerate(read_text(ann, "tinyimagenet annotations").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split("\t")

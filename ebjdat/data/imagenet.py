@@ -15,7 +15,9 @@ only, nothing in a file can run code.
 
 Classes: 1000 (label - 1), or a subset with ``classes`` (a count k: the first k classes;
 a file or list of 0-based class indices), applied batch by batch before anything is
-converted to float. Memory: the whole 64x64 training set is 15.7 GB as uint8 and 63 GB as
+converted to float. Before an array is read, the size its header states must be the size
+the archive holds for it (which, deflated, is at most 1032 times its compressed bytes):
+a crafted header cannot make the reader allocate what the file does not hold. Memory: the whole 64x64 training set is 15.7 GB as uint8 and 63 GB as
 the float32 a Dataset holds; 100 classes need a tenth of that.
 """
 from __future__ import annotations
@@ -62,6 +64,42 @@ def _find(root: Path, side: int, files: list[str], split: str) -> list[Path]:
     return found
 
 
+# deflate's largest expansion (a run of one byte): a member claiming more is not deflate output
+_DEFLATE_MAX_RATIO = 1032
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _stored_bytes(info: zipfile.ZipInfo, path: Path) -> int:
+    """What the archive can hold for a member: its size, checked against what its compressed
+    bytes can expand to (a directory entry may state any size)."""
+    limit = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: _DEFLATE_MAX_RATIO}.get(info.compress_type)
+    if limit is None:
+        raise ValueError(f"{path}: member {info.filename} is compressed with method {info.compress_type}, which "
+                         f"numpy's savez does not write; download the npz release again from {URL}")
+    if info.file_size > info.compress_size * limit + 64:
+        raise ValueError(f"{path}: member {info.filename} states {info.file_size} bytes, more than its "
+                         f"{info.compress_size} compressed bytes can hold (crafted); download it again from {URL}")
+    return info.file_size
+
+
+def _check_sizes(z, path: Path, names: tuple[str, ...]) -> None:
+    """Each named array's header against the bytes the archive holds for it, before numpy
+    allocates the header's shape (np.load allocates first, then reads)."""
+    for name in names:
+        member = name + ".npy" if name + ".npy" in z.zip.namelist() else name
+        info = z.zip.getinfo(member)
+        with z.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in _HEADER_READERS:
+                raise ValueError(f"{path}: array '{name}' is in .npy format {version}; expected 1.0 or 2.0 "
+                                 f"(numpy.savez); download it again from {URL}")
+            shape, _, dtype = _HEADER_READERS[version](f)
+            need, have = int(np.prod(shape, dtype=object)) * dtype.itemsize, _stored_bytes(info, path) - f.tell()
+        if need != have and not dtype.hasobject:   # object arrays: np.load refuses them (allow_pickle=False)
+            raise ValueError(f"{path}: array '{name}' states shape {shape} of {dtype}, {need} bytes, but the archive "
+                             f"holds {have} bytes for it (truncated or crafted); download it again from {URL}")
+
+
 def read_batch(path: Path, side: int) -> tuple[np.ndarray, np.ndarray]:
     """(x (N, 3, s, s) uint8, y (N,) int64 in [0, 1000)) of one npz batch."""
     try:
@@ -72,6 +110,7 @@ def read_batch(path: Path, side: int) -> tuple[np.ndarray, np.ndarray]:
             with z:
                 if "data" not in z.files or "labels" not in z.files:
                     raise ValueError(f"{path}: expected arrays 'data' and 'labels', found {sorted(z.files)}")
+                _check_sizes(z, path, ("data", "labels"))
                 data, labels = z["data"], z["labels"]
     except ValueError as e:
         if str(e).startswith(str(path)):

@@ -191,12 +191,16 @@ def check_args(args) -> None:
 
 def check_outputs(args) -> None:
     """--out must be a folder that exists and is writable or can be created (its pictures
-    are replaced); without it, the run folder that gets eval_step_N must be writable.
+    are replaced), and no training run folder (``runs.folders.check_eval_out``: eval never
+    replaces a training's energy.png or samples.png); without it, the run folder that gets
+    eval_step_N must be writable.
     --json must be a new file in a folder that can be written (another eval's numbers are
     never overwritten)."""
     from ..plots import check_output
     if args.out is not None:
+        from ..runs.folders import check_eval_out
         check_output(args.out, name="--out", folder=True)
+        check_eval_out(args.out, name="--out")
     else:
         from ..runs.checkpoint import resolve_checkpoint
         from .trained import default_out
@@ -292,7 +296,8 @@ def add_parser(sub) -> None:
     p.add_argument("--samples", action=argparse.BooleanOptionalAction, default=True, help="write sample grids")
     p.add_argument("--sample-steps", type=int, default=100, help="SGLD steps of fresh chains (default 100)")
     p.add_argument("--out", help="folder for the PNGs (default <run>/eval_step_N); its PNGs of the same "
-                   "names are replaced")
+                   "names are replaced; a training run folder (one holding checkpoints/, metrics.jsonl, "
+                   "summary.json or config.json) is refused, so a training's pictures are never replaced")
     p.add_argument("--inception-weights", metavar="PATH", help="Inception weights file for FID / IS (weights-inception-2015-12-05-6726825d.pth)")
     p.add_argument("--json", metavar="FILE", help="write every number to FILE (a new file: an existing "
                    "one is refused)")

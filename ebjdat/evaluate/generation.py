@@ -24,6 +24,7 @@ from importlib import resources
 import torch
 from torch import Tensor, nn
 
+from ..validate import nonfinite_rows
 from .fid import frechet_distance
 
 SHAPE, N_CLASSES, HIDDEN = (1, 8, 8), 10, 16
@@ -95,6 +96,10 @@ def digits_fd(x_gen: Tensor, x_ref: Tensor) -> float:
     """The Fréchet distance of two (N, 1, 8, 8) image sets in the network's feature space."""
     if min(len(x_gen), len(x_ref)) < 2:
         raise ValueError("the digits FD needs at least 2 images per set")
+    for what, x in (("generated", x_gen), ("reference", x_ref)):
+        if (bad := nonfinite_rows(x)):
+            raise ValueError(f"the {what} images hold non-finite values: {bad} of {len(x)} images have NaN or "
+                             f"inf pixels (a diverged sampler or model); no Fréchet distance of them")
     return frechet_distance(_apply(x_ref)[0], _apply(x_gen)[0])
 
 

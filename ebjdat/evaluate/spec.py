@@ -18,6 +18,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
+from ..validate import SEED_LIMIT
 from . import ood
 from .buffer_fid import DEFAULT_RATIO, check_ratio
 from .wrapper import PRECISIONS
@@ -28,7 +29,6 @@ DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
 # the published evaluation: eps, alpha in [-1, 1] model units (core.py's module docstring says why)
 PUBLISHED_EVAL = {"eps": 8 / 255, "alpha": 1 / 255, "steps": 20, "noise_sigma": 0.03, "aa_steps": 20,
              "aa_queries": 5000}
-SEED_LIMIT = 2**63   # seeds reach torch.Generator.manual_seed and the Philox generator
 
 
 def eps_list(eps, norm: str) -> list[float]:
@@ -71,6 +71,7 @@ def _choice(name: str, v, choices: tuple) -> str:
 
 
 def _seed(v) -> int:
+    """A seed in [0, 2**63): torch.Generator.manual_seed and the Philox generator take those."""
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v < SEED_LIMIT:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {v!r}")
     return int(v)

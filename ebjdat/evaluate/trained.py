@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .. import build
+from .. import build, validate
 from ..data import load_dataset
 from ..runs.checkpoint import load_checkpoint, load_init, resolve_checkpoint
 from ..runs.config import TrainConfig
@@ -82,11 +82,26 @@ def load_trained(path, *, device="cpu", data_root=None, test_set: bool = False) 
     ranks = sd.get("ranks") or []
     if ranks and isinstance(ranks[0], dict) and "buffer" in ranks[0]:
         buffer = ranks[0]["buffer"]["buffer"]  # rank 0's shard: the whole buffer of 1-GPU runs
+    check_finite(p, model, buffer)
     record = sd.get("init")
     init = None if record is None or record.get("kind") == "uniform" else (lambda: load_init(p, record))
     return {"path": p, "step": sd.get("step"), "config": cfg, "model": model.to(device).eval(),
             "buffer": buffer, "n_classes": n_classes, "sample_shape": shape, "init": init,
             "test_set": ds if test_set else None}
+
+
+def check_finite(path: Path, model: nn.Module, buffer: Tensor | None) -> None:
+    """ValueError naming the checkpoint when its model weights (BatchNorm statistics too)
+    or its replay buffer's rows hold NaN or inf: a diverged run, whose scores and pictures
+    would be NaN (or a linear-algebra failure deep in the Fréchet distance)."""
+    where = validate.nonfinite(model.state_dict())
+    if where:
+        raise ValueError(f"checkpoint {path}: its model weights hold non-finite values ({where}): the run "
+                         f"diverged by this step; use an earlier checkpoint of the run")
+    if buffer is not None and (bad := validate.nonfinite_rows(buffer)):
+        raise ValueError(f"checkpoint {path}: its replay buffer holds non-finite values (in {bad} of "
+                         f"{len(buffer)} rows): the chains diverged by this step; use an earlier checkpoint "
+                         f"of the run")
 
 
 def load_for_eval(path, *, device="cpu", data_root=None) -> dict:

@@ -32,14 +32,29 @@ def tensor(name: str, t, like: torch.Tensor | None = None, same_dtype: bool = Fa
 
 def writable(name: str, t: torch.Tensor) -> None:
     """An in-place target must not overlap itself (e.g. an expanded view), nor be part of
-    an autograd graph while grad mode is on (``no_autograd``)."""
-    if not t.requires_grad and t.is_contiguous():   # the common case: nothing to refuse
-        return
+    an autograd graph while grad mode is on (``no_autograd``), nor be an inference tensor
+    outside inference mode (``not_inference``)."""
+    if not t.requires_grad and t.is_contiguous() and (torch.compiler.is_compiling() or not t.is_inference()):
+        return   # the common case
     if torch.compiler.is_compiling():  # not traceable; eager calls catch the mistake
         return
+    not_inference(name, t)
     no_autograd(name, t)
     if not t.is_contiguous() and t.numel() > 1 and torch._debug_has_internal_overlap(t) == 1:
         raise ValueError(f"{name} has overlapping memory (an expanded view?); pass a tensor that owns its elements")
+
+
+def not_inference(name: str, t: torch.Tensor) -> None:
+    """An inference tensor (made under ``torch.inference_mode()``) may be updated in place
+    only inside inference mode, as torch's own in-place ops allow (RuntimeError, torch's
+    words): every backend refuses it alike. Not traceable (torch.compile does not trace
+    inference tensors): eager calls check."""
+    if torch.compiler.is_compiling():
+        return
+    if t.is_inference() and not torch.is_inference_mode_enabled():
+        raise RuntimeError(f"Inplace update to inference tensor outside InferenceMode is not allowed: {name} "
+                           f"was made under torch.inference_mode(); update it inside inference mode, or pass "
+                           f"{name}.clone() made outside it")
 
 
 def no_autograd(name: str, t: torch.Tensor) -> None:
@@ -134,14 +149,18 @@ def mask(name: str, t, x: torch.Tensor, written: bool = True, x_name: str = "x")
         raise ValueError(f"{name} is on {t.device}, expected {x.device} (the device of {x_name})")
     if written:
         writable(name, t)
+    else:
+        not_inference(name, t)
 
 
 def generator_state(t, x: torch.Tensor, x_name: str = "x") -> None:
-    """A generator state for x: an int64 tensor [seed, offset, done] on x's device."""
+    """A generator state for x: an int64 tensor [seed, offset, done] on x's device, which
+    the op advances in place."""
     if not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or t.shape != (3,):
         raise ValueError("state must be an int64 tensor of shape (3,): a PhiloxGenerator's state")
     if t.device != x.device:
         raise ValueError(f"state is on {t.device}, expected {x.device} (the device of {x_name})")
+    not_inference("the generator state", t)
 
 
 def op_tensors(op, values: tuple, state=None, written: bool = True) -> None:
@@ -154,6 +173,8 @@ def op_tensors(op, values: tuple, state=None, written: bool = True) -> None:
     tensor(xn, x)
     if written:
         writable(xn, x)
+    else:
+        not_inference(xn, x)
     for a, t in zip(op.tensors[1:], values[1:]):
         if isinstance(a, Like):
             tensor(a.name, t, like=x, same_dtype=a.same_dtype, like_name=xn)
@@ -174,6 +195,7 @@ def generator(g, x: torch.Tensor) -> None:
     if g.device != x.device:
         raise ValueError(f"generator is on {g.device} but x is on {x.device}; "
                          f"create it with PhiloxGenerator(seed, device=x.device)")
+    not_inference("the generator's state", g.state)
 
 
 def memory_format(v):

@@ -79,7 +79,9 @@ class _Condition:
 
     def build(self, op: registry.Op, writable: bool) -> str:
         t = self.t
-        parts = [f"type({t}) is _Tensor", f"{self.once('dtype', f'{t}.dtype')} in _FLOATS"]
+        # is_inference() is not traceable: under torch.compile it is not asked
+        parts = [f"type({t}) is _Tensor", f"{self.once('dtype', f'{t}.dtype')} in _FLOATS",
+                 f"(_compiling() or not {t}.is_inference())"]
         if writable:
             parts += [f"not {t}.requires_grad", f"{t}.is_contiguous()"]
         for a in op.tensors[1:]:
@@ -95,7 +97,7 @@ class _Condition:
                     parts.append(f"{n}.dtype == sdtype" if "sdtype" in self.bound
                                  else f"{self.once('sdtype', f'{n}.dtype')} in _FLOATS")
                 else:
-                    parts.append(f"{n}.dtype == _BOOL")
+                    parts += [f"{n}.dtype == _BOOL", f"(_compiling() or not {n}.is_inference())"]
                     if writable:
                         parts += [f"not {n}.requires_grad", f"{n}.is_contiguous()"]
                 parts.append(f"{n}.shape == batch")
@@ -109,7 +111,8 @@ def _tensor_check(op: registry.Op, writable: bool, state: bool = False) -> list[
     if state:
         dev = cond.once("device", f"{op.target.name}.device")
         text += (f"\n            and (state is None or (type(state) is _Tensor and state.dtype == _INT64"
-                 f" and state.shape == (3,) and state.device == {dev}))")
+                 f" and state.shape == (3,) and state.device == {dev}"
+                 f" and (_compiling() or not state.is_inference())))")
     names = ", ".join(a.name for a in op.tensors)
     extra = ", state=state, written=False" if state else ", written=False" if not writable else ""
     return [f"    if not ({text}):", f"        _check_tensors(_OP, ({names},){extra})"]
@@ -131,6 +134,30 @@ def _scalar_lines(op: registry.Op) -> list[str]:
             out.append(f"    lo, hi = {fast} if {n} is _D_{n} else _clamp_range({n})")
         elif isinstance(a, Norm):
             out += [f"    if {n} != {a.default!r}:", f"        _norm({n}, {t}, {t!r})"]
+    return out
+
+
+def _dispatcher_scalar_lines(op: registry.Op) -> list[str]:
+    """The dispatcher's scalars as the public op would pass them on: Reals finite and >= 0
+    (or their None value: None for ``float?``, e.g. grad_clip's inf), lo <= hi, a known
+    norm; and a state wherever the op draws."""
+    t, out = op.target.name, []
+    for a in op.scalars:
+        n = a.name
+        if isinstance(a, Real) and a.none is registry.REQUIRED:
+            out.append(f"    {n} = _number({n!r}, {n})")
+        elif isinstance(a, Real) and a.none is None:
+            out.append(f"    {n} = _number({n!r}, {n}, allow_none=True)")
+        elif isinstance(a, Real):
+            out.append(f"    {n} = {n} if {n} == _N_{n} else _number({n!r}, {n})")
+        elif isinstance(a, Clamp):
+            out.append("    lo, hi = _clamp_range((lo, hi))")
+        elif isinstance(a, Norm):
+            out.append(f"    _norm({n}, {t}, {t!r})")
+    if (g := op.generator) is not None:
+        draws = f"{g.when} > 0" if g.when else "True"
+        out += [f"    if state is None and {draws}:",
+                f"        raise ValueError({op.public_name + ' draws noise here: pass the generator state'!r})"]
     return out
 
 
@@ -199,8 +226,9 @@ def implementation(op: registry.Op, resolve, run):
 
 
 def checked(op: registry.Op, impl):
-    """The kernel the dispatcher calls: the tensors and the state checked, then ``impl``."""
+    """The kernel the dispatcher calls: the tensors, the scalars and the state checked as
+    the public op checks them (``torch.ops.ebjdat.*`` is public too), then ``impl``."""
     args = ", ".join(op.impl_names() + ["backend"])
     lines = [f"def {op.public_name}({args}):", *_tensor_check(op, writable=False, state=op.generator is not None),
-             f"    _impl({args})"]
+             *_dispatcher_scalar_lines(op), f"    _impl({args})"]
     return _compile(op, "checked", op.public_name, "\n".join(lines) + "\n", _namespace(op, _impl=impl))

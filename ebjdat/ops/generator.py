@@ -6,6 +6,10 @@ import numbers
 import torch
 
 SEEDS = 2**64  # seeds are 64-bit: 0 <= seed < 2**64
+# The largest offset a state may be restored at: 2**62 counters short of the int64 wrap, which
+# no run draws (the CPU ops refuse the wrap itself, philox.advance_ and csrc; GPU ops do not
+# read the offset back).
+OFFSET_LIMIT = 2**62
 
 
 def _seed(seed) -> int:
@@ -31,6 +35,9 @@ class PhiloxGenerator:
     def __init__(self, seed: int = 0, device: torch.device | str | None = None):
         seed = _seed(seed)
         dev = torch.device(device) if device is not None else torch.device("cpu")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: no CUDA GPU is available to this process "
+                             f"(torch.cuda.is_available() is False); use device='cpu'")
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         self.state = torch.zeros(3, dtype=torch.int64, device=dev)
@@ -74,12 +81,12 @@ class PhiloxGenerator:
         return self.state.detach().cpu().clone()
 
     def set_state(self, state: torch.Tensor) -> None:
-        """Restore a state from :meth:`get_state` (its offset must be >= 0)."""
+        """Restore a state from :meth:`get_state` (its offset in [0, 2**62])."""
         if not isinstance(state, torch.Tensor) or state.dtype != torch.int64 or state.shape != (3,):
             raise ValueError("state must be an int64 tensor of shape (3,) from get_state()")
         offset = int(state[1])  # a host read: restoring a checkpoint, not a hot path
-        if offset < 0:
-            raise ValueError(f"state's offset (state[1]) must be >= 0, got {offset}; "
+        if not 0 <= offset <= OFFSET_LIMIT:
+            raise ValueError(f"state's offset (state[1]) must be in [0, 2**62], got {offset}; "
                              f"pass a state from get_state()")
         self.state.copy_(state)
         self.state[2] = 0

@@ -80,6 +80,22 @@ def counters_for(n: int) -> int:
     return (n + 3) // 4
 
 
+OFFSET_MAX = 2**63 - 1   # the int64 offset never wraps to a negative counter
+
+
+def advance_(state: torch.Tensor, k: int) -> None:
+    """state[1] += k, the k counters a call drew. On the CPU (a host read costs nothing
+    there) a call that would carry the offset past OFFSET_MAX is refused before it writes;
+    on a GPU, and inside a torch.compile trace, the offset is not read back (that would
+    synchronise, or break the graph): from any offset that ``PhiloxGenerator`` accepts (at
+    most 2**62) the wrap is 2**62 counters away."""
+    if (state.device.type == "cpu" and not torch.compiler.is_compiling()
+            and int(state[1]) > OFFSET_MAX - k):
+        raise ValueError(f"the generator's Philox offset {int(state[1])} would pass 2**63 - 1 with this call's "
+                         f"{k} counters; reseed the generator (manual_seed) before drawing more")
+    state[1] += k
+
+
 def counters(state: torch.Tensor, n: int) -> torch.Tensor:
     """The counters ``offset + arange(n)`` (n counters, not elements), on state's device."""
     return state[1] + torch.arange(n, dtype=torch.int64, device=state.device)

@@ -173,10 +173,13 @@ def save_checkpoint(path, state: dict) -> None:
     # same folder: os.replace is atomic only within one file system
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(full, f)
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the name points at it
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(full, f)
+                f.flush()
+                os.fsync(f.fileno())  # the data is on disk before the name points at it
+        except (OSError, RuntimeError) as e:
+            raise _write_error(path, e) from e
         if os.name != "nt":
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is no secret
         os.replace(tmp, path)
@@ -187,6 +190,29 @@ def save_checkpoint(path, state: dict) -> None:
             pass
         raise
     _fsync_folder(folder)
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (a full disk, a file size limit, an I/O error); the file
+    under its name, if any, is the earlier complete one."""
+
+
+# torch.save's zip writer reports a failed write as a RuntimeError ("[enforce fail at
+# inline_container.cc:...] PytorchStreamWriter failed writing file ...: file write failed")
+_WRITER_FAILURE = re.compile(r"inline_container|PytorchStreamWriter|file write failed")
+
+
+def _write_error(path: Path, e: BaseException) -> BaseException:
+    """The one-line CheckpointWriteError of a failed write of ``path``; other errors as they are."""
+    if isinstance(e, RuntimeError) and not _WRITER_FAILURE.search(str(e)):
+        return e
+    if isinstance(e, OSError) and e.errno is not None:
+        why = os.strerror(e.errno)
+    else:
+        why = f"{_first_line(e)}: the disk is full, a file size limit (ulimit -f) was reached or the disk failed"
+    err = CheckpointWriteError(f"could not write checkpoint {path} ({why}); {path.name} was not replaced")
+    err.errno = e.errno if isinstance(e, OSError) else None
+    return err
 
 
 def _first_line(e: BaseException) -> str:
@@ -410,10 +436,11 @@ def checkpoint_path(folder, step: int) -> Path:
     return Path(folder) / f"step_{int(step):08d}.pt"
 
 
-def run_folder_of(checkpoint: Path) -> Path:
+def run_folder_of(checkpoint: Path, *, resolve: bool = True) -> Path:
     """The run folder a checkpoint belongs to: the parent of its checkpoints/ folder, else
-    the folder it lies in."""
-    folder = Path(checkpoint).resolve().parent
+    the folder it lies in. ``resolve=False``: the folder as the path names it (absolute,
+    symbolic links not followed), i.e. the folder a user named, not where links lead."""
+    folder = (Path(checkpoint).resolve() if resolve else Path(os.path.abspath(checkpoint))).parent
     return folder.parent if folder.name == "checkpoints" else folder
 
 
@@ -512,3 +539,50 @@ def load_init(checkpoint_file, record: dict | None, *, missing_ok: bool = False)
         raise ValueError(f"{path} is not the initial distribution {checkpoint_file} was trained with "
                          f"(its digest differs): it belongs to another run")
     return state
+
+
+# ---- the fields of a training checkpoint (Trainer.state_dict), checked before they are used ----
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_log(v) -> bool:
+    return isinstance(v, dict) and isinstance(v.get("sums"), dict) and _is_count(v.get("count")) \
+        and all(isinstance(t, torch.Tensor) for t in v["sums"].values())
+
+
+# field: (required, check, what it must be)
+TRAINING_FIELDS = {
+    "step": (True, _is_count, "an integer >= 0"),
+    "config": (True, lambda v: isinstance(v, dict), "a dict of settings"),
+    "model": (True, lambda v: isinstance(v, dict), "a dict of tensors (the model's state_dict)"),
+    "optimizer": (True, lambda v: isinstance(v, dict), "a dict (the optimizer's state_dict)"),
+    "ranks": (True, lambda v: isinstance(v, list) and v and all(isinstance(r, dict) for r in v),
+              "a non-empty list of dicts (one per process)"),
+    "wall_s": (False, _is_number, "a number of seconds"),
+    "resumes": (False, lambda v: isinstance(v, list), "a list"),
+    "log": (False, _is_log, "a dict of 'sums' (tensors) and 'count' (an integer >= 0)"),
+    "init": (False, lambda v: v is None or isinstance(v, dict), "a dict or None"),
+    "data": (False, lambda v: isinstance(v, dict), "a dict"),
+}
+
+
+def check_training_fields(path, state: dict) -> None:
+    """ValueError naming the file and the first field of a training checkpoint that is
+    missing or of the wrong type (a crafted or foreign file), before any of it is used."""
+    for key, (required, ok, what) in TRAINING_FIELDS.items():
+        if key not in state:
+            if required:
+                raise ValueError(f"checkpoint {path} has no {key!r}: not an ebjdat training checkpoint "
+                                 f"(Trainer.save writes those)")
+            continue
+        if not ok(state[key]):
+            shown = repr(state[key])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise ValueError(f"checkpoint {path} field {key!r} is {type(state[key]).__name__} {shown}, expected "
+                             f"{what}: the file was not written by ebjdat's trainer or was altered; "
+                             f"{_OLDER}")

@@ -4,6 +4,11 @@
 variant (CIFAR-10, WRN-28-10); on the embedded "digits" data the schedule, buffer and
 model shrink to fit a few CPU minutes (``DIGITS``). A TOML file and CLI flags override
 fields by name (``TrainConfig.from_toml``, ``with_overrides``).
+
+Every setting is checked when a config is made (``validated``): its type, its choices
+(CHOICES), its range (RANGES, one row per numeric setting) and the settings that depend on
+each other; the message names the setting as the user gave it (a TOML file's key after the
+file's path, or a flag through ``key_names``).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 
 from ..objectives import METRICS, TERMS
+from ..validate import SEED_LIMIT
 
 VARIANTS = ("jem", "jempp", "sadajem")
 OBJECTIVES = ("ebjdat", "standard", "at", "jem")
@@ -100,15 +106,20 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ presets
     @classmethod
-    def preset(cls, variant: str = "sadajem", **overrides) -> "TrainConfig":
+    def preset(cls, variant: str = "sadajem", *, key_names: dict | None = None, **overrides) -> "TrainConfig":
         """The published settings of ``variant``, then DIGITS' (and DIGITS_VARIANT's) on the
-        digits data, then the objective's (OBJECTIVE_PRESETS), then overrides."""
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        digits data, then the objective's (OBJECTIVE_PRESETS), then overrides. key_names:
+        {setting: the name its message gives it} for settings the user gave another way
+        (a flag: {"steps": "--steps"}; a file: {"steps": "run.toml: steps"})."""
         check_names(overrides)
-        objective = overrides.get("objective", cls.objective)
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        try:
+            if variant not in VARIANTS:
+                raise ConfigError("variant", f" must be one of {VARIANTS}, got {variant!r}")
+            objective = overrides.get("objective", cls.objective)
+            if objective not in OBJECTIVES:
+                raise ConfigError("objective", f" must be one of {OBJECTIVES}, got {objective!r}")
+        except ConfigError as e:
+            raise e.named(key_names) from None
         values = dict(PRESETS[variant])
         if overrides.get("dataset", cls.dataset) == "digits":
             values.update(DIGITS)
@@ -116,12 +127,13 @@ class TrainConfig:
         values.update(OBJECTIVE_PRESETS[objective])
         values.update(overrides)
         values["variant"] = variant
-        return cls(**values).validated()
+        return cls(**values).validated(key_names)
 
-    def with_overrides(self, **overrides) -> "TrainConfig":
-        """A copy with fields replaced (unknown names raise ValueError)."""
+    def with_overrides(self, *, key_names: dict | None = None, **overrides) -> "TrainConfig":
+        """A copy with fields replaced (unknown names raise ValueError); a bad value's
+        message names the setting as ``key_names`` does (e.g. {"steps": "--steps"})."""
         check_names(overrides)
-        return dataclasses.replace(self, **overrides).validated()
+        return dataclasses.replace(self, **overrides).validated(key_names)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -134,8 +146,10 @@ class TrainConfig:
         return cls(**{"pd_first": False, **values}).validated()
 
     @classmethod
-    def from_toml(cls, path: str, **overrides) -> "TrainConfig":
-        """Fields from a TOML file (top-level keys; ``variant`` picks the preset first)."""
+    def from_toml(cls, path: str, *, key_names: dict | None = None, **overrides) -> "TrainConfig":
+        """Fields from a TOML file (top-level keys; ``variant`` picks the preset first), then
+        ``overrides``. A bad value's message begins "<path>: <key>" for the file's keys and
+        names an override by ``key_names`` (e.g. {"steps": "--steps"}), else by its key."""
         try:
             with open(path, "rb") as f:
                 values = tomllib.load(f)
@@ -147,65 +161,167 @@ class TrainConfig:
             check_names(values)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+        names = {key: f"{path}: {key}" for key in values if key not in overrides}
+        names.update(key_names or {})
         values.update(overrides)
-        return cls.preset(values.pop("variant", "sadajem"), **values)
+        return cls.preset(values.pop("variant", "sadajem"), key_names=names, **values)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     # ------------------------------------------------------------------ checks
-    def validated(self) -> "TrainConfig":
-        """Self, after checking every field's type and value; raises ValueError naming the field."""
+    def validated(self, key_names: dict | None = None) -> "TrainConfig":
+        """Self, after checking every field's type and value; raises ValueError (ConfigError)
+        naming the setting: by ``key_names`` (a flag, a file's key) where given, else by its name."""
+        try:
+            self._check()
+        except ConfigError as e:
+            raise e.named(key_names) from None
+        return self
+
+    def _check(self) -> None:
+        """Types, then choices, then RANGES, then the checks that join two settings."""
         for f in fields(self):
             check_type(f.name, getattr(self, f.name), f.type)
-        choices = {"variant": VARIANTS, "objective": OBJECTIVES, "mode": MODES, "precision": PRECISIONS,
-                   "adv_objective": ADV_OBJECTIVES, "optimizer": ("sgd", "adam"),
-                   "init": ("uniform", "class_gaussian"), "noise_on": ("all", "pd"),
-                   "model": ("auto", "wrn", "small_cnn"), "norm": (None, "none", "batch"),
-                   "bound_on": METRICS}
         if self.mode == "reference":
-            raise ValueError("mode 'reference' is now called 'published' (the published code's computation): "
-                             "use --mode published")
-        for name, allowed in choices.items():
+            raise ConfigError("mode", " 'reference' is now called 'published' (the published code's "
+                                      "computation): use mode = \"published\" (--mode published)")
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("batch_size", "label_batch_size", "buffer_size", "sgld_inner",
-                     "adv_micro_batch", "ckpt_every", "log_every", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("sgld_steps", "pgd_steps", "warmup_iters", "eval_pgd_steps", "holdout", "refresh_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "sgld_step_size", "sgld_noise", "pgd_eps", "pgd_alpha", "sigma",
-                     "sam_rho", "weight_decay", "eval_eps", "loss_bound"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+                raise ConfigError(name, f" must be one of {allowed}, got {getattr(self, name)!r}")
+        for name, rule in RANGES.items():
+            rule.check(name, getattr(self, name))
         for term in TERMS:   # the objective's weights (ebjdat.objectives.TERMS)
             w = getattr(self, term.weight)
-            if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
-                raise ValueError(f"{term.weight} (the weight of {term.name}) must be a finite number >= 0, got {w!r}")
+            if not (math.isfinite(w) and w >= 0):
+                raise ConfigError(term.weight, f" (the weight of {term.name}) must be a finite number >= 0, "
+                                               f"got {w!r}")
         if not any(getattr(self, t.weight) for t in TERMS):
             raise ValueError(f"every weight ({', '.join(t.weight for t in TERMS)}) is 0: nothing to train; "
                              f"give at least one a value > 0")
-        if not 0 <= self.reinit_freq <= 1:
-            raise ValueError(f"reinit_freq must be in [0, 1], got {self.reinit_freq}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
+        self._check_joint()
+
+    def _check_joint(self) -> None:
+        """The settings whose allowed values depend on another's, or on more than a range."""
+        if self.decay_epochs != sorted(set(self.decay_epochs)) or any(e < 0 for e in self.decay_epochs):
+            raise ConfigError("decay_epochs", f" must be increasing epoch numbers >= 0, got {self.decay_epochs} "
+                                              f"(the epochs at which lr is multiplied by decay_rate; [] for none)")
+        if (self.depth - 4) % 6:
+            raise ConfigError("depth", f" must be 6n + 4 (10, 16, 22, 28, ...), got {self.depth} "
+                                       f"(the WideResNet's depth: n blocks per stage)")
+        if self.buffer_size < self.batch_size:
+            raise ConfigError("buffer_size", f" must be >= batch_size ({self.batch_size}), got {self.buffer_size} "
+                                             f"(each iteration draws batch_size chains from the buffer); raise "
+                                             f"buffer_size or lower batch_size")
         if self.mode == "published" and self.precision == "bf16":
-            raise ValueError(f"precision {self.precision!r} is a fast-mode choice; published mode runs the "
-                             f"published fp32 computation (use mode='fast' for bf16)")
+            raise ConfigError("precision", f" {self.precision!r} is a fast-mode choice; published mode runs the "
+                                           f"published fp32 computation (use mode='fast' for bf16)")
         if isinstance(self.classes, int) and self.classes < 1:
-            raise ValueError(f"classes must be >= 1 (the first k classes), got {self.classes}")
+            raise ConfigError("classes", f" must be >= 1 (the first k classes), got {self.classes}")
         if isinstance(self.classes, (str, list)) and not self.classes:
-            raise ValueError("classes must not be empty: give a count, a file of class indices or a list of them")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None (chosen by the trainer), got {self.threads}")
-        return self
+            raise ConfigError("classes", " must not be empty: give a count, a file of class indices or a list "
+                                         "of them")
+
+
+class ConfigError(ValueError):
+    """A setting's bad value. ``key``: the setting; the message is the name the user gave
+    it (``named``: a flag, a file's key; else the key) followed by ``rest``."""
+
+    def __init__(self, key: str, rest: str, name: str | None = None):
+        self.key, self.rest = key, rest
+        super().__init__(f"{name or key}{rest}")
+
+    def named(self, key_names: dict | None) -> ConfigError:
+        """The same error, naming the setting as ``key_names`` does (unchanged when it has no entry)."""
+        return ConfigError(self.key, self.rest, (key_names or {}).get(self.key))
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: finite, lo <= v (lo < v when lo_open), v <= hi
+    (v < hi when hi_open), and None where the field's type allows it. ``why`` says what the
+    setting is or what to do, for the message."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    why: str = ""
+    hi_text: str | None = None   # hi as the message writes it (2**63 rather than its digits)
+
+    def holds(self, v) -> bool:
+        if not isinstance(v, int) and not math.isfinite(v):   # an int of any size is finite
+            return False
+        lo_ok = self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)
+        hi_ok = self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+        return lo_ok and hi_ok
+
+    def text(self, real: bool) -> str:
+        """">= 1 and <= 1024", "a finite number > 0", ..."""
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi_text or format(self.hi, 'g')}")
+        return ("a finite number " if real else "") + " and ".join(parts)
+
+    def check(self, key: str, v) -> None:
+        """ConfigError naming ``key`` unless v (already of the field's type) is None or in range."""
+        if v is None or self.holds(v):
+            return
+        kinds = FIELD_TYPES[key]
+        none = " or none" if "None" in kinds else ""
+        raise ConfigError(key, f" must be {self.text('float' in kinds)}{none}, got {v!r} ({self.why})")
+
+
+MAX_THREADS = 1024    # more CPU threads than this only spin and wait on any machine
+CHOICES = {"variant": VARIANTS, "objective": OBJECTIVES, "mode": MODES, "precision": PRECISIONS,
+           "adv_objective": ADV_OBJECTIVES, "optimizer": ("sgd", "adam"),
+           "init": ("uniform", "class_gaussian"), "noise_on": ("all", "pd"),
+           "model": ("auto", "wrn", "small_cnn"), "norm": (None, "none", "batch"),
+           "bound_on": METRICS}
+# every numeric setting's range (the loss weights are TERMS', classes and decay_epochs are
+# checked in _check_joint); units as TrainConfig's docstring says
+RANGES = {
+    "image_size": Range(1, why="the image side in pixels; leave it unset for the dataset's own"),
+    "depth": Range(4, why="the WideResNet's depth, 6n + 4: 10, 16, 22, 28, ..."),
+    "width": Range(1, why="the WideResNet's widening factor k: stages of 16k, 32k and 64k channels"),
+    "batch_size": Range(1, why="unlabelled images (and SGLD chains) per iteration"),
+    "label_batch_size": Range(1, why="labelled images per iteration"),
+    "holdout": Range(0, why="training images held out; 0 for none"),
+    "buffer_size": Range(1, why="chains in the replay buffer"),
+    "reinit_freq": Range(0, 1, why="the probability a drawn chain restarts from the initial distribution"),
+    "refresh_every": Range(0, why="iterations between extra sampler calls on the buffer; 0 for none"),
+    "sgld_steps": Range(0, why="SGLD steps per iteration"),
+    "sgld_step_size": Range(0, why="the SGLD step on the energy's gradient, in [-1, 1] image units"),
+    "sgld_noise": Range(0, why="the SGLD noise's standard deviation; 0 for none"),
+    "sgld_clip": Range(0, lo_open=True, why="the bound on each gradient entry of an SGLD step; none for no clip"),
+    "sgld_inner": Range(1, why="SGLD steps per chain update; > 1: JEM++'s PYLD inner steps"),
+    "pgd_steps": Range(0, why="the training attack's steps"),
+    "pgd_eps": Range(0, 2, why="the training attack's radius in [-1, 1] image units (8/255 pixels: 16/255)"),
+    "pgd_alpha": Range(0, 2, why="the training attack's step in [-1, 1] image units"),
+    "adv_micro_batch": Range(1, why="published mode's micro-batches of the attack"),
+    "loss_bound": Range(0, lo_open=True, why="a loss above this stops the run as diverged"),
+    "lr": Range(0, lo_open=True, why="the learning rate; a negative one climbs the loss"),
+    "momentum": Range(0, 1, why="SGD's momentum"),
+    "weight_decay": Range(0, why="the optimizer's weight decay; 0 for none"),
+    "sam_rho": Range(0, why="SAM's radius; 0 for no SAM"),
+    "warmup_iters": Range(0, why="iterations of linear learning-rate warm-up; 0 for none"),
+    "epochs": Range(1, why="epochs of the labelled data"),
+    "decay_rate": Range(0, 1, lo_open=True, why="the factor of lr at each of decay_epochs; 1 for no decay"),
+    "sigma": Range(0, why="the input noise's standard deviation; 0 for none"),
+    "threads": Range(1, MAX_THREADS, why="CPU threads; leave it unset for the trainer's choice"),
+    "seed": Range(0, SEED_LIMIT, hi_open=True, hi_text="2**63", why="the random seed"),
+    "steps": Range(1, why="total iterations; unset: epochs times the iterations of an epoch"),
+    "ckpt_every": Range(1, why="iterations between checkpoints"),
+    "log_every": Range(1, why="iterations between rows of metrics.jsonl"),
+    "eval_eps": Range(0, 1, why="the closing evaluation's PGD radius in [0, 1] pixel units, e.g. 8/255"),
+    "eval_pgd_steps": Range(0, why="the closing evaluation's PGD steps"),
+}
 
 
 # ---------------------------------------------------------------------- checks of names and types
 _NAMES = {f.name for f in fields(TrainConfig)}
+FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 _ALIASES = {"learning_rate": "lr", "num_steps": "steps", "iterations": "steps", "output": "out"}
 _KINDS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
 
@@ -233,7 +349,7 @@ def check_type(name: str, value, annotation: str) -> None:
             return
     want = " or ".join({"list[int]": "a list of integers", "int": "an integer", "float": "a number",
                         "bool": "true or false", "str": "a string", "None": "none"}[k] for k in kinds)
-    raise ValueError(f"{name} must be {want}, got {type(value).__name__} {value!r}")
+    raise ConfigError(name, f" must be {want}, got {type(value).__name__} {value!r}")
 
 
 # what ``ebjdat train --resume`` may change: how long, where and how fast the same run goes on

@@ -6,11 +6,20 @@ closing evaluation it is handed (``ebjdat.evaluate.closing``) and the run folder
 <out>/summary.json                  step, clean_acc, pgd_acc, wall time, threads, resumes, config
 <out>/samples.png                   a grid of SGLD samples (the closing evaluation)
 <out>/energy.png                    energies of clean, adversarial and generated samples (idem)
+<out>/config.json                   the run's settings, written when it starts (``runs.folders``)
+<out>/.lock                         held by the one process writing into the folder (idem)
+<out>/retry.toml                    after a divergence: the run's settings with lr halved
+
+Recovery: a run stopped before its first checkpoint starts again at step 0 with
+``ebjdat train --resume <out>`` (Trainer.resume); one stopped during its closing evaluation
+(last checkpoint at the final step, no summary.json) gets its evaluation and summary from
+the same command.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,8 +30,9 @@ from tqdm import tqdm
 from .. import compiling, plots
 from ..objectives import METRICS
 from ..runs import checkpoint
-from ..runs.checkpoint import run_folder_of
-from ..runs.folders import check_run_folder
+from ..runs.checkpoint import CheckpointWriteError, run_folder_of
+from ..runs.config import TrainConfig
+from ..runs.folders import SUMMARY, check_run_folder, hold_run_folder, write_run_config
 from . import distributed as dist
 from .watch import TrainingDiverged
 
@@ -55,26 +65,48 @@ def fit(trainer, closing=None) -> dict:
         raise ValueError("out is None: fit writes a run folder; set out (ebjdat train --out)")
     out, main = Path(cfg.out), dist.is_main()
     total = total_steps(trainer)
-    if trainer.step >= total:
-        raise ValueError(f"nothing to train: the checkpoint is at step {trainer.step} and the run "
-                         f"ends at step {total}; give --steps larger than {trainer.step}")
-    if main:
-        check_run_folder(out, trainer.resumed_from)
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        _carry_metrics(trainer, out)
-    with num_threads(trainer.threads):
-        _train(trainer, out, total, main)
-        t_eval = time.time()
-        result = {} if closing is None else closing(trainer, out if main else None)
-    # wall_time_s: training time of the whole run (across resumes); eval_s: the final evaluation
-    summary = {"step": trainer.step, **result, "wall_time_s": round(trainer.wall_s, 2),
-               "eval_s": round(time.time() - t_eval, 2),
-               "threads": trainer.threads, "threads_reason": trainer.threads_reason,
-               "fast_path": fast_path(trainer),
-               "resumes": trainer.resumes, "config": cfg.to_dict()}
-    if main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _check_steps_left(trainer, out, total, main)
+    with contextlib.ExitStack() as held:
+        if main:   # one writer per run folder, for the whole run (hold_run_folder)
+            held.enter_context(hold_run_folder(out))
+            check_run_folder(out, trainer.resumed_from, restart=trainer.restarted_in)
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            write_run_config(out, cfg.to_dict())
+            _carry_metrics(trainer, out)
+        with num_threads(trainer.threads):
+            _train(trainer, out, total, main)
+            t_eval = time.time()
+            result = {} if closing is None else closing(trainer, out if main else None)
+        # wall_time_s: training time of the whole run (across resumes); eval_s: the final evaluation
+        summary = {"step": trainer.step, **result, "wall_time_s": round(trainer.wall_s, 2),
+                   "eval_s": round(time.time() - t_eval, 2),
+                   "threads": trainer.threads, "threads_reason": trainer.threads_reason,
+                   "fast_path": fast_path(trainer),
+                   "resumes": trainer.resumes, "config": cfg.to_dict()}
+        if main:
+            (out / SUMMARY).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _check_steps_left(trainer, out: Path, total: int, main: bool) -> None:
+    """ValueError when there is nothing to do, naming the command that trains further. A
+    resumed run at its last step without summary.json (stopped during its closing
+    evaluation) is not refused: fit runs the closing evaluation and writes the summary."""
+    step = trainer.step
+    if step < total:
+        return
+    if step == total and trainer.resumed_from is not None and not (out / SUMMARY).exists():
+        if main:
+            print(f"ebjdat: {trainer.resumed_from} is at the run's last step ({total}) and {out} holds no "
+                  f"{SUMMARY} (the run was stopped during its closing evaluation): running the closing "
+                  f"evaluation only", file=sys.stderr)
+        return
+    if step == total:
+        raise ValueError(f"nothing to train: the checkpoint is at step {step}, where the run ends, and its "
+                         f"summary is written ({out / SUMMARY}); to train further: ebjdat train --resume {out} "
+                         f"--steps N with N > {step}")
+    raise ValueError(f"nothing to train: the checkpoint is at step {step} and the run "
+                     f"ends at step {total}; give --steps larger than {step}")
 
 
 def fast_path(trainer) -> dict:
@@ -132,19 +164,36 @@ def save(trainer, path: Path) -> None:
     the run's initial distribution beside it (save_init)."""
     state = trainer.state_dict()
     if dist.is_main():
-        checkpoint.save_init(run_folder_of(path), trainer.state_dict_init(), trainer.init_state)
-        checkpoint.save_checkpoint(path, state)
+        folder = run_folder_of(path, resolve=False)   # the folder named, never where a link leads
+        try:
+            checkpoint.save_init(folder, trainer.state_dict_init(), trainer.init_state)
+            checkpoint.save_checkpoint(path, state)
+        except CheckpointWriteError as e:
+            raise _write_failed(e, path, folder) from None
         checkpoint.prune(path.parent, keep=3)
     dist.barrier()
+
+
+def _write_failed(err: CheckpointWriteError, path: Path, folder: Path) -> CheckpointWriteError:
+    """The one-line error of a failed checkpoint write: what failed, what was kept, what to do."""
+    kept = checkpoint.latest_checkpoint(path.parent)
+    if kept is not None:
+        then = f"the earlier checkpoints are kept: {kept} is the newest; free disk space, then continue"
+    else:
+        then = "no earlier checkpoint was written; free disk space, then start it again"
+    return CheckpointWriteError(f"{err}; {then} with ebjdat train --resume {folder}")
 
 
 def _carry_metrics(trainer, out: Path) -> None:
     """On resume: metrics.jsonl keeps the rows up to the checkpoint's step (rows written
     after it are dropped: they are trained again); resumed into a new folder, it starts
-    with the source run's rows."""
-    if trainer.resumed_from is None:
+    with the source run's rows; restarted at step 0 (Trainer.restarted_in), it starts empty."""
+    if trainer.resumed_from is not None:
+        source = run_folder_of(trainer.resumed_from, resolve=False) / "metrics.jsonl"
+    elif trainer.restarted_in is not None:   # step 0: every row is trained again
+        source = Path(trainer.restarted_in) / "metrics.jsonl"
+    else:
         return
-    source = run_folder_of(trainer.resumed_from) / "metrics.jsonl"
     rows = _metric_rows(source, trainer.step) if source.exists() else []
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -181,5 +230,43 @@ def _diverged(trainer, out: Path, err: TrainingDiverged) -> TrainingDiverged:
             msg += f"; samples at that point: {pic}"
         good = checkpoint.latest_checkpoint(out / "checkpoints")
         msg += f"; last good checkpoint: {good}" if good else "; no checkpoint was written yet"
-        msg += "; lower the learning rate or raise loss_bound, then resume or restart"
+        msg += "; " + _retry_advice(trainer.cfg, out)
     return TrainingDiverged(msg)
+
+
+def _retry_advice(cfg, out: Path) -> str:
+    """What to do after a divergence. lr and loss_bound change what the run computes, so
+    --resume cannot change them (config.RESUMABLE): the advice is a new run, from
+    ``out/retry.toml`` (this run's settings with lr halved) when that file reproduces them."""
+    retry = out / "retry.toml"
+    lower = cfg.lr / 2
+    want = {**cfg.to_dict(), "lr": lower, "out": None}
+    retry.write_text("# the settings of the diverged run in this folder, lr halved: "
+                     "ebjdat train --config retry.toml --out <new folder>\n" + _to_toml(want))
+    try:
+        same = TrainConfig.from_toml(str(retry)).to_dict() == want
+    except ValueError:   # a value TOML cannot hold as the run had it
+        same = False
+    if not same:
+        retry.unlink()
+        return (f"--resume cannot change lr or loss_bound: start a new run with a lower lr (e.g. lr = {lower:g}) "
+                f"or a higher loss_bound in a TOML file: ebjdat train --config FILE --out <new folder>")
+    return (f"--resume cannot change lr or loss_bound (they make another run): {retry} holds this run's "
+            f"settings with lr halved ({lower:g}; edit loss_bound there to raise it): "
+            f"ebjdat train --config {retry} --out <new folder>")
+
+
+def _to_toml(values: dict) -> str:
+    """Top-level TOML of a config dict; None values left out (TOML has no null: the preset's
+    value applies, which ``_retry_advice`` checks), ``out`` too (the new run names its own)."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, float):
+            return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+        if isinstance(v, str):
+            return json.dumps(v, ensure_ascii=False)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return str(v)
+    return "".join(f"{k} = {value(v)}\n" for k, v in values.items() if v is not None and k != "out")

@@ -15,6 +15,8 @@ interval reads them.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from ..models.batchnorm import frozen_batchnorm
 from ..objectives import METRICS, learning_rate
 from ..runs.checkpoint import (
     INIT_FILE,
+    check_training_fields,
+    latest_checkpoint,
     load_checkpoint,
     load_init,
     resolve_checkpoint,
@@ -35,6 +39,7 @@ from ..runs.checkpoint import (
     state_digest,
 )
 from ..runs.config import TrainConfig, check_resume
+from ..runs.folders import RUN_CONFIG, check_same_run, restartable
 from ..sampling import ClassGaussianInit
 from ..validate import resolve_device
 from . import distributed as dist
@@ -61,6 +66,7 @@ class Trainer:
         ops.check_backend(cfg.backend, self.device)   # ValueError saying what to use instead
         ops.set_backend(cfg.backend)
         self.resumed_from: Path | None = None   # the checkpoint this trainer continues
+        self.restarted_in: Path | None = None   # the run folder it starts again at step 0 (no checkpoint)
         self.resumes: list[dict] = []            # every resume of the run: step, file, changes
 
         self._load_data(seed)
@@ -140,6 +146,10 @@ class Trainer:
         if self.gpu:
             return torch.get_num_threads(), "GPU run: torch's default"
         if self.cfg.threads is not None:
+            usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            if self.cfg.threads > usable:   # idle threads spin-wait on the busy cores: a crawl
+                raise ValueError(f"threads {self.cfg.threads} is more than the {usable} CPUs this process may use; "
+                                 f"pass --threads {usable} or less (a resume may change it)")
             return self.cfg.threads, "set by the threads setting"
         n_params = sum(p.numel() for p in self.model.parameters())
         if n_params < SMALL_MODEL_PARAMS:
@@ -395,22 +405,31 @@ class Trainer:
         ``overrides`` may change only config.RESUMABLE fields (how long, where and how fast
         the same run goes on: steps, epochs, device, ...); any other field that differs from
         the checkpoint's raises ValueError naming it. The run continues in the folder the
-        checkpoint lies in (``run_folder_of``), whatever the stored config says, unless
-        ``out`` names another folder (``fit`` accepts only a new or empty one) or is None
-        (nothing will be written: sampling, evaluation).
+        checkpoint lies in (``run_folder_of``: the folder as named, symbolic links not
+        followed), whatever the stored config says, unless ``out`` names another folder
+        (``fit`` accepts only a new or empty one) or is None (nothing will be written:
+        sampling, evaluation).
+
+        A run folder with no checkpoint but its config.json (a run stopped before its first
+        checkpoint) starts again at step 0 with those settings (``restart``). A checkpoint
+        whose fields have the wrong types, or whose variant, objective or dataset differ
+        from its run folder's config.json (copied in from another run), is refused.
         """
+        p = Path(path)
+        if p.is_dir() and latest_checkpoint(p / "checkpoints") is None and latest_checkpoint(p) is None:
+            if overrides.get("out", p) is None:   # a checkpoint to read, not a run to train
+                resolve_checkpoint(p)   # FileNotFoundError naming the folder
+            return cls.restart(p, **overrides)
         ckpt = resolve_checkpoint(path)
         sd = load_checkpoint(ckpt)
-        for key in ("config", "model", "optimizer", "ranks", "step"):
-            if key not in sd:
-                raise ValueError(f"checkpoint {ckpt} has no {key!r}: not an ebjdat training checkpoint "
-                                 f"(Trainer.save writes those)")
+        check_training_fields(ckpt, sd)
+        check_same_run(ckpt, sd["config"], run_folder_of(ckpt, resolve=False))
         try:
             stored = TrainConfig.from_dict(sd["config"])
         except (TypeError, ValueError) as e:
             raise ValueError(f"checkpoint {ckpt} holds a config this ebjdat cannot read: {e}") from None
         check_resume(stored, overrides)
-        overrides.setdefault("out", str(run_folder_of(ckpt)))
+        overrides.setdefault("out", str(run_folder_of(ckpt, resolve=False)))
         init = load_init(ckpt, sd.get("init"), missing_ok=True)   # None: fitted to the data again
         trainer = cls(stored.with_overrides(**overrides), init_state=init)
         try:
@@ -421,4 +440,30 @@ class Trainer:
         trainer.resumed_from = ckpt
         changed = {k: [getattr(stored, k), v] for k, v in overrides.items() if getattr(stored, k) != v}
         trainer.resumes.append({"step": trainer.step, "checkpoint": str(ckpt), "changed": changed})
+        return trainer
+
+    @classmethod
+    def restart(cls, folder, **overrides) -> "Trainer":
+        """The Trainer of a run folder stopped before its first checkpoint (config.json, no
+        checkpoint, no summary.json), at step 0 with its stored settings: ``fit`` trains it
+        again in that folder. ``overrides``: config.RESUMABLE fields only, as for ``resume``."""
+        folder = Path(folder)
+        if not restartable(folder):
+            raise FileNotFoundError(f"no checkpoint (step_N.pt) in {folder} or {folder / 'checkpoints'} and no "
+                                    f"{RUN_CONFIG}: nothing to resume; start a new run with ebjdat train "
+                                    f"--out <new folder>")
+        where = folder / RUN_CONFIG
+        try:
+            stored = TrainConfig.from_dict(json.loads(where.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
+            raise ValueError(f"{where} holds no settings this ebjdat can read ({str(e).splitlines()[0]}): "
+                             f"start a new run with ebjdat train --out <new folder>") from None
+        check_resume(stored, overrides)
+        overrides.setdefault("out", str(Path(os.path.abspath(folder))))
+        print(f"ebjdat: {folder} holds no checkpoint (the run was stopped before its first one): training "
+              f"starts again at step 0 with its stored settings ({where})", file=sys.stderr)
+        trainer = cls(stored.with_overrides(**overrides))
+        trainer.restarted_in = folder
+        changed = {k: [getattr(stored, k), v] for k, v in overrides.items() if getattr(stored, k) != v}
+        trainer.resumes.append({"step": 0, "checkpoint": None, "changed": changed})
         return trainer

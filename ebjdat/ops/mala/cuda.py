@@ -22,8 +22,8 @@ def mala_propose(x_prop, x, grad, state, step_size, layout=None):
     """x_prop <- x + step_size * grad + sqrt(2 step_size) * z."""
     c, h, w = NO_LAYOUT if layout is None else layout_args(layout)
     args = (x_prop.data_ptr(), x.data_ptr(), grad.data_ptr(), state.data_ptr(), x_prop.numel(), x.numel(),
-            grad.numel(), DTYPE_CODE[x_prop.dtype], DTYPE_CODE[x.dtype], DTYPE_CODE[grad.dtype], step_size,
-            c, h, w)
+            grad.numel(), state.numel(), DTYPE_CODE[x_prop.dtype], DTYPE_CODE[x.dtype], DTYPE_CODE[grad.dtype],
+            step_size, c, h, w)
     if x_prop.is_cpu:
         (_C or _extension()).mala_propose_host(*args, get_num_threads())
     else:
@@ -35,7 +35,7 @@ def mala_accept(x, x_prop, energy, energy_prop, log_q_fwd, log_q_rev, accepted, 
     samples = (energy, energy_prop, log_q_fwd, log_q_rev)
     args = (x.data_ptr(), x_prop.data_ptr(), *(t.data_ptr() for t in samples), accepted.data_ptr(),
             state.data_ptr(), x.numel(), x_prop.numel(), x.shape[0], *(t.numel() for t in samples),
-            accepted.numel(), DTYPE_CODE[x.dtype], DTYPE_CODE[x_prop.dtype],
+            accepted.numel(), state.numel(), DTYPE_CODE[x.dtype], DTYPE_CODE[x_prop.dtype],
             *(DTYPE_CODE[t.dtype] for t in samples))
     if x.is_cpu:
         (_C or _extension()).mala_accept_host(*args)

@@ -21,7 +21,7 @@ def mala_propose(x_prop, x, grad, state, step_size, layout=None):
     x, grad = x.detach(), grad.detach()
     v = x.to(c) + scalar(step_size, c) * grad.to(c)
     v = v + scalar(math.sqrt(2.0 * step_size), c) * philox.normal(state, x.shape).to(c)
-    state[1] += philox.counters_for(x.numel())
+    philox.advance_(state, philox.counters_for(x.numel()))
     x_prop.copy_(v)
 
 
@@ -39,6 +39,6 @@ def mala_accept(x, x_prop, energy, energy_prop, log_q_fwd, log_q_rev, accepted, 
     p = compute_dtype(energy)
     a = (energy.to(p) - energy_prop.to(p)) + (log_q_rev.to(p) - log_q_fwd.to(p))
     take = torch.log(philox.uniforms(state, b).double()) < a.double()
-    state[1] += philox.counters_for(b)
+    philox.advance_(state, philox.counters_for(b))
     accepted.copy_(take)
     x.copy_(torch.where(per_sample(take, x), x_prop, x))

@@ -24,8 +24,8 @@ def _extension():
 def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
     """One PGD step (linf: sign step; l2: normalised step), projected onto the eps-ball."""
     l2 = norm == "l2"   # the batch matters to l2 alone (per-sample norms)
-    args = (x.data_ptr(), grad.data_ptr(), x_orig.data_ptr(), x.numel(), batch(x) if l2 else 1,
-            DTYPE_CODE[x.dtype], DTYPE_CODE[grad.dtype], alpha, eps is not None,
+    args = (x.data_ptr(), grad.data_ptr(), x_orig.data_ptr(), x.numel(), grad.numel(), x_orig.numel(),
+            batch(x) if l2 else 1, DTYPE_CODE[x.dtype], DTYPE_CODE[grad.dtype], alpha, eps is not None,
             0.0 if eps is None else eps, l2, lo, hi)
     if x.is_cpu:
         (_C or _extension()).pgd_step_host(*args, get_num_threads())
@@ -36,8 +36,8 @@ def pgd_step(x, grad, x_orig, alpha, eps, norm, lo, hi, layout=None):
 def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     """Random start around x_orig (uniform box for linf, scaled normal for l2), clamped."""
     l2 = norm == "l2"
-    args = (x.data_ptr(), x_orig.data_ptr(), state.data_ptr(), x.numel(), batch(x) if l2 else 1,
-            DTYPE_CODE[x.dtype], eps, l2, lo, hi, *layout_args(layout))
+    args = (x.data_ptr(), x_orig.data_ptr(), state.data_ptr(), x.numel(), x_orig.numel(), state.numel(),
+            batch(x) if l2 else 1, DTYPE_CODE[x.dtype], eps, l2, lo, hi, *layout_args(layout))
     if x.is_cpu:
         (_C or _extension()).pgd_init_host(*args, get_num_threads())
     else:

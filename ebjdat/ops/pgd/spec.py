@@ -52,12 +52,12 @@ def pgd_init(x, x_orig, state, eps, norm, lo, hi, layout=None):
     if norm == "linf":
         u = philox.uniforms(state, n).reshape(x.shape).to(c)
         v = x_orig.to(c) + e * (u * 2.0 - 1.0)
-        state[1] += philox.counters_for(n)
+        philox.advance_(state, philox.counters_for(n))
     else:
         z = philox.normal(state, x.shape).to(c)
         b = x.shape[0]
         radius = philox.radii(state, n, b).to(c)
         scale = (radius.reshape((b,) + (1,) * (x.dim() - 1)) / norms(z)) * e
         v = x_orig.to(c) + z * scale
-        state[1] += philox.counters_for(n) + b
+        philox.advance_(state, philox.counters_for(n) + b)
     x.copy_(clamp(v, lo, hi))

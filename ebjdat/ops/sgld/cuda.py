@@ -21,8 +21,10 @@ def _extension():
 def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=None):
     """x <- clamp(x + step_size * clamp(grad, -grad_clip, grad_clip) + noise_std * z, lo, hi)."""
     c, h, w = NO_LAYOUT if layout is None else layout_args(layout)   # no call on the common path
-    args = (x.data_ptr(), grad.data_ptr(), state.data_ptr() if noise_std > 0 else 0, x.numel(),
-            DTYPE_CODE[x.dtype], DTYPE_CODE[grad.dtype], step_size, noise_std, grad_clip, lo, hi, c, h, w)
+    noisy = noise_std > 0
+    args = (x.data_ptr(), grad.data_ptr(), state.data_ptr() if noisy else 0, x.numel(), grad.numel(),
+            state.numel() if noisy else 0, DTYPE_CODE[x.dtype], DTYPE_CODE[grad.dtype], step_size, noise_std,
+            grad_clip, lo, hi, c, h, w)
     if x.is_cpu:   # the host loop: the cpu backend (and the cuda backend given CPU tensors)
         (_C or _extension()).sgld_step_host(*args, get_num_threads())
     else:

@@ -18,5 +18,5 @@ def sgld_step(x, grad, state, step_size, noise_std, grad_clip, lo, hi, layout=No
     v = x.to(c) + scalar(step_size, c) * g
     if noise_std > 0:
         v = v + scalar(noise_std, c) * philox.normal(state, x.shape).to(c)
-        state[1] += philox.counters_for(x.numel())
+        philox.advance_(state, philox.counters_for(x.numel()))
     x.copy_(clamp(v, lo, hi))
