@@ -1,20 +1,32 @@
-"""The ``ebjdat`` command: ``train``, ``eval``, ``sample``, ``demo``, ``info``.
+"""The ``ebjdat`` command: ``train``, ``eval``, ``sample``, ``bench``, ``demo``, ``info``.
 
 ``ebjdat train`` with no flags trains SADA-JEM-style EB-JDAT on the embedded digits data,
 offline, in a few minutes on 2 CPU cores, and writes checkpoints, metrics.jsonl,
-summary.json, samples.png and energy.png into --out (default runs/<time>).
+summary.json, samples.png and energy.png into --out (default runs/<time>). It ends with a
+short table of the closing evaluation (``format_summary``); the numbers for machines are
+in summary.json. Every option's --help states its default and, for a closed set of values,
+lists them.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from . import ops
+from .data.datasets import DATASETS
+from .runs.config import (
+    DIGITS,
+    MODES,
+    OBJECTIVES,
+    PRECISIONS,
+    PRESETS,
+    VARIANTS,
+    TrainConfig,
+)
 from .validate import resolve_device
 
 
@@ -33,44 +45,63 @@ def _classes_arg(value: str):
     return idx
 
 
-TRAIN_FLAGS = {  # flag: (config field, type, help)
-    "--out": ("out", str, "run folder (default runs/<time>)"),
-    "--steps": ("steps", int, "total iterations (overrides --epochs)"),
-    "--epochs": ("epochs", int, "epochs of the labelled data"),
-    "--ckpt-every": ("ckpt_every", int, "checkpoint every N iterations"),
-    "--log-every": ("log_every", int, "a metrics.jsonl row every N iterations"),
-    "--threads": ("threads", int, "CPU threads (default: 1 for small models, else torch's)"),
-    "--variant": ("variant", str, "jem | jempp | sadajem (default sadajem)"),
-    "--objective": ("objective", str, "ebjdat (default) | standard | at | jem: terms switched off"),
-    "--dataset": ("dataset", str, "digits (default, offline) | cifar10 | cifar100 | svhn | stl10 | tinyimagenet "
-                  "| imagenet32 | imagenet64 | imagefolder | synthetic (layouts: README, Datasets)"),
-    "--data-root": ("data_root", str, "the dataset's folder (default $EBJDAT_DATA or ./data; imagefolder: the "
-                    "folder holding train/ and val/)"),
-    "--image-size": ("image_size", int, "image side: decoded size of tinyimagenet / imagefolder (default 64); "
-                     "others: native or larger"),
-    "--classes": ("classes", _classes_arg, "class subset (svhn, stl10, tinyimagenet, imagenet32/64, "
-                  "imagefolder): K (the first K classes) or a file of 0-based class indices, stored in the run's "
-                  "config as the list it holds"),
-    "--mode": ("mode", str, "fast (default) | published (the published loop's waste)"),
-    "--precision": ("precision", str, "auto (default: bf16 autocast where the device has bf16 units, "
-                                      "else fp32) | fp32 | bf16; fast mode"),
-    "--backend": ("backend", str, "fused-op backend: auto | torch | triton | cuda"),
-    "--device": ("device", str, "auto (default) | cpu | cuda | cuda:N"),
-    "--seed": ("seed", int, "random seed"),
+_EPOCHS = ", ".join(f"{v} {PRESETS[v]['epochs']}" for v in VARIANTS)
+TRAIN_FLAGS = {  # flag: (config field, type, help); every help says the default
+    "--out": ("out", str, "run folder, new or empty (default: runs/<date>-<time>)"),
+    "--steps": ("steps", int, ("total iterations; overrides --epochs (default: the iterations of --epochs "
+                               "epochs)")),
+    "--epochs": ("epochs", int, (f"epochs of the labelled data (default: {DIGITS['epochs']} on the digits; "
+                                 f"elsewhere the variant's published count: {_EPOCHS})")),
+    "--ckpt-every": ("ckpt_every", int, (f"write a checkpoint every N iterations (default: {DIGITS['ckpt_every']} "
+                                         f"on the digits, {TrainConfig.ckpt_every} elsewhere)")),
+    "--log-every": ("log_every", int, (f"write a metrics.jsonl row every N iterations (default: "
+                                       f"{TrainConfig.log_every})")),
+    "--threads": ("threads", int, "CPU threads (default: 1 for small models, else torch's choice)"),
+    "--variant": ("variant", str, (f"which JEM-style model and published settings (default: "
+                                   f"{TrainConfig.variant})")),
+    "--objective": ("objective", str, (f"ebjdat: the full EB-JDAT objective; standard, at and jem switch terms "
+                                       f"off (default: {TrainConfig.objective})")),
+    "--dataset": ("dataset", str, (f"the training data; digits is built in and needs no download "
+                                   f"(default: {TrainConfig.dataset}; the folder layouts: docs/datasets.md)")),
+    "--data-root": ("data_root", str, ("the dataset's folder; imagefolder: the folder holding train/ and val/ "
+                                       "(default: $EBJDAT_DATA, else ./data)")),
+    "--image-size": ("image_size", int, ("image side in pixels: the decoded size of tinyimagenet and "
+                                         "imagefolder images (default: 64 for those, the native size for the "
+                                         "others, which may be raised)")),
+    "--classes": ("classes", _classes_arg, ("a subset of classes (svhn, stl10, tinyimagenet, imagenet32/64, "
+                                            "imagefolder): K for the first K classes, or a file of 0-based "
+                                            "class indices, read now and stored in the run's config (default: "
+                                            "all classes)")),
+    "--mode": ("mode", str, (f"fast, or published: the published training loop with its waste, for comparison "
+                             f"(default: {TrainConfig.mode})")),
+    "--precision": ("precision", str, (f"fast mode's precision; auto: bf16 autocast where the device has bf16 "
+                                       f"units, else fp32 (default: {TrainConfig.precision})")),
+    "--backend": ("backend", str, (f"the implementation of the fused SGLD and PGD steps; auto picks the "
+                                   f"fastest this machine runs (default: {TrainConfig.backend})")),
+    "--device": ("device", str, (f"auto, cpu, cuda or cuda:N; auto: the GPU when there is one (default: "
+                                 f"{TrainConfig.device})")),
+    "--seed": ("seed", int, f"random seed (default: {TrainConfig.seed})"),
 }
+# the flags whose values form a closed set: listed by --help, refused by argparse otherwise
+TRAIN_CHOICES = {"--variant": VARIANTS, "--objective": OBJECTIVES, "--dataset": DATASETS, "--mode": MODES,
+                 "--precision": PRECISIONS, "--backend": ops.backends.NAMES}
 
 
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a JEM-style classifier with EB-JDAT",
-                       description="Train with EB-JDAT. Settings: the variant's preset "
-                       "(the published settings), then --config, then flags.")
-    p.add_argument("--config", help="a TOML file of TrainConfig fields")
+                       description="Train a JEM-style classifier with EB-JDAT and write checkpoints, "
+                       "metrics.jsonl, summary.json, samples.png and energy.png into the run folder. With no "
+                       "flags it trains on the built-in digits, offline, in a few minutes on 2 CPU cores. "
+                       "Settings come from the variant's published settings, then --config, then the flags.")
+    p.add_argument("--config", metavar="FILE", help="a TOML file of training settings, named as in a run's "
+                   "config.json (e.g. steps = 500)")
     p.add_argument("--resume", metavar="PATH", help="continue from a run folder or checkpoint file (a run "
                    "folder stopped before its first checkpoint starts again at step 0; one stopped during its "
                    "closing evaluation gets it and its summary.json)")
     for flag, (_, typ, text) in TRAIN_FLAGS.items():
-        p.add_argument(flag, type=typ, help=text)
-    p.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the model")
+        p.add_argument(flag, type=typ, help=text, choices=TRAIN_CHOICES.get(flag))
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="compile the model with torch.compile (default: off)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="do not compile (default)")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
                    help="fast mode: channels_last model, chains and attack inputs (default)")
@@ -120,8 +151,49 @@ def _train(args) -> int:
     except (ValueError, OSError) as e:   # OSError: missing files, folders, permissions
         print(f"ebjdat train: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    print(format_summary(summary, trainer.cfg.out))
     return 0
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f} %"
+
+
+def _pgd_setting(cfg: dict) -> str:
+    """" (linf eps 8/255, 10 steps)": the closing evaluation's attack, from the run's config."""
+    if "eval_eps" not in cfg or "eval_pgd_steps" not in cfg:
+        return ""
+    from .evaluate.cli import fmt_eps
+    return f" (linf eps {fmt_eps(cfg['eval_eps']).split(' =')[0]}, PGD-{cfg['eval_pgd_steps']})"
+
+
+def format_summary(summary: dict, out) -> str:
+    """The few lines ``ebjdat train`` ends with: the closing evaluation's accuracy,
+    robustness, generation and energy gaps, the time taken and where the run and its
+    summary.json are (every number, in full, is in summary.json; a missing one shows "-")."""
+    s = summary.get
+    rows = [("clean accuracy", _pct(s("clean_acc"))),
+            ("PGD accuracy", _pct(s("pgd_acc")) + _pgd_setting(s("config") or {}))]
+    for suffix, what in (("", "buffer samples"), ("_fresh", "fresh samples")):
+        if s("gen_fd" + suffix) is not None:
+            rows.append((f"generation, {what}", (f"FD {s('gen_fd' + suffix):.2f}, "
+                                                 f"{_pct(s('gen_cond_acc' + suffix))} of them the model's class")))
+    gaps = [f"{name} {s(key):+.4g}" for name, key in (("adversarial - clean", "energy_gap_adv"),
+                                                      ("generated - clean", "energy_gap_gen"))
+            if s(key) is not None]
+    if gaps:
+        rows.append(("energy gaps", ", ".join(gaps)))
+    if s("wall_time_s") is not None:
+        rows.append(("time", f"{s('wall_time_s'):.1f} s training"
+                     + (f", {s('eval_s'):.1f} s closing evaluation" if s("eval_s") is not None else "")))
+    rows += [("run folder", str(out)), ("every number", str(Path(out) / "summary.json"))]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"ebjdat train: done at step {s('step')}"]
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    if s("sanity"):
+        lines.append("  WARNING: sanity checks failed; do not trust the robustness numbers:")
+        lines += [f"    - {w}" for w in s("sanity")]
+    return "\n".join(lines)
 
 
 def _sample(args) -> int:
@@ -191,7 +263,11 @@ def _draw_samples(args) -> int:
     if (bad := nonfinite_rows(x)):   # a picture of them: magenta squares (save_grid's NaN colour)
         raise ValueError(f"{bad} of {len(x)} samples hold non-finite values after {steps} SGLD steps (the "
                          f"sampler diverged); nothing written; try fewer --steps, or an earlier checkpoint")
-    plots.save_grid(args.out, x.float().cpu())
+    from .evaluate import generation
+    what = f"{len(x)} samples after {steps} SGLD steps from {start}" + (
+        f", class {args.y}" if args.y is not None else "")
+    acc = generation.grid_accuracy(model, x, None if y is None else y.to(dev), n_classes)   # None off the digits
+    plots.save_grid(args.out, x.float().cpu(), title=plots.flag_noise(what, acc, n_classes))
     print(f"wrote {x.shape[0]} samples after {steps} SGLD steps from {start} to {args.out}")
     return 0
 
@@ -202,13 +278,15 @@ def _sample_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="a run folder or checkpoint file")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64; from the buffer at "
                    "most its size, with --fresh any number)")
-    p.add_argument("--steps", type=int, help="SGLD steps (default: the run's sgld_steps; 0: the starting points)")
+    p.add_argument("--steps", type=int, help="SGLD steps; 0 pictures the starting points (default: the "
+                   "run's own number of SGLD steps)")
     p.add_argument("--fresh", action="store_true", help="start fresh chains from the run's initial "
                    "distribution (its class-Gaussian, class --y's with --y; uniform noise for JEM), "
                    "not from the buffer")
     p.add_argument("--seed", type=int, default=0, help="seed of the starts and the sampler noise (default 0)")
-    p.add_argument("--y", type=int, help="class-conditional: sample E(x, y) for this class")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--y", type=int, help="sample this class only, from E(x, y) (default: all classes, from "
+                   "E(x))")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto, the GPU when there is one)")
     p.add_argument("--backend", default="auto", choices=ops.backends.NAMES, help="fused-op backend (default auto)")
     p.add_argument("--out", default="samples.png", help="the picture, in the format its suffix names: .png "
                    "(default samples.png), .jpg, .bmp, .tif, .webp; an existing file is kept unless --force, "
@@ -240,8 +318,11 @@ def _backend_labels() -> list[str]:
     return [notes.get(name, name) for name in ops.available_backends()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ebjdat", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ebjdat`` parser with every subcommand (``main`` runs it; the tests read its help)."""
+    parser = argparse.ArgumentParser(prog="ebjdat", description="Energy-based joint distribution adversarial "
+                                     "training (EB-JDAT): train, evaluate and sample JEM-style classifiers, "
+                                     "and benchmark the fused ops.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     _train_parser(sub)
     from .evaluate.cli import add_parser as add_eval
@@ -251,9 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     add_bench(sub)
     from .demo import add_parser as add_demo
     add_demo(sub)
-    p = sub.add_parser("info", help="list the backends this machine can run")
+    p = sub.add_parser("info", help="list the backends this machine can run",
+                       description="Print torch's version, whether a CUDA GPU is visible, the backends of the "
+                       "fused ops available here (and why the others are not) and which one auto picks on "
+                       "CPU and GPU tensors.")
     p.set_defaults(fn=_info)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.fn(args)
 
 

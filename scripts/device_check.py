@@ -312,7 +312,7 @@ def device_command() -> str:
     if any(WHEELS.glob("*.whl")):
         line += '\ncarry: [".whl"]  (the wheels the device installs)'
     else:
-        line += "\nno wheels in .whl/: torchattacks rows will be missing (README: how to fetch)"
+        line += "\nno wheels in .whl/: torchattacks rows will be missing (docs/performance.md: how to fetch)"
     return line
 
 

@@ -103,6 +103,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
     config.addinivalue_line("markers", "interpreter: runs the triton backend on CPU tensors "
                             "(Triton's interpreter; a child process on GPU machines)")
+    config.addinivalue_line("markers", "slow: a sweep left out of the default run (pytest -m slow runs it)")
 
 
 def pytest_itemcollected(item):
@@ -110,6 +111,8 @@ def pytest_itemcollected(item):
     if (callspec is not None and callspec.params.get("backend") == "triton"
             and item.get_closest_marker("gpu") is None):
         item.add_marker("interpreter")
+        if selection.is_sweep(item):
+            item.add_marker("slow")
     if item.get_closest_marker("gpu") is not None and not HAS_GPU:
         item.add_marker(pytest.mark.skip(reason=GPU_REASON))
 

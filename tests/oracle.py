@@ -1,4 +1,4 @@
-"""float64 evaluations of the ops' formulas (README "The ops", ebjdat/ops/spec.py): the
+"""float64 evaluations of the ops' formulas (docs/ops.md, ebjdat/ops/spec.py): the
 independent check of every backend.
 
 Scalars are rounded to the op's compute dtype first (fp32 unless x is fp64), as the

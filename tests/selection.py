@@ -16,6 +16,10 @@ from __future__ import annotations
 import os
 
 PROXY = "test_interpreter_tests_in_child_process"
+# The interpreter sweeps (every dtype, shape and layout of every op through Triton's
+# interpreter, several minutes on 2 cores) are marked ``slow``: the default run
+# (pyproject's ``-m "not slow"``) leaves them out, CI runs them with ``pytest -m slow``.
+INTERPRETER_SWEEPS = ("test_ops_pgd.py", "test_ops_sgld.py", "test_mala.py")
 # set by tests that play a GPU machine on the CPU (test_interpreter_suite.py)
 SIMULATE_GPU_MACHINE = "EBJDAT_TEST_SIMULATE_GPU_MACHINE"
 
@@ -26,6 +30,12 @@ def interpreting(environ=os.environ) -> bool:
 
 def gpu_machine(has_gpu: bool, environ=os.environ) -> bool:
     return has_gpu or environ.get(SIMULATE_GPU_MACHINE) == "1"
+
+
+def is_sweep(item) -> bool:
+    """An interpreter test of one of INTERPRETER_SWEEPS' files."""
+    return needs_interpreter(item) and getattr(item, "fspath", None) is not None and \
+        item.fspath.basename in INTERPRETER_SWEEPS
 
 
 def needs_interpreter(item) -> bool:

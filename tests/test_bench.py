@@ -40,7 +40,18 @@ def test_bench_ops_quick_writes_rows_with_environment(tmp_path, capsys):
     assert {r["case"].split("/")[0] for r in timed} == set(formulas.OP_TENSORS)
     for r in timed:
         assert r["ours_us"] > 0 and r["baseline_us"] > 0 and r["compile_us"] > 0 and r["GBps"] > 0
-    assert "speed-up" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "speed-up" in printed
+    # a line per row as it was measured, before the table
+    table_at = printed.index("suite  case")
+    for r in timed:
+        line = f"ops {r['case']} {r['ours']}: "
+        assert line in printed and printed.index(line) < table_at, line
+    # on the CPU each row is stated against a copy of its own bytes, never silently above 100 %
+    for r in timed:
+        assert r["ceiling"] == "copy of same bytes" and r["copy_GBps"] > 0
+        assert r["pct_ceiling"] <= 100 or "above 100 %" in (r.get("note") or ""), r
+    assert "ebjdat[torch] is the ops' specification" in printed
     assert not any("targets" in r for r in data["rows"])   # GPU targets: not judged on CPU timings
     cpu = {r["case"]: r for r in data["rows"] if "hand_us" in r}   # the CPU targets' rows
     judged = {"sgld_noisy/fp32/512/1-thread", "sgld_noisy/fp32/1M/1-thread", "pgd_linf/fp32/1M/1-thread"}
@@ -68,7 +79,7 @@ def test_ops_targets_are_judged_on_gpu_rows_and_summarised():
             {"case": "sgld_step/bf16/cifar", "ours": "ebjdat[triton]", "targets": cifar},
             {"case": "a CPU row"}]
     assert cli.target_lines(rows) == [
-        "targets: 1 of 3 GPU rows meet every target (suite_ops.targets)",
+        "targets: 1 of 3 GPU rows meet every target of the fused ops",
         "target missed: pgd_step_linf/fp32/256MiB ebjdat[cuda]: >= 90% of copy bandwidth (got 89)",
         "target missed: sgld_step/bf16/cifar ebjdat[triton]: >= 1x torch.compile (got not measured)",
         "target missed: sgld_step/bf16/cifar ebjdat[triton]: >= 3x eager (got 2.9)"]
@@ -123,9 +134,13 @@ def test_report_markdown_and_plot(tmp_path):
     assert report.main([str(bad)]) == 2
 
 
-def test_bench_overhead_per_step_by_difference():
-    """The per-step sampler cost: (t(2K) - t(K)) / K with its spread, eager on the CPU."""
+def test_bench_overhead_per_step_by_difference(capsys):
+    """The per-step sampler cost: (t(2K) - t(K)) / K with its spread, eager on the CPU;
+    the ceilings, the suite and its row are printed as they are measured, before the table."""
     rows = cli.run_bench(["overhead"], "cpu", quick=True)["rows"]
+    printed = capsys.readouterr().out
+    assert "ceilings: copy" in printed and "suite overhead (--quick sizes)" in printed
+    assert printed.index(f"loops {rows[0]['case']} {rows[0]['ours']}: ") < printed.index("suite  case")
     assert [r["ours"] for r in rows] == ["ebjdat SGLD eager"]
     r = rows[0]
     assert r["per_step_us"] == r["ours_us"] and r["steps_difference"] == 5
@@ -181,3 +196,30 @@ def test_bench_threads_quiet_and_loaded():
     assert [r["case"] for r in rows] == ["sadajem/digits iteration, quiet",
                                          "sadajem/digits iteration, one core busy"]
     assert all(r["ours"] == "1 thread" and r["ours_us"] > 0 and r["baseline_us"] > 0 for r in rows)
+
+
+def test_small_ratios_keep_their_significant_digits():
+    """A speed-up of 0.0015 (the torch specification backend on the CPU) read "0.00x"."""
+    assert cli._num(0.0015, 2) == "0.00150" and cli._num(0.0838, 2) == "0.0838"
+    assert cli._num(2.1949, 2) == "2.19" and cli._num(274.1, 2) == "274.10" and cli._num(0.35, 2) == "0.35"
+    assert cli._num(0.00407, 1) == "0.00407" and cli._num(6.71, 1) == "6.7" and cli._num(0, 2) == "0.00"
+    assert cli._num(None, 2) == "-"
+    row = {"suite": "ops", "case": "sgld_step/fp32/b8", "baseline": "eager torch", "ours": "ebjdat[torch]",
+           "baseline_us": 95.0, "ours_us": 63450.0, "speedup": 95.0 / 63450.0, "GBps": 0.0041,
+           "pct_ceiling": 0.024, "ceiling": "copy of same bytes"}
+    line = cli.table_lines([row])[1]
+    assert "0.00150x" in line and "0.00410 GB/s" in line and "0.0240% copy of same bytes" in line
+
+
+def test_rows_are_reported_as_they_are_added():
+    seen = []
+    rows = timing.Rows(seen.append)
+    rows.append({"a": 1})
+    rows += [{"b": 2}]
+    rows.extend([{"c": 3}])
+    assert seen == [{"a": 1}, {"b": 2}, {"c": 3}] and list(rows) == seen
+    assert cli.progress_line({"suite": "step", "case": "c", "ours": "+compile", "skipped": "--no-compile"}) == \
+        "step c +compile: skipped: --no-compile"
+    line = cli.progress_line({"suite": "loops", "case": "sgld10", "ours": "ebjdat SGLD eager", "baseline": "plain",
+                              "baseline_us": 2000.0, "ours_us": 1000.0, "speedup": 2.0})
+    assert line == "loops sgld10 ebjdat SGLD eager: 1.000 ms against 2.000 ms plain, 2.00x"

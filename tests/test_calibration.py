@@ -5,6 +5,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+
+from ebjdat import charts
 import torch
 from PIL import Image
 from torch import nn
@@ -108,6 +110,6 @@ def test_model_calibration_and_the_diagram(tmp_path):
 
 def test_reliability_plot_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="bins must be a non-empty list"):
-        plots.save_reliability(tmp_path / "r.png", [])
+        charts.save_reliability(tmp_path / "r.png", [])
     with pytest.raises(ValueError, match="suffix"):
-        plots.save_reliability(tmp_path / "r.nope", [{"lo": 0, "hi": 1, "count": 1, "conf": 0.5, "acc": 1}])
+        charts.save_reliability(tmp_path / "r.nope", [{"lo": 0, "hi": 1, "count": 1, "conf": 0.5, "acc": 1}])

@@ -32,7 +32,7 @@ def test_digits_shapes_range_and_counts():
         assert ds.x.dtype == torch.float32 and ds.y.dtype == torch.int64
         assert ds.x.min() == -1.0 and ds.x.max() == 1.0
         assert (ds.image_size, ds.channels, ds.n_classes, ds.name) == (8, 1, 10, "digits")
-        assert (ds.pad, ds.flip) == (0, False)   # no augmentation: README, Generation on the digits
+        assert (ds.pad, ds.flip) == (0, False)   # no augmentation: docs/generation-digits.md
     counts = torch.bincount(te.y, minlength=10)
     total = counts + torch.bincount(tr.y, minlength=10)
     # Stratified 80/20: every class holds round(0.2 * its count) test images.

@@ -260,7 +260,7 @@ def test_cli_end_to_end_writes_json_and_pngs(tiny_run, tmp_path, capsys):
     rc = cli.main(["eval", "--checkpoint", str(tiny_run), "--n", "32", "--steps", "3", "--eps", "8/255",
                    "4/255", "--autoattack", "--aa-steps", "5", "--aa-queries", "20", "--json", str(js),
                    "--out", str(pngs), "--device", "cpu", "--sample-steps", "5", "--batch-size", "16",
-                   "--published-aa-steps", "2", "--published-aa-queries", "10"])
+                   "--published-aa-steps", "2", "--published-aa-queries", "10", "--protocol", "both"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "published" in out and "AutoAttack" in out and "FID/IS not computed" in out

@@ -81,8 +81,8 @@ def test_top5_accuracy_on_a_100_class_model():
 # ---------------------------------------------------------------- the CLI: OOD, calibration, both protocols
 def test_cli_ood_calibration_and_both_protocols(tiny_run, tmp_path, capsys):
     """The done-when check: `ebjdat eval --ood noise --calibration --json F` on a trained tiny
-    digits run reports an AUROC for uniform noise and an ECE in [0, 1]; the default
-    --protocol both shows the two protocols side by side."""
+    digits run reports an AUROC for uniform noise and an ECE in [0, 1]; --protocol both
+    shows the two protocols side by side."""
     from sklearn.metrics import roc_auc_score
 
     from ebjdat.evaluate import load_for_eval, ood
@@ -90,7 +90,8 @@ def test_cli_ood_calibration_and_both_protocols(tiny_run, tmp_path, capsys):
     js, rb = tmp_path / "r.json", tmp_path / "rb.json"
     rc = cli.main(["eval", "--checkpoint", str(tiny_run), "--ood", "noise", "--calibration", "--json", str(js),
                    "--robustbench-json", str(rb), "--n", "32", "--steps", "2", "--no-samples", "--out",
-                   str(tmp_path / "e"), "--device", "cpu", "--published-aa-steps", "2", "--published-aa-queries", "10"])
+                   str(tmp_path / "e"), "--device", "cpu", "--protocol", "both", "--published-aa-steps", "2",
+                   "--published-aa-queries", "10"])
     assert rc == 0
     out = capsys.readouterr().out
     r = json.loads(js.read_text())

@@ -34,9 +34,9 @@ def test_defaults_are_those_of_the_keyword_arguments():
     assert dataclasses.asdict(AttackSpec()) == EVALUATE_DEFAULTS
     spec = EvalSpec()
     assert {k: getattr(spec, k) for k in CHECKPOINT_DEFAULTS} == CHECKPOINT_DEFAULTS
-    # evaluate_checkpoint ran both protocols by default, evaluate the standard one
-    assert spec.attack == AttackSpec(protocol="both")
-    assert dataclasses.asdict(spec.attack) == {**EVALUATE_DEFAULTS, "protocol": "both"}
+    # both run the standard protocol by default: the published one (minutes of AutoAttack) is asked for
+    assert spec.attack == AttackSpec() and spec.attack.protocol == "standard"
+    assert dataclasses.asdict(spec.attack) == EVALUATE_DEFAULTS
     assert AttackSpec().radii == [8 / 255] and AttackSpec(norm="l2").radii == [0.5]
 
 
@@ -48,6 +48,27 @@ def _eval_args(*flags):
 
 def test_the_flags_defaults_are_the_specs():
     assert eval_cli.spec_from_args(_eval_args()) == EvalSpec()
+
+
+def test_the_default_protocol_is_the_standard_one_and_published_is_asked_for():
+    """The published protocol's AutoAttack suite takes minutes on a CPU: eval's default
+    (about a minute on the digits) leaves it out; --protocol published or both runs it."""
+    assert _eval_args().protocol == "standard" and EvalSpec().attack.protocol == "standard"
+    for p in ("published", "both"):
+        assert eval_cli.spec_from_args(_eval_args("--protocol", p)).attack.protocol == p
+
+
+def test_eps_zero_is_accepted_and_measures_the_clean_accuracy(tmp_path):
+    """--eps 0: the PGD accuracy at radius 0 is the clean accuracy (the curve includes 0 anyway)."""
+    args = _eval_args("--eps", "0", "8/255", "--out", str(tmp_path / "ev"))
+    eval_cli.check_args(args)   # no ValueError
+    assert eval_cli.spec_from_args(args).attack.radii == [0.0, 8 / 255]
+    torch.manual_seed(0)
+    model = Linear(torch.randn(10, 64), torch.zeros(10))
+    x = torch.rand(24, 1, 8, 8) * 2 - 1
+    y = torch.randint(0, 10, (24,))
+    r = evaluate(model, x, y, AttackSpec(eps=0, steps=3))
+    assert r["pgd_acc"] == r["clean_acc"] and r["eps"] == 0.0 and not r["sanity"]
 
 
 def test_flags_become_the_spec(tiny_run, tmp_path, monkeypatch, capsys):
@@ -148,7 +169,7 @@ def test_specs_are_frozen_and_overrides_make_checked_copies():
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.attack.steps = 5
     small = spec.with_overrides(n=16, steps=2, eps=[8 / 255, 0.01], ood_sets="Noise, interp")
-    assert small.n == 16 and small.attack.steps == 2 and small.attack.protocol == "both"
+    assert small.n == 16 and small.attack.steps == 2 and small.attack.protocol == "standard"
     assert small.attack.eps == (8 / 255, 0.01) and small.attack.radii == [8 / 255, 0.01]
     assert small.ood_sets == ("noise", "interp")
     assert spec == EvalSpec() and hash(small) == hash(EvalSpec().with_overrides(n=16, steps=2, eps=(8 / 255, 0.01),
@@ -174,3 +195,32 @@ def test_the_functions_take_only_their_own_spec(tiny_run, monkeypatch):
     monkeypatch.setattr(tr, "load_for_eval", never)
     with pytest.raises(TypeError, match="spec must be an EvalSpec or None, got AttackSpec"):
         evaluate_checkpoint(tiny_run, AttackSpec())
+
+
+def test_eval_prints_a_line_as_each_attack_and_part_finishes(tiny_run, tmp_path):
+    """progress_lines: a line per attack (PGD at each radius, noise) and per part, with its
+    seconds, then the total; the wrapped functions are restored afterwards."""
+    import io
+    originals = (tr._generation, tr.generate, tr.evaluate)
+    out = io.StringIO()
+    spec = EvalSpec(n=16, sample_steps=1, samples=False, n_gen=8, calibration=True,
+                    attack=AttackSpec(steps=1, eps=[8 / 255, 4 / 255]))
+    with eval_cli.progress_lines(out):
+        evaluate_checkpoint(tiny_run, spec, out=tmp_path / "ev", device="cpu")
+    lines = out.getvalue().splitlines()
+    assert all(line.startswith("eval: ") and line.endswith(" s)") for line in lines[:-1]), lines
+    text = "\n".join(lines)
+    for part in ("loaded ", "standard PGD-1 eps 0:", "standard PGD-1 eps 0.01569:", "standard PGD-1 eps 0.03137:",
+                 "random noise at eps 0.03137", "SGLD chains: 8 points", "generated points", "energy landscape",
+                 "calibration"):
+        assert part in text, part
+    assert lines[-1].startswith("eval: finished in ")
+    assert (tr._generation, tr.generate, tr.evaluate) == originals
+
+
+def test_eval_command_reports_progress_on_stderr(tiny_run, tmp_path, capsys):
+    assert cli.main(["eval", "--checkpoint", str(tiny_run), "--n", "8", "--steps", "1", "--no-samples",
+                     "--device", "cpu", "--out", str(tmp_path / "ev")]) == 0
+    captured = capsys.readouterr()
+    assert "eval: standard PGD-1 eps 0.03137" in captured.err and "eval: finished in" in captured.err
+    assert "eval:" not in captured.out and "protocol standard" in captured.out

@@ -44,7 +44,7 @@ def test_readme_cpu_library_snippet_runs():
     """The first python block of the README's library section, with its free names
     (batches, classifier, x, y) bound to two small batches and a small classifier."""
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Samplers and attacks for other projects"):]
+    section = text[text.index("## The library"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     torch.manual_seed(0)
     names = {"batches": [torch.rand(256, 2) * 2 - 1 for _ in range(2)],

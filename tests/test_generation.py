@@ -3,6 +3,8 @@ objectives as presets of one trainer, the pictures and the trade-off experiment.
 import json
 
 import pytest
+
+from ebjdat import charts
 import torch
 from PIL import Image
 
@@ -102,12 +104,12 @@ def test_class_grid_and_scatter(tmp_path):
                                  50, title="t")   # 50 classes: the first 20 get rows
     with Image.open(many) as im:
         assert im.height == 28 + 20 * 34 + 2
-    p = plots.save_scatter(tmp_path / "s.png", {"a": (1.0, 0.5, 0.1, 0.01), "b": (3.0, 0.9, 0, 0)},
+    p = charts.save_scatter(tmp_path / "s.png", {"a": (1.0, 0.5, 0.1, 0.01), "b": (3.0, 0.9, 0, 0)},
                            xlabel="x", ylabel="y", title="t", notes=["n"])
     with Image.open(p) as im:
         assert im.size == (640, 460 + 18)
     with pytest.raises(ValueError, match="nothing to draw"):
-        plots.save_scatter(tmp_path / "e.png", {}, xlabel="x", ylabel="y")
+        charts.save_scatter(tmp_path / "e.png", {}, xlabel="x", ylabel="y")
 
 
 def test_tradeoff_writes_its_table_and_pictures(tmp_path, capsys):

@@ -5,6 +5,8 @@ import pickle
 
 import numpy as np
 import pytest
+
+from ebjdat import charts
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -192,9 +194,9 @@ def test_parse_names():
 
 def test_histogram_panels_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="panels must be a non-empty dict"):
-        plots.save_histogram_panels(tmp_path / "p.png", {})
+        charts.save_histogram_panels(tmp_path / "p.png", {})
     with pytest.raises(ValueError, match="suffix"):
-        plots.save_histogram_panels(tmp_path / "p.xyz", {"a": {"s": torch.randn(5)}})
+        charts.save_histogram_panels(tmp_path / "p.xyz", {"a": {"s": torch.randn(5)}})
 
 
 def test_an_image_folder_as_ood_set(tmp_path):

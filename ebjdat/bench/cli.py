@@ -2,13 +2,15 @@
 [--no-compile]``, SUITE in ops, loops, overhead, attack, step, threads (CPU), all (the
 default).
 
-Runs the suites (suite_ops, suite_loops, suite_step), measures the ceilings first in the
-same run (timing.ceilings), prints one table and, with --json, writes
-``{"environment", "device", "quick", "suite", "ceilings", "wall_s", "rows"}``. --profile
-DIR writes a Chrome trace per training-iteration case (step suite) with ranges around the
-sampler, attack and optimizer phases (record_function; NVTX too on a GPU). --budget-s:
-the step suite runs its torch.compile case only if that much time is left for it;
---no-compile drops the compile cases (their rows say so).
+Runs the suites (suite_ops.py, suite_loops.py, suite_step.py), measures the ceilings first
+in the same run (timing.ceilings), prints a line per row as it is measured (``progress_line``),
+then one table and, with --json, writes ``{"environment", "device", "quick", "suite",
+"ceilings", "wall_s", "rows"}`` (after each suite, so a run stopped later keeps the suites
+done). --profile DIR writes a Chrome trace per training-iteration case (step suite) with
+ranges around the sampler, attack and optimizer phases (record_function; NVTX too on a
+GPU). --budget-s: the step suite runs its torch.compile case only if that much time is left
+for it; --no-compile drops the compile cases (their rows say so). The command's --help
+(``DESCRIPTION``) says the same in a user's words.
 """
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ from pathlib import Path
 from ..validate import resolve_device
 
 SUITES = ("ops", "loops", "overhead", "attack", "step", "threads")
+DESCRIPTION = (
+    "Time ebjdat's fused ops, sampler and attack loops and training iteration against their baselines "
+    "(eager torch, torch.compile, torchattacks and the published training loop), each figure also stated "
+    "as a share of this machine's copy bandwidth or matmul rate, measured first in the same run. Suites: "
+    "ops (each fused op at a CIFAR batch and 256 MiB; --quick: a small batch), loops (SGLD), overhead (the "
+    "sampler's own cost per step), attack (PGD), step (one EB-JDAT training iteration per setting, and the "
+    "data loader) and threads (CPU: one or two threads). A line is printed as each row is measured, then the "
+    "table; --json keeps every number. --profile writes Chrome traces of the training-iteration cases.")
 
 
 def _suites(suite) -> list[str]:
@@ -81,17 +91,28 @@ def run_bench(suite="all", device: str | None = None, quick: bool = False,
     dev = resolve_device(device or "auto")
     t0 = time.perf_counter()
     deadline = None if budget_s is None else t0 + budget_s
+
+    def say(text: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f} s] {text}", file=out, flush=True)
+
+    def report(row: dict) -> None:
+        say(progress_line(row))
+
+    say(f"measuring the ceilings on {dev}: copy bandwidth and matmul rate")
     ceil = timing.ceilings(dev)
-    runners = {"ops": lambda: suite_ops.run(dev, quick, ceil),
-               "loops": lambda: suite_loops.run_loops(dev, quick, ceil),
-               "overhead": lambda: suite_loops.run_overhead(dev, quick, ceil),
-               "attack": lambda: suite_loops.run_attack(dev, quick, ceil),
+    say(f"ceilings: copy {ceil['copy_GBps']:.1f} GB/s, {ceil['matmul_dtype']} matmul "
+        f"{_num(ceil['matmul_TFLOPs'], 2)} TFLOP/s")
+    runners = {"ops": lambda: suite_ops.run(dev, quick, ceil, report=report),
+               "loops": lambda: suite_loops.run_loops(dev, quick, ceil, report=report),
+               "overhead": lambda: suite_loops.run_overhead(dev, quick, ceil, report=report),
+               "attack": lambda: suite_loops.run_attack(dev, quick, ceil, report=report),
                "step": lambda: suite_step.run(dev, quick, ceil, profile, deadline=deadline,
-                                              compile=compile),
-               "threads": lambda: suite_step.run_threads(dev, quick, ceil)}
+                                              compile=compile, report=report),
+               "threads": lambda: suite_step.run_threads(dev, quick, ceil, report=report)}
     result = {"environment": timing.environment(), "device": str(dev), "quick": quick,
               "suite": " ".join(names), "ceilings": ceil, "rows": []}
     for name in names:
+        say(f"suite {name}{' (--quick sizes)' if quick else ''}")
         result["rows"] += runners[name]()
         result["wall_s"] = time.perf_counter() - t0
         if path is not None:   # after each suite: a run killed later keeps the suites done
@@ -107,6 +128,33 @@ def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _num(v, decimals: int) -> str:
+    """v with ``decimals`` decimals, or with 3 significant digits where those decimals would
+    hide it (a speed-up of 0.0015 reads "0.00150", not "0.00"); "-" for None."""
+    if v is None:
+        return "-"
+    if v == 0 or not math.isfinite(v) or abs(v) >= 10 ** (1 - decimals):
+        return f"{v:.{decimals}f}"
+    return f"{v:.{2 - math.floor(math.log10(abs(v)))}f}"
+
+
+def progress_line(row: dict) -> str:
+    """One line for a row just measured: what ran, its time against the baseline's and the
+    ratio, a CPU target's verdict, or why the row was skipped."""
+    head = f"{row['suite']} {row['case']} {row.get('ours', '')}".rstrip()
+    if "skipped" in row:
+        return f"{head}: skipped: {row['skipped']}"
+    if "hand_us" in row:   # the ops suite's CPU target rows
+        verdict = (f" (target {row['cpu_target']}: {'met' if row['cpu_target_met'] else 'MISSED'})"
+                   if "cpu_target" in row else "")
+        return (f"{head}: {row['fused_us']:.1f} us against {row['hand_us']:.1f} us {row['baseline']}, "
+                f"{_num(row['ratio'], 2)}x{verdict}")
+    if "ours_us" not in row:
+        return head
+    return (f"{head}: {_num(row['ours_us'] / 1e3, 3)} ms against {_num(row.get('baseline_us', 0) / 1e3, 3)} ms "
+            f"{row.get('baseline', '-')}, {_num(row.get('speedup'), 2)}x")
+
+
 def table_lines(rows: list[dict]) -> list[list[str]]:
     """Header + one line per timed row: the columns of the table and the report."""
     head = ["suite", "case", "baseline", "ours", "baseline ms", "ours ms", "speed-up",
@@ -115,13 +163,13 @@ def table_lines(rows: list[dict]) -> list[list[str]]:
     for r in rows:
         if "ours_us" not in r:
             continue
-        rate = (f"{r['GBps']:.1f} GB/s" if r.get("GBps") is not None
+        rate = (f"{_num(r['GBps'], 1)} GB/s" if r.get("GBps") is not None
                 else f"{r['model_TFLOPs']:.3g} TFLOP/s" if r.get("model_TFLOPs") is not None else "-")
-        pct = "-" if r.get("pct_ceiling") is None else f"{r['pct_ceiling']:.1f}% {r.get('ceiling', '')}"
+        pct = "-" if r.get("pct_ceiling") is None else f"{_num(r['pct_ceiling'], 1)}% {r.get('ceiling', '')}"
         lines.append([r["suite"], r["case"], r.get("baseline", "-"), r["ours"],
                       _fmt(r.get("baseline_us") and r["baseline_us"] / 1e3, ".4g"),
-                      _fmt(r["ours_us"] / 1e3, ".4g"), _fmt(r.get("speedup"), ".2f") + "x",
-                      _fmt(r.get("speedup_vs_compile"), ".2f") + ("x" if r.get("speedup_vs_compile") else ""),
+                      _fmt(r["ours_us"] / 1e3, ".4g"), _num(r.get("speedup"), 2) + "x",
+                      _num(r.get("speedup_vs_compile"), 2) + ("x" if r.get("speedup_vs_compile") else ""),
                       rate, pct, _fmt(r.get("projected_hours"), ".2f")])
     return lines
 
@@ -133,7 +181,7 @@ def target_lines(rows: list[dict]) -> list[str]:
     if not judged:
         return []
     met = sum(all(t["met"] for t in r["targets"]) for r in judged)
-    out = [f"targets: {met} of {len(judged)} GPU rows meet every target (suite_ops.targets)"]
+    out = [f"targets: {met} of {len(judged)} GPU rows meet every target of the fused ops"]
     for r in judged:
         for t in r["targets"]:
             if not t["met"]:
@@ -157,6 +205,20 @@ def recipe_lines(rows: list[dict]) -> list[str]:
     return out
 
 
+def _reading_notes(rows: list[dict]) -> list[str]:
+    """How to read the ops rows: what the torch backend is, and on the CPU what their % is of."""
+    ops_rows = [r for r in rows if r.get("suite") == "ops" and "ours_us" in r]
+    out = []
+    if any(r["ours"] == "ebjdat[torch]" for r in ops_rows):
+        out.append("note: ebjdat[torch] is the ops' specification (their math in torch, the noise drawn on the "
+                   "host): the reference the other backends are tested against, not a fast path")
+    if any(r.get("ceiling") == "copy of same bytes" for r in ops_rows):
+        out.append("note: on the CPU an ops row's % is of a torch copy moving the same bytes, measured in this "
+                   "run: a small working set stays in the caches and outruns the memory-sized copy of the "
+                   "ceilings")
+    return out
+
+
 def format_table(result: dict) -> str:
     env, ceil = result["environment"], result["ceilings"]
     lines = table_lines(result["rows"])
@@ -174,6 +236,7 @@ def format_table(result: dict) -> str:
     text += [f"skipped: {r['case']} {r['ours']}: {r['skipped']}" for r in skipped]
     notes = dict.fromkeys(f"note: {r['case']}: {r['note']}" for r in result["rows"] if r.get("note"))
     text += list(notes)
+    text += _reading_notes(result["rows"])
     text += recipe_lines(result["rows"])
     text += target_lines(result["rows"])
     return "\n".join(text)
@@ -192,11 +255,13 @@ def _bench(args) -> int:
 def add_parser(sub) -> None:
     """Register ``bench`` on an argparse subparsers object (as ebjdat/demo.py does)."""
     p = sub.add_parser("bench", help="benchmark ops, loops, attack and training step against baselines",
-                       description=__doc__.split("\n\n")[1])
+                       description=DESCRIPTION)
     p.add_argument("suite", nargs="*", default=["all"], choices=(*SUITES, "all"),
                    help="suites to run (default: all)")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when present)")
-    p.add_argument("--quick", action="store_true", help="small sizes: digits model, tiny tensors")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when a GPU is "
+                   "visible, else cpu)")
+    p.add_argument("--quick", action="store_true", help="small sizes: the digits model and small tensors, "
+                   "a few minutes on a CPU")
     p.add_argument("--json", metavar="F", help="write the environment and rows to this JSON file")
     p.add_argument("--profile", metavar="DIR", help="write Chrome traces of the training-step cases here")
     p.add_argument("--budget-s", type=float, metavar="S",

@@ -1,4 +1,4 @@
-"""Turn ``ebjdat bench --json`` results into the README's performance table and a plot.
+"""Turn ``ebjdat bench --json`` results into a markdown table (docs/performance.md's) and a plot.
 
 ``python -m ebjdat.bench.report bench/results/*.json --markdown OUT.md --plot OUT.png``
 
@@ -6,20 +6,16 @@ The markdown has, per result file, a line naming where it was measured (device, 
 CPU, driver, CUDA, torch, triton, commit, date and the ceilings measured in that run),
 the table of ``ebjdat bench`` (cli.table_lines) and, for GPU results, which rows meet the
 ops' targets (cli.target_lines). The PNG draws one horizontal bar per
-row: its speed-up over the row's baseline on a log2 axis, with a line at 1x. Drawn
-with PIL (no matplotlib).
+row: its speed-up over the row's baseline on a log2 axis, with a line at 1x, drawn
+with matplotlib (ebjdat.charts).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
-from ..plots import font, text_size
 from .cli import recipe_lines, table_lines, target_lines
 
 
@@ -68,38 +64,42 @@ def markdown(results: list[dict]) -> str:
 
 
 def plot(results: list[dict], path, width: int = 1000) -> Path:
-    """A PNG bar chart of every timed row's speed-up (log2 axis); returns the path."""
-    bars = [(f"{r['suite']}: {r['case']} | {r['ours']} vs {r.get('baseline', '-')}", r["speedup"])
+    """A bar chart of every timed row's speed-up over its baseline, one horizontal bar
+    per row on a log2 axis: blue where ours is faster, red where slower, a dashed line at
+    1x, each bar's value at its end; ``width`` pixels wide, 20 pixels per row, in the
+    format the suffix of ``path`` names. Returns the path."""
+    from matplotlib.ticker import FuncFormatter
+
+    from ..charts import new_figure, save_figure
+    from ..plots import image_format
+    fmt = image_format(path)
+    bars = [(f"{r['suite']}: {r['case']} | {r['ours']} vs {r.get('baseline', '-')}"[:95], r["speedup"])
             for res in results for r in res["rows"] if r.get("speedup")]
     if not bars:
         raise ValueError("no timed rows with a speed-up to plot")
-    title_font, small = font(13), font(11)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_w = min(560, max(text_size(probe, b[0], small)[0] for b in bars) + 12)
-    bar_h, top, bottom = 18, 40, 40
-    height = top + bottom + bar_h * len(bars)
-    img = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(img)
-    d.text((10, 10), "ebjdat bench: speed-up over each row's baseline (log scale)", fill="black", font=title_font)
-    x0, x1 = label_w, width - 60
-    logs = [math.log2(max(s, 1e-3)) for _, s in bars]
-    lo, hi = min(0.0, math.floor(min(logs))), max(1.0, math.ceil(max(logs)))
-    px = lambda v: x0 + (v - lo) / (hi - lo) * (x1 - x0)
-    for k in range(int(lo), int(hi) + 1):
-        x = px(k)
-        d.line([(x, top - 4), (x, height - bottom)], fill=(225, 225, 225))
-        d.text((x - 8, height - bottom + 4), f"{2.0 ** k:.3g}x", fill="black", font=small)
-    for i, ((label, s), v) in enumerate(zip(bars, logs)):
-        y = top + i * bar_h
-        d.text((4, y + 2), label[:95], fill="black", font=small)
-        a, b = sorted((px(0), px(v)))
-        d.rectangle([a, y + 3, max(b, a + 1), y + bar_h - 3], fill=(60, 120, 200) if s >= 1 else (210, 90, 70))
-        d.text((min(max(a, b) + 4, width - 56), y + 2), f"{s:.2f}x", fill="black", font=small)
-    d.line([(px(0), top - 4), (px(0), height - bottom)], fill="black", width=2)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    fig = new_figure((width, 130 + 20 * len(bars)))   # axes, title and legend, plus the rows
+    ax = fig.add_subplot()
+    rows = list(range(len(bars)))[::-1]          # the first row on top, as in the table
+    for faster, colour, label in ((True, "#3c78c8", "faster than the baseline"),
+                                  (False, "#d25a46", "slower than the baseline")):
+        mine = [(i, s) for i, (_, s) in zip(rows, bars) if (s >= 1) == faster]
+        if mine:   # one bar call per side: its legend entry has the colour of its bars
+            ax.barh([i for i, _ in mine], [abs(s - 1) for _, s in mine], left=[min(s, 1.0) for _, s in mine],
+                    color=colour, label=label, height=0.7)
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1.2, label="1x: as fast as the baseline")
+    for i, (_, s) in zip(rows, bars):
+        ax.annotate(f"{s:.2f}x", (s, i), xytext=(4 if s >= 1 else -4, 0), textcoords="offset points", va="center",
+                    ha="left" if s >= 1 else "right", fontsize=8)   # at the bar's far end from 1x
+    ax.set_xscale("log", base=2)
+    speeds = [s for _, s in bars]
+    ax.set_xlim(min(0.5, min(speeds) / 1.5), max(2.0, max(speeds) * 1.5))   # room for the values
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_yticks(rows, [label for label, _ in bars], fontsize=8)
+    ax.set_xlabel("speed-up over the row's baseline (log2 scale)")
+    ax.set_title("ebjdat bench: speed-up over each row's baseline", fontsize=11)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    return save_figure(fig, path, fmt)
 
 
 def main(argv=None) -> int:

@@ -72,7 +72,9 @@ def plain_sgld(model, x0, n: int):
     return x
 
 
-def run_loops(device, quick: bool, ceil: dict) -> list[dict]:
+def run_loops(device, quick: bool, ceil: dict, report=None) -> list[dict]:
+    """K SGLD steps: the plain autograd loop against ebjdat's SGLD (the module docstring);
+    ``report`` gets each row as it is measured."""
     dev = torch.device(device)
     model, shape, name = model_and_shape(dev, quick)
     model.train()
@@ -88,13 +90,14 @@ def run_loops(device, quick: bool, ceil: dict) -> list[dict]:
     base_us = _time(plain, dev, quick)
     case = f"sgld{k}/{name}/b{b}"
     eager = ebjdat.SGLD(energy, **kw)
-    rows = [_row("loops", case, "plain torch loop", "ebjdat SGLD eager", base_us,
-                 _time(lambda: eager.sample(x_init=x0), dev, quick), flops, ceil)]
+    rows = timing.Rows(report)
+    rows.append(_row("loops", case, "plain torch loop", "ebjdat SGLD eager", base_us,
+                     _time(lambda: eager.sample(x_init=x0), dev, quick), flops, ceil))
     if dev.type == "cuda":
         graphed = ebjdat.SGLD(energy, cuda_graph=True, **kw)
         rows.append(_row("loops", case, "plain torch loop", "ebjdat SGLD cuda graph", base_us,
                          _time(lambda: graphed.sample(x_init=x0), dev, quick), flops, ceil))
-    return rows
+    return list(rows)
 
 
 def _per_step_us(make, device, k: int, repeats: int = 5) -> tuple[float, float]:
@@ -110,7 +113,9 @@ def _per_step_us(make, device, k: int, repeats: int = 5) -> tuple[float, float]:
     return statistics.median(est), (max(est) - min(est)) / 2
 
 
-def run_overhead(device, quick: bool, ceil: dict) -> list[dict]:
+def run_overhead(device, quick: bool, ceil: dict, report=None) -> list[dict]:
+    """The sampler's own cost per step (the module docstring); ``report`` gets each row as
+    it is measured."""
     dev = torch.device(device)
     torch.manual_seed(0)
     model = nn.Linear(16, 10).to(dev)
@@ -132,15 +137,17 @@ def run_overhead(device, quick: bool, ceil: dict) -> list[dict]:
     base, base_noise = _per_step_us(plain, dev, k, repeats)
     case = "sgld-overhead per step/linear16/b64"
     variants = [("ebjdat SGLD eager", False)] + ([("ebjdat SGLD cuda graph", True)] if dev.type == "cuda" else [])
-    rows = []
+    rows = timing.Rows(report)
     for name, graph in variants:
         us, noise = _per_step_us(ours(graph), dev, k, repeats)
         rows.append(_row("loops", case, "plain torch loop", name, base, us, per_step_us=us,
                          noise_us=noise, baseline_noise_us=base_noise, steps_difference=k))
-    return rows
+    return list(rows)
 
 
-def run_attack(device, quick: bool, ceil: dict, cfg=None) -> list[dict]:
+def run_attack(device, quick: bool, ceil: dict, cfg=None, report=None) -> list[dict]:
+    """PGD-10 against torchattacks and the published micro-batched attack (the module
+    docstring); ``report`` gets each row as it is measured."""
     dev = torch.device(device)
     model, shape, name = model_and_shape(dev, quick)
     model.eval()
@@ -150,7 +157,7 @@ def run_attack(device, quick: bool, ceil: dict, cfg=None) -> list[dict]:
     per = formulas.model_flops(model, shape, device=dev)
     flops = b * (per["fwd"] + steps * per["fwd_xgrad"])
     kw = {"eps": 8 / 255, "alpha": 2 / 255, "steps": steps}
-    rows, case = [], f"pgd{steps}-ce/{name}/b{b}"
+    rows, case = timing.Rows(report), f"pgd{steps}-ce/{name}/b{b}"
     ours = ebjdat.PGD(model, random_start=False, **kw)
     ours_us = _time(lambda: ours(x, y), dev, quick)
     try:
@@ -190,4 +197,4 @@ def run_attack(device, quick: bool, ceil: dict, cfg=None) -> list[dict]:
     ref_us = _time(lambda: ref.attack(xs, y), dev, quick, slow=True)
     rows.append(_row("attack", case, "published (micro-batch 2)", "ebjdat PGD eager", ref_us,
                      _time(lambda: pgd(xs, y), dev, quick), flops, ceil))
-    return rows
+    return list(rows)

@@ -94,7 +94,9 @@ def _compile_skip(compile: bool, deadline: float | None, quick: bool, gpu: bool)
 
 
 def run(device, quick: bool, ceil: dict, profile_dir=None, deadline: float | None = None,
-        compile: bool = True) -> list[dict]:
+        compile: bool = True, report=None) -> list[dict]:
+    """One training iteration per case, then the loader rows (the module docstring);
+    ``report`` gets each row as it is measured."""
     from ebjdat.train import Trainer
     dev = torch.device(device)
     gpu = dev.type == "cuda"
@@ -116,7 +118,7 @@ def run(device, quick: bool, ceil: dict, profile_dir=None, deadline: float | Non
     cases = [("published baseline", lambda: baseline(PublishedLoop))]
     cases += [(name, lambda o=o: Trainer(_cfg(dev, quick, "fast", **o))) for name, o in stages]
     case = f"sadajem/{_size_name(cfg, quick)}/b{cfg.batch_size}+{cfg.label_batch_size}"
-    rows, ref_s, fp32_loss = [], None, None
+    rows, ref_s, fp32_loss = timing.Rows(report), None, None
     for name, make in cases:
         why = _compile_skip(compile, deadline, quick, gpu) if "+compile" in name else None
         if why is not None:
@@ -152,7 +154,7 @@ def run(device, quick: bool, ceil: dict, profile_dir=None, deadline: float | Non
         gc.collect()
         if gpu:
             torch.cuda.empty_cache()
-    return rows + loader_rows(dev, quick)
+    return [*rows, *loader_rows(dev, quick, report)]
 
 
 def _size_name(cfg, quick: bool) -> str:
@@ -220,14 +222,15 @@ def _model_us(cfg, size: int, batch: int, device, quick: bool) -> float:
     return _seconds(step, device, quick) * 1e6
 
 
-def loader_rows(device, quick: bool) -> list[dict]:
+def loader_rows(device, quick: bool, report=None) -> list[dict]:
     """One row per size in LOADER_SIZES: the Loader's batch time ("ours") against the
-    model's forward + backward on that batch ("baseline"); images/s of both."""
+    model's forward + backward on that batch ("baseline"); images/s of both. ``report``
+    gets each row as it is measured."""
     dev = torch.device(device)
     cfg = _cfg(dev, quick)
     batch = cfg.label_batch_size
     model_name = "small_cnn" if quick else f"wrn{cfg.depth}-{cfg.width}"
-    rows = []
+    rows = timing.Rows(report)
     for size in LOADER_SIZES:
         loader_us = _loader_us(size, batch, cfg.sigma, dev)
         model_us = _model_us(cfg, size, batch, dev, quick)
@@ -242,7 +245,7 @@ def loader_rows(device, quick: bool) -> list[dict]:
         gc.collect()
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    return rows
+    return list(rows)
 
 
 def _spin(stop) -> None:
@@ -251,18 +254,21 @@ def _spin(stop) -> None:
         pass
 
 
-def run_threads(device, quick: bool, ceil: dict) -> list[dict]:
+def run_threads(device, quick: bool, ceil: dict, report=None) -> list[dict]:
     """CPU only: one default-run iteration (SADA-JEM, digits) with 1 and 2 intra-op threads,
     on a quiet machine and with one other process spinning on a core. What the trainer's
-    thread choice (Trainer._choose_threads) rests on."""
+    thread choice (Trainer._choose_threads) rests on. ``report`` gets each row as it is
+    measured."""
     import multiprocessing
 
     from ebjdat.train import TrainConfig, Trainer
     from ebjdat.train.loop import num_threads
     if torch.device(device).type != "cpu":
-        return [{"suite": "threads", "case": "cpu threads", "ours": "-", "skipped": "a CPU suite"}]
+        rows = timing.Rows(report)
+        rows.append({"suite": "threads", "case": "cpu threads", "ours": "-", "skipped": "a CPU suite"})
+        return list(rows)
     trainer = Trainer(TrainConfig.preset("sadajem", device="cpu", steps=10_000))
-    rows = []
+    rows = timing.Rows(report)
     for load in ("quiet", "one core busy"):
         stop = multiprocessing.Event()
         spinner = multiprocessing.Process(target=_spin, args=(stop,), daemon=True) if load != "quiet" else None
@@ -280,4 +286,4 @@ def run_threads(device, quick: bool, ceil: dict) -> list[dict]:
         rows.append({"suite": "threads", "case": f"sadajem/digits iteration, {load}", "baseline": "2 threads",
                      "ours": "1 thread", "baseline_us": t[2] * 1e6, "ours_us": t[1] * 1e6,
                      "speedup": t[2] / t[1]})
-    return rows
+    return list(rows)

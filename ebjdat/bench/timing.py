@@ -15,8 +15,14 @@ What is measured and how:
   around a burst of back-to-back calls, no L2 flush, no sync in between, divided by the
   number of calls. It is the larger of the host + launch cost and the device time.
 * ``ceilings(device)``: the two ceilings the figures are stated against, measured in the
-  same run: copy bandwidth (GB/s; bytes read + written of a large fp32 copy) and dense
-  matmul rate (bf16 TFLOP/s on a GPU, fp32 on the CPU; 2 m^3 FLOPs per m x m product).
+  same run: copy bandwidth (GB/s; bytes read + written of a large fp32 copy, 1 GiB per
+  tensor on a GPU and 64 MiB on the CPU, both beyond their caches) and dense matmul rate
+  (bf16 TFLOP/s on a GPU, fp32 on the CPU; 2 m^3 FLOPs per m x m product). A working set
+  that fits in a cache moves faster than that copy: ``copy_bandwidth_GBps(device, n)``
+  measures the copy at another size, and the CPU ops rows are stated against a copy of
+  their own bytes.
+* ``Rows(report)``: a suite's list of rows that hands each row to ``report`` as it is
+  added, so that ``ebjdat bench`` prints a line per finished row while the suite runs.
 * ``environment()``: GPU, driver, CUDA, torch, triton, commit, host and date.
 """
 from __future__ import annotations
@@ -34,6 +40,28 @@ import torch
 from .. import hardware
 
 HAS_GPU = torch.cuda.is_available()
+
+
+class Rows(list):
+    """The rows of a suite; each row is handed to ``report`` (when given) as it is added,
+    so that a suite of minutes shows its progress row by row."""
+
+    def __init__(self, report=None):
+        super().__init__()
+        self.report = report
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        if self.report is not None:
+            self.report(row)
+
+    def extend(self, rows) -> None:
+        for row in rows:
+            self.append(row)
+
+    def __iadd__(self, rows):
+        self.extend(rows)
+        return self
 
 
 def _cmd(*args) -> str:
@@ -168,7 +196,8 @@ def fits_in_l2(nbytes: int, device="cuda") -> str | None:
 
 
 def copy_bandwidth_GBps(device="cuda", n: int | None = None) -> float:
-    """GB/s of a copy of n fp32 (4 bytes read + 4 written per element)."""
+    """GB/s of a copy of n fp32 (4 bytes read + 4 written per element); n None: 2**28 on
+    a GPU, 2**24 on the CPU (beyond the caches: the memory's bandwidth)."""
     dev = torch.device(device)
     n = n or ((1 << 28) if dev.type == "cuda" else (1 << 24))
     src = torch.empty(n, dtype=torch.float32, device=dev).uniform_()

@@ -60,7 +60,7 @@ def load_digits(split: str = "train", *, image_size: int | None = None,
     # No augmentation (pad 0, no flip). A mirrored digit is another digit or none (2, 3, 4,
     # 7, 9). A shift by one pixel is an eighth of the image: the digits are centred, so
     # shifted ones are another distribution, and a JEM learns it as data (measured on the
-    # default run, README "Generation on the digits": with reflect-padded shifts the buffer's
+    # default run, docs/generation-digits.md: with reflect-padded shifts the buffer's
     # digits FD was 27, with no augmentation 5; with -1-padded shifts 83).
     return Dataset(fit_size(to_unit_range(x), image_size).contiguous(), y, 10, "digits",
                    pad=0, flip=False)

@@ -100,6 +100,7 @@ def evaluate_calibration(model: nn.Module, x: Tensor, y: Tensor, *, bins=ECE_BIN
         notes = [", ".join(f"ECE ({m} bins) {100 * v:.2f} %" for m, v in e.items()),
                  f"accuracy {100 * out['accuracy']:.2f} %, mean confidence {100 * out['mean_confidence']:.2f} %",
                  "bars below the diagonal: over-confident; above: under-confident"]
-        plots.save_reliability(png, out["reliability"], title=title or f"reliability, {len(conf)} test points",
+        from .. import charts   # matplotlib, imported only where a chart is drawn
+        charts.save_reliability(png, out["reliability"], title=title or f"reliability, {len(conf)} test points",
                                notes=notes)
     return out

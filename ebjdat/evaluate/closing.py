@@ -26,7 +26,8 @@ def evaluate(trainer, folder: Path | None, n_gen: int = 2000) -> dict:
     model's own labels: ebjdat.evaluate.generation) and that of n_gen fresh chains from the
     run's initial distribution (``gen_fd_fresh``, ``gen_cond_acc_fresh``); the energy landscape of the test
     points, their adversarial points and the generated ones; and, given the run folder
-    ``folder``, samples.png (one labelled row per class) and energy.png in it.
+    ``folder``, samples.png (one labelled row per class; its title flags samples the digits
+network classifies near chance as noise) and energy.png in it.
 
     trainer: a ``ebjdat.train.Trainer`` (read only: cfg, model, test_set, buffer, init,
     device, step)."""
@@ -55,8 +56,10 @@ def evaluate(trainer, folder: Path | None, n_gen: int = 2000) -> dict:
     out.update({k: landscape[k] for k in ("energy_gap_adv", "energy_gap_gen")})
     if main_out:
         sampler = f"{'PYLD' if cfg.sgld_inner > 1 else 'SGLD'} {cfg.sgld_steps} steps from buffer rows"
-        plots.save_class_grid(main_out / "samples.png", x_gen, y_gen, ds.n_classes,
-                              title=f"{title}; {sampler}; rows: the model's class")
+        # on the digits, a title that says so when the samples carry no class (gen_cond_acc near chance)
+        grid_title = plots.flag_noise(f"{title}; {sampler}; rows: the model's class", out.get("gen_cond_acc"),
+                                      ds.n_classes)
+        plots.save_class_grid(main_out / "samples.png", x_gen, y_gen, ds.n_classes, title=grid_title)
     out["sanity"] = res["sanity"]
     return out
 

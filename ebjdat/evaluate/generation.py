@@ -159,3 +159,21 @@ def labelled_metrics(model, x_gen: Tensor, x_ref: Tensor, *, suffix: str = "", b
     with torch.no_grad():
         y = torch.cat([logits_of(model, c).argmax(1) for c in x_gen.split(batch_size)])
     return {k + suffix: v for k, v in generation_metrics(x_gen, x_ref, y).items()}
+
+
+def grid_accuracy(model, x: Tensor, y: Tensor | None, n_classes: int, *, batch_size: int = 256) -> float | None:
+    """The digits network's accuracy on a grid's samples x (N, C, H, W) for the classes
+    they are meant to have: the conditioning classes y (N,) of class-conditional chains,
+    or, with y None, the trained ``model``'s own predictions (taken in eval mode; its mode
+    is restored). None where the digits metrics do not apply (another image shape or
+    class count), or for an empty x: no judgement, rather than a wrong one. The grid's
+    title flags noise by it (``ebjdat.plots.flag_noise``)."""
+    if len(x) == 0 or not applies_to(tuple(x.shape[1:]), n_classes):
+        return None
+    if y is None:
+        from ..energy import logits_of
+        from .wrapper import kept_modes
+        with kept_modes(model), torch.no_grad():
+            model.eval()
+            y = torch.cat([logits_of(model, c).argmax(1) for c in x.split(batch_size)])
+    return class_accuracy(x, y)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .. import build, ops, plots
 from ..energy import logits_of, marginal
+from . import generation
 from .robustness import batches
 from .wrapper import autocast_for, kept_modes
 
@@ -78,7 +79,8 @@ def energy_landscape(model: nn.Module, x_clean: Tensor, x_adv: Tensor | None, x_
         out["energy_gap_gen"] = means["generated"] - means["clean"]
     if png is not None:
         lines = (notes or _notes)(out)
-        plots.save_histograms(png, series, title=title or "E(x) = -logsumexp logits", notes=lines,
+        from .. import charts   # matplotlib, imported only where a chart is drawn
+        charts.save_histograms(png, series, title=title or "E(x) = -logsumexp logits", notes=lines,
                               bins=min(60, max(15, int(min(len(v) for v in series.values()) ** 0.5 * 2))))
     return out
 
@@ -96,9 +98,13 @@ def sample_grids(model: nn.Module, cfg, out_dir, *, n_classes: int, shape: tuple
 
     samples_fresh.png: n chains from uniform noise U(-1, 1)^shape, ``fresh_steps`` steps.
     samples_fresh_conditional.png: ``per_class`` fresh chains per class of ``E(x, y)``,
-    one row per class. With a ``buffer`` (M, *shape) of the run's replay buffer, also
-    samples_buffer.png / samples_buffer_conditional.png: random buffer rows, continued
-    for the run's sgld_steps.
+    one row per class, labelled with its class. With a ``buffer`` (M, *shape) of the
+    run's replay buffer, also samples_buffer.png / samples_buffer_conditional.png: random
+    buffer rows, continued for the run's sgld_steps.
+
+    Each grid's title says what it shows; on the digits it ends in a noise flag when the
+    digits network's accuracy on the samples (for their conditioning class, or the
+    model's own class for unconditional ones: ``generation.grid_accuracy``) is near chance.
     """
     dev = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
@@ -110,9 +116,22 @@ def sample_grids(model: nn.Module, cfg, out_dir, *, n_classes: int, shape: tuple
     paths = []
     for name, start in starts.items():
         steps = fresh_steps if name == "fresh" else None
-        kw = dict(n_steps=steps, batch_size=batch_size, seed=seed)
+        kw = {"n_steps": steps, "batch_size": batch_size, "seed": seed}
+        how = (f"fresh chains from U(-1, 1), {fresh_steps} steps" if name == "fresh"
+               else f"buffer rows continued for {cfg.sgld_steps} steps")
         x = generate(model, cfg, start(n), **kw)
-        paths.append(plots.save_grid(out_dir / f"samples_{name}.png", x.float().cpu()))
+        title = grid_title(f"samples_{name}: {len(x)} {how}", model, x, None, n_classes)
+        paths.append(plots.save_grid(out_dir / f"samples_{name}.png", x.float().cpu(), title=title))
         xc = generate(model, cfg, start(len(y)), y=y, **kw)
-        paths.append(plots.save_grid(out_dir / f"samples_{name}_conditional.png", xc.float().cpu(), nrow=per_class))
+        title = grid_title(f"samples_{name}_conditional: {per_class} per class of E(x, y), {how}", model, xc, y,
+                           n_classes)
+        paths.append(plots.save_grid(out_dir / f"samples_{name}_conditional.png", xc.float().cpu(), nrow=per_class,
+                                     title=title, row_labels=plots.class_row_labels(n_classes)))
     return paths
+
+
+def grid_title(title: str, model: nn.Module, x: Tensor, y: Tensor | None, n_classes: int) -> str:
+    """``title`` with the noise flag of ``plots.flag_noise`` when the digits network finds
+    the samples x (N, ...) near chance for their classes y (N,) (None: the model's own
+    classes); unchanged where the digits metrics do not apply."""
+    return plots.flag_noise(title, generation.grid_accuracy(model, x, y, n_classes), n_classes)

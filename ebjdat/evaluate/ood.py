@@ -216,6 +216,22 @@ def _histograms(out_dir, name: str, s_in: dict, s_out: dict, row: dict, title: s
         a = "n/a" if row[k] is None else f"{row[k]:.4f}"
         panels[f"{SCORE_LABELS[k]}  (AUROC {a})"] = {"in-distribution (test)": s_in[k], f"OOD: {name}": s_out[k]}
     n_bins = min(60, max(15, int(math.sqrt(min(len(s_in["log_px"]), len(s_out["log_px"]))) * 2)))
-    return plots.save_histogram_panels(
+    from .. import charts   # matplotlib, imported only where a chart is drawn
+    return charts.save_histogram_panels(
         Path(out_dir) / f"ood_{name}.png", panels, bins=n_bins, title=title or f"OOD detection: {name}",
-        notes=["each score is higher on in-distribution points; AUROC: in-distribution positive"])
+        notes=[direction_note(SCORE_LABELS[k], row[k]) for k in SCORES]
+        + ["AUROC: P(score of an in-distribution point > score of an OOD point)"])
+
+
+def direction_note(label: str, value: float | None) -> str:
+    """What the AUROC ``value`` of the score named ``label`` says about its direction: above
+    0.5 the score is higher on in-distribution points (as the score intends), below 0.5 it
+    is higher on the OOD points, at 0.5 it does not separate them. A caption states what
+    the numbers show, never what the score was meant to do."""
+    if value is None:
+        return f"{label}: no AUROC (NaN scores), no direction"
+    if value > 0.5:
+        return f"{label}: higher on in-distribution points (AUROC {value:.3f} > 0.5)"
+    if value < 0.5:
+        return f"{label}: higher on OOD points, the wrong way round (AUROC {value:.3f} < 0.5)"
+    return f"{label}: does not separate the two sets (AUROC 0.5)"

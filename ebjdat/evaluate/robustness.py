@@ -160,3 +160,27 @@ def zero_gradient(model, x: Tensor, y: Tensor, *, batch_size: int = 256) -> Tens
 def accuracy(mask: Tensor) -> float:
     """Mean of an (N,) bool mask as a float (nan for N = 0)."""
     return float(mask.float().mean()) if mask.numel() else math.nan
+
+
+def save_robustness_curves(png, result: dict, *, title: str = ""):
+    """The PGD accuracy curve(s) of an ``ebjdat.evaluate.core.evaluate`` result as a
+    picture at ``png``: accuracy against the radius eps (pixels in [0, 1]), one line per
+    protocol that has a ``pgd_curve`` (the headline one, and ``standard_protocol`` /
+    ``published_protocol`` when present), the noise accuracy at the headline radius in
+    the notes. Returns the path; ValueError when the result holds no curve."""
+    from .. import charts
+    curves = {}
+    for key, name in (("standard_protocol", "PGD, standard protocol"),
+                      ("published_protocol", "PGD, published protocol")):
+        if isinstance(result.get(key), dict) and result[key].get("pgd_curve"):
+            curves[name] = [(p["eps"], p["acc"]) for p in result[key]["pgd_curve"]]
+    if not curves and result.get("pgd_curve"):
+        curves["PGD"] = [(p["eps"], p["acc"]) for p in result["pgd_curve"]]
+    if not curves:
+        raise ValueError("the result holds no pgd_curve: nothing to draw")
+    norm, steps = result.get("norm", "?"), result.get("steps", "?")
+    noise = result.get("noise_acc")
+    notes = [] if noise is None else [f"random noise of the headline radius: accuracy {noise:.3f}"]
+    return charts.save_curves(png, curves, xlabel=f"radius eps ({norm}, pixels in [0, 1])", ylabel="accuracy",
+                              title=title or f"accuracy under PGD-{steps} ({norm}), {result.get('n', '?')} test points",
+                              notes=notes, ylim=(0.0, 1.02))

@@ -3,7 +3,8 @@
 ``AttackSpec``: what ``evaluate`` measures on given points (radii, norm, PGD, AutoAttack,
 protocol, batch size, precision, seed, the published protocol's budget).
 ``EvalSpec``: what ``evaluate_checkpoint`` (``ebjdat eval``) measures of a training
-checkpoint: its ``attack`` (an AttackSpec, both protocols by default), how many test
+checkpoint: its ``attack`` (an AttackSpec, the standard protocol by default: the
+published one, whose AutoAttack suite takes minutes on a CPU, is asked for), how many test
 points, the generated points and sample grids, OOD sets, calibration, the published FID's
 buffer filter and the RobustBench card.
 
@@ -103,7 +104,8 @@ class AttackSpec:
     """How ``evaluate`` attacks a classifier (core.py's module docstring: both protocols).
 
     eps: a radius in [0, 1] pixel units, or several (the first is the headline: pgd_acc,
-    AutoAttack, the adversarial points; all of them and 0 form the PGD curve); None: 8/255
+    AutoAttack, the adversarial points; all of them and 0 form the PGD curve; a radius of 0
+    measures the clean accuracy); None: 8/255
     for linf, 0.5 for l2. Stored as None or a tuple of floats; ``radii`` resolves it.
     alpha: the PGD step (None: eps * max(1/4, 2.5/steps)). restarts: a point is robust
     only if it survives all. autoattack_steps / autoattack_queries: AutoAttack standard's
@@ -158,7 +160,8 @@ class AttackSpec:
 class EvalSpec:
     """What ``evaluate_checkpoint`` measures of a training checkpoint (trained.py).
 
-    attack: the accuracy and robustness settings (both protocols by default). n: test
+    attack: the accuracy and robustness settings (the standard protocol by default, as
+    ``ebjdat eval``'s --protocol; "published" or "both" add the published one). n: test
     points (the first n of the test split). samples: write the sample grids. n_gen:
     generated points for the energy landscape and FID (None: min(2000, buffer size)).
     sample_steps: SGLD steps of fresh chains. ood_sets: OOD sets (names, or "a,b";
@@ -166,7 +169,7 @@ class EvalSpec:
     diagram. topk_ratio: the published FID's per-class filter of the replay buffer (a
     fraction in (0, 1) or a whole count). robustbench_entry: the RobustBench-style card.
     """
-    attack: AttackSpec = field(default_factory=lambda: AttackSpec(protocol="both"))
+    attack: AttackSpec = field(default_factory=AttackSpec)
     n: int = 1000
     samples: bool = True
     n_gen: int | None = None

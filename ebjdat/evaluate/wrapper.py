@@ -2,7 +2,7 @@
 
 ebjdat's models (like the published code's) read images normalised to [-1, 1],
 ``x = (p - 0.5) / 0.5`` for pixels ``p`` in [0, 1]. An attack that works on x directly
-with "eps = 8/255" perturbs pixels by only 4/255 (ebjdat/published.py, README "Evaluation"). Wrapping the model so
+with "eps = 8/255" perturbs pixels by only 4/255 (ebjdat/published.py, docs/evaluation.md). Wrapping the model so
 that it takes pixels makes eps, alpha and the clamp (0, 1) mean what the standard
 protocol (and torchattacks, which hard-codes clamp(0, 1)) says they mean.
 """

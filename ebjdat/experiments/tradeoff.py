@@ -150,7 +150,8 @@ def main(argv=None) -> int:
                      for o, m in summary.items()}}, indent=1))
     points = {o: (m["gen_fd"][0], m["pgd_acc"][0], m["gen_fd"][1], m["pgd_acc"][1])
               for o, m in summary.items() if "gen_fd" in m}
-    plots.save_scatter(out / "tradeoff_scatter.png", points, xlabel="digits FD of buffer samples (lower is better)",
+    from .. import charts   # matplotlib, imported only where a chart is drawn
+    charts.save_scatter(out / "tradeoff_scatter.png", points, xlabel="digits FD of buffer samples (lower is better)",
                        ylabel="PGD-20 accuracy", title="robustness against generation, mean ± std over seeds",
                        notes=[f"seeds {args.seeds}; 8/255 linf in pixel units; 359 test digits"])
     first = {o: next(r for r in rows if r["objective"] == o and r["seed"] == seeds[0]) for o in summary}

@@ -18,7 +18,7 @@ class SmallCNN(nn.Module):
     PyTorch momentum 0.9, as the published code's WideResNet) or None; leak: LeakyReLU slope.
 
     Why 2x2 and not a global average: the energy then sees where in the digit its strokes
-    are. Measured on the default digits run (seeds 0 and 1, README "Generation"): clean
+    are. Measured on the default digits run (seeds 0 and 1, docs/generation-digits.md): clean
     0.925 / 0.930 -> 0.939 / 0.964, PGD 0.875 / 0.875 -> 0.894 / 0.911, fresh-chain digits
     FD 18.3 / 21.6 -> 15.9 / 18.3, buffer FD 28.9 / 32.3 -> 27.1 / 31.3.
     """

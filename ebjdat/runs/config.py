@@ -397,10 +397,10 @@ PRESETS = {
 # With one-pixel reflect-padded shifts of the labelled batch and x_pd the buffer's digits
 # FD was 27; with shifts of the labelled batch only (x_pd plain, as in SADA-JEM's code) the
 # p(x, x_adv) term learned to tell shifted from plain digits and ran away (-55 by step
-# 1250); with neither, the buffer reaches 5 (README, "Generation on the digits").
+# 1250); with neither, the buffer reaches 5 (docs/generation-digits.md).
 DIGITS = dict(model="small_cnn", holdout=0, buffer_size=2000, warmup_iters=100, epochs=120,
               decay_epochs=[90], ckpt_every=400, log_every=50)
-# SADA-JEM's sampler on the digits (measured, README "Generation"): its CIFAR step of 1.0
+# SADA-JEM's sampler on the digits (measured: docs/generation-digits.md): its CIFAR step of 1.0
 # moves an 8x8 digit's pixels by up to half their range per step, the chains saturate and
 # the p(x) term drifts without bound (loss -17.6 at step 660); a step of 0.05 and a model
 # without BatchNorm (whose train-mode batch statistics let speckled sample batches score as

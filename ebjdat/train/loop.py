@@ -226,7 +226,8 @@ def _diverged(trainer, out: Path, err: TrainingDiverged) -> TrainingDiverged:
     if dist.is_main():
         if trainer.last_samples is not None:   # None: the objective draws no samples
             pic = out / "diverged_samples.png"
-            plots.save_grid(pic, trainer.last_samples.detach().float().cpu())
+            plots.save_grid(pic, trainer.last_samples.detach().float().cpu(),
+                            title=f"last samples before the run diverged: {err}")
             msg += f"; samples at that point: {pic}"
         good = checkpoint.latest_checkpoint(out / "checkpoints")
         msg += f"; last good checkpoint: {good}" if good else "; no checkpoint was written yet"

@@ -158,7 +158,7 @@ class Trainer:
 
     def _choose_precision(self) -> tuple[str, str]:
         """(precision, why): published mode fp32; "auto" bf16 autocast where the device has
-        bf16 units (``hardware.bf16_units``: there it measured faster, README "Performance"),
+        bf16 units (``hardware.bf16_units``: there it measured faster, docs/performance.md),
         else fp32; "fp32" / "bf16" as set."""
         cfg = self.cfg
         if cfg.mode == "published":
