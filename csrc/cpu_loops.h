@@ -65,25 +65,28 @@ void host_for(int64_t n, int threads, const F& f) {
   });
 }
 
-// f(base, m, z): the blocks of a contiguous call's n elements with z[j] the normal of
-// element base + j (a call at `offset` under `seed`).
-template <class F>
-void normal_blocks(uint64_t seed, uint64_t offset, int64_t n, int threads, const F& f) {
+// f(base, m, v): the blocks of a contiguous call's n elements with v[j] the draw of element
+// base + j, from draw(q0, nq, buf) (cpu_normals or cpu_words of a call at `offset`).
+template <class T, class Draw, class F>
+void draw_blocks(int64_t n, int threads, const Draw& draw, const F& f) {
   for_blocks(n, threads, [&](int64_t base, int64_t m) {
-    alignas(64) float z[kHostBlock];
-    cpu_normals(seed, offset, (uint64_t)base / 4, (m + 3) / 4, z);
-    f(base, m, static_cast<const float*>(z));
+    alignas(64) T v[kHostBlock];
+    draw((uint64_t)base / 4, (m + 3) / 4, v);
+    f(base, m, static_cast<const T*>(v));
   });
 }
 
-// f(base, m, w): as normal_blocks, with w[j] the Philox word of element base + j.
+// draw_blocks of the normals of a call at `offset` under `seed`.
+template <class F>
+void normal_blocks(uint64_t seed, uint64_t offset, int64_t n, int threads, const F& f) {
+  draw_blocks<float>(n, threads, [&](uint64_t q0, int64_t nq, float* z) { cpu_normals(seed, offset, q0, nq, z); }, f);
+}
+
+// draw_blocks of the Philox words of a call at `offset` under `seed`.
 template <class F>
 void word_blocks(uint64_t seed, uint64_t offset, int64_t n, int threads, const F& f) {
-  for_blocks(n, threads, [&](int64_t base, int64_t m) {
-    alignas(64) uint32_t w[kHostBlock];
-    cpu_words(seed, offset, (uint64_t)base / 4, (m + 3) / 4, w);
-    f(base, m, static_cast<const uint32_t*>(w));
-  });
+  draw_blocks<uint32_t>(n, threads, [&](uint64_t q0, int64_t nq, uint32_t* w) { cpu_words(seed, offset, q0, nq, w); },
+                        f);
 }
 
 // f(m, v) for every memory element m < n of a channels_last (N, C, H, W) tensor, v the draw

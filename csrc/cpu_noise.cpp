@@ -102,17 +102,17 @@ void philox_block_avx512(uint32_t key0, uint32_t key1, uint64_t base, uint32_t (
 }
 #endif
 
-// The body, inlined into one copy per instruction set below (ISA-only target attributes,
-// no arch=, so the header's inline functions inline into each copy): the words of a block
-// of counters, then Box-Muller across them.
-template <bool kAvx512>
-__attribute__((always_inline)) inline void normals_body(uint64_t seed, uint64_t offset, uint64_t q0,
-                                                        int64_t nq, float* z) {
+// The Philox words of counters offset + q0 .. + nq - 1, a block of kBlock at a time:
+// emit(w, m, k0) with w[j][k] word j of counter k0 + k, k < m. Inlined into one copy per
+// instruction set below (ISA-only target attributes, no arch=, so the header's inline
+// functions inline into each copy).
+template <bool kAvx512, class Emit>
+__attribute__((always_inline)) inline void philox_blocks(uint64_t seed, uint64_t offset, uint64_t q0,
+                                                         int64_t nq, Emit&& emit) {
   const uint32_t key0 = (uint32_t)seed, key1 = (uint32_t)(seed >> 32);
   alignas(64) uint32_t w[4][kBlock];
   for (int64_t b = 0; b < nq; b += kBlock) {
     const int m = (int)(nq - b < kBlock ? nq - b : kBlock);
-    float* zb = z + 4 * b;
     const uint64_t base = offset + q0 + (uint64_t)b;
 #if defined(__x86_64__) && defined(__GNUC__)
     if (kAvx512)
@@ -120,6 +120,16 @@ __attribute__((always_inline)) inline void normals_body(uint64_t seed, uint64_t 
     else
 #endif
       philox_block(key0, key1, base, w);
+    emit(w, m, b);
+  }
+}
+
+// The normals: Box-Muller across each block's counters.
+template <bool kAvx512>
+__attribute__((always_inline)) inline void normals_body(uint64_t seed, uint64_t offset, uint64_t q0,
+                                                        int64_t nq, float* z) {
+  philox_blocks<kAvx512>(seed, offset, q0, nq, [&](const uint32_t (*w)[kBlock], int m, int64_t b) {
+    float* zb = z + 4 * b;
 #pragma omp simd
     for (int k = 0; k < m; ++k) {   // Box-Muller on (r0, r1) and (r2, r3), as box_muller2
       const float ra = sqrtf(-2.0f * log_unit(uniform01(w[0][k])));
@@ -132,28 +142,18 @@ __attribute__((always_inline)) inline void normals_body(uint64_t seed, uint64_t 
       zb[4 * k + 2] = rb * cb;
       zb[4 * k + 3] = rb * sb;
     }
-  }
+  });
 }
 
-// The words of the same blocks, interleaved into element order.
+// The words, interleaved into element order.
 template <bool kAvx512>
 __attribute__((always_inline)) inline void words_body(uint64_t seed, uint64_t offset, uint64_t q0,
                                                       int64_t nq, uint32_t* out) {
-  const uint32_t key0 = (uint32_t)seed, key1 = (uint32_t)(seed >> 32);
-  alignas(64) uint32_t w[4][kBlock];
-  for (int64_t b = 0; b < nq; b += kBlock) {
-    const int m = (int)(nq - b < kBlock ? nq - b : kBlock);
+  philox_blocks<kAvx512>(seed, offset, q0, nq, [&](const uint32_t (*w)[kBlock], int m, int64_t b) {
     uint32_t* ob = out + 4 * b;
-    const uint64_t base = offset + q0 + (uint64_t)b;
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (kAvx512)
-      philox_block_avx512(key0, key1, base, w);
-    else
-#endif
-      philox_block(key0, key1, base, w);
     for (int k = 0; k < m; ++k)
       for (int j = 0; j < 4; ++j) ob[4 * k + j] = w[j][k];
-  }
+  });
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "cpu_loops.h"
+#include "sgld_host.h"
 #include "fastcall.h"
 #include "mala.cuh"
 
@@ -40,27 +41,6 @@ ProposeArgs check_propose(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr
   return ProposeArgs{make_layout(C, H, W, n)};
 }
 
-// The cpu backend's loop (and the CUDA kernel's CPU twin): sgld_step's element with the
-// proposal's parameters, in sgld_step_host's blocks and threads (cpu_loops.h).
-template <class XT, class GT>
-void mala_propose_loop(XT* x_prop, const XT* x, const GT* g, int64_t* state, int64_t n,
-                       const SgldParams<compute_t<XT>>& p, const Layout& L, int threads) {
-  const uint64_t seed = (uint64_t)state[0], offset = (uint64_t)state[1];
-  if (!L.channels_last) {
-    normal_blocks(seed, offset, n, threads, [=](int64_t base, int64_t m, const float* z) {
-      XT* pb = x_prop + base;
-      const XT* xb = x + base;
-      const GT* gb = g + base;
-      simd_for(m, [=](int64_t j) { pb[j] = sgld_step_element<XT, GT>(xb[j], gb[j], z[j], true, p); });
-    });
-  } else {
-    channels_last_normals(seed, offset, L, n, threads, [=](int64_t m, float z) {
-      x_prop[m] = sgld_step_element<XT, GT>(x[m], g[m], z, true, p);
-    });
-  }
-  state[1] = (int64_t)(offset + counters_for((uint64_t)n));
-}
-
 void mala_propose_host(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n,
                        int64_t x_count, int64_t grad_count, int64_t state_count, int x_prop_dtype,
                        int x_dtype, int grad_dtype, double step_size, int64_t C, int64_t H, int64_t W,
@@ -75,7 +55,8 @@ void mala_propose_host(uintptr_t x_prop, uintptr_t x, uintptr_t grad, uintptr_t 
     using XT = decltype(xt);
     dispatch_dtype(grad_dtype, [&](auto gt) {
       using GT = decltype(gt);
-      mala_propose_loop<XT, GT>(as_ptr<XT>(x_prop), as_ptr<const XT>(x), as_ptr<const GT>(grad),
+      // the CUDA kernel's CPU twin: sgld_step's element with the proposal's parameters
+      sgld_noisy_loop<XT, GT>(as_ptr<XT>(x_prop), as_ptr<const XT>(x), as_ptr<const GT>(grad),
                                 as_ptr<int64_t>(state), n, mala_propose_params<compute_t<XT>>(step_size),
                                 a.layout, threads);
     });

@@ -5,6 +5,7 @@
 // pointer comes with its tensor's element count, checked before anything is touched.
 #include "common.h"
 #include "cpu_loops.h"
+#include "sgld_host.h"
 #include "fastcall.h"
 #include "sgld.cuh"
 
@@ -50,19 +51,7 @@ void sgld_step_loop(XT* x, const GT* g, int64_t* state, int64_t n,
     host_for(n, threads, [=](int64_t i) { x[i] = sgld_step_element<XT, GT>(x[i], g[i], 0.0f, false, p); });
     return;
   }
-  const uint64_t seed = (uint64_t)state[0], offset = (uint64_t)state[1];
-  if (!L.channels_last) {
-    normal_blocks(seed, offset, n, threads, [=](int64_t base, int64_t m, const float* z) {
-      XT* xb = x + base;
-      const GT* gb = g + base;
-      simd_for(m, [=](int64_t j) { xb[j] = sgld_step_element<XT, GT>(xb[j], gb[j], z[j], true, p); });
-    });
-  } else {
-    channels_last_normals(seed, offset, L, n, threads, [=](int64_t m, float z) {
-      x[m] = sgld_step_element<XT, GT>(x[m], g[m], z, true, p);
-    });
-  }
-  state[1] = (int64_t)(offset + counters_for((uint64_t)n));
+  sgld_noisy_loop<XT, GT>(x, x, g, state, n, p, L, threads);
 }
 
 void sgld_step_host(uintptr_t x, uintptr_t grad, uintptr_t state, int64_t n, int64_t grad_count,
