@@ -28,7 +28,7 @@ from .plots import image_format, save_image
 
 DPI = 100           # pixels per inch: a figure of size (w, h) px is (w / DPI, h / DPI) inches
 NOTE_PX = 18        # each line of notes adds this many pixels under the chart
-FONT_PX = 8         # the mean width of a character of a title, for wrapping
+FONT_PX = 9         # the mean width of a title character (11 pt at 100 dpi), for wrapping
 # matplotlib's tab10: distinct, colour-blind friendly enough, familiar to readers
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
@@ -290,9 +290,13 @@ def curves_figure(curves: dict, *, xlabel: str, ylabel: str, title: str = "", si
     for k, (name, pts) in enumerate(curves.items()):
         if not len(pts):
             continue
-        xs, ys = zip(*sorted((float(a), float(b)) for a, b in pts))
-        ax.plot(xs, ys, marker="o", linestyle=styles[k % len(styles)], color=PALETTE[k % len(PALETTE)],
-                label=plain(name))
+        rows = sorted(tuple(float(v) for v in p) for p in pts)
+        xs, ys = [r[0] for r in rows], [r[1] for r in rows]
+        colour = PALETTE[k % len(PALETTE)]
+        ax.plot(xs, ys, marker="o", linestyle=styles[k % len(styles)], color=colour, label=plain(name))
+        if all(len(r) == 3 for r in rows):   # (x, y, spread): y - spread to y + spread, shaded
+            ax.fill_between(xs, [r[1] - r[2] for r in rows], [r[1] + r[2] for r in rows], color=colour,
+                            alpha=0.18, linewidth=0)
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.set_xlabel(plain(xlabel))
@@ -308,7 +312,9 @@ def save_curves(path, curves: dict, *, xlabel: str, ylabel: str, title: str = ""
                 notes=(), ylim: tuple[float, float] | None = None) -> Path:
     """One line with point markers per entry of ``curves`` {name: [(x, y), ...]} (e.g.
     accuracy against attack radius), each in its own colour and line style, named in the
-    legend, in the format the suffix of ``path`` names. Returns the path."""
+    legend, in the format the suffix of ``path`` names. Points given as (x, y, spread)
+    shade the band y +- spread in the line's colour (e.g. the standard deviation over
+    seeds). Returns the path."""
     fmt = image_format(path)
     return save_figure(curves_figure(curves, xlabel=xlabel, ylabel=ylabel, title=title, size=size, notes=notes,
                                      ylim=ylim), path, fmt)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from . import ops
 from .data.datasets import DATASETS
@@ -259,7 +260,7 @@ def _draw_samples(args) -> int:
     steps = args.steps if args.steps is not None else cfg.sgld_steps
     sampler = build.sampler(cfg, model, generator=ops.PhiloxGenerator(args.seed, device=dev), n_steps=steps)
     model.train(cfg.sampler_train_mode)
-    x = sampler.sample(x_init=x0.to(dev), y=None if y is None else y.to(dev))
+    x = run_chains(sampler, x0.to(dev), None if y is None else y.to(dev), steps)
     if (bad := nonfinite_rows(x)):   # a picture of them: magenta squares (save_grid's NaN colour)
         raise ValueError(f"{bad} of {len(x)} samples hold non-finite values after {steps} SGLD steps (the "
                          f"sampler diverged); nothing written; try fewer --steps, or an earlier checkpoint")
@@ -270,6 +271,20 @@ def _draw_samples(args) -> int:
     plots.save_grid(args.out, x.float().cpu(), title=plots.flag_noise(what, acc, n_classes))
     print(f"wrote {x.shape[0]} samples after {steps} SGLD steps from {start} to {args.out}")
     return 0
+
+
+def run_chains(sampler, x0: torch.Tensor, y: torch.Tensor | None, steps: int, *, progress: bool = True):
+    """``sampler.sample(x_init=x0, y=y, n_steps=steps)`` one step per call under a tqdm bar
+    on stderr (a terminal only: the bar would garble a log or an error message). The
+    sampler's generator continues its stream from call to call, so the chains equal those
+    of one call of ``steps`` steps."""
+    if steps == 0:
+        return sampler.sample(x_init=x0, y=y, n_steps=0)
+    x = x0
+    for _ in tqdm(range(steps), desc="SGLD", unit="step", disable=None if progress else True, leave=False,
+                  dynamic_ncols=True, file=sys.stderr):
+        x = sampler.sample(x_init=x, y=y, n_steps=1)
+    return x
 
 
 def _sample_parser(sub) -> None:

@@ -1,10 +1,11 @@
 """Bad inputs and faults against the ``ebjdat`` command, classified (issue 10's table).
 
-    python scripts/fault_cases.py [--json F] [--strict]      # run from the repository root
+    python scripts/fault_cases.py [--json F] [--strict] [--workers 2]     # from the repository root
 
 Each case runs ``python -m ebjdat.cli ...`` (or a short Python snippet) in a fresh copy of
 small fixtures (a 4-step run, damaged checkpoints, bad TOML files, a crafted CIFAR batch)
-and is classified:
+(two at a time by default; cases that share files run in order, one after another) and is
+classified:
 
 * ``crash``: the process died of a signal (a segfault, an abort);
 * ``traceback``: the process printed a Python traceback (for the API snippets: raised
@@ -21,6 +22,7 @@ case is ok.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import pickle
@@ -28,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -120,9 +123,12 @@ def cases(f: dict) -> list[dict]:
 
     out = []
 
-    def case(name, group, args, expect="refuse", needle="", check=None, python=False, env=None, setup=None):
+    def case(name, group, args, expect="refuse", needle="", check=None, python=False, env=None, setup=None,
+             chain=None):
+        """chain: cases that share files (one makes what the next reads) name the same chain
+        and run in order, one after another; every other case runs on its own."""
         out.append(dict(name=name, group=group, args=args, expect=expect, needle=needle, check=check,
-                        python=python, env=env, setup=setup))
+                        python=python, env=env, setup=setup, chain=chain or f"case {len(out)}"))
 
     # data loss
     before = {}
@@ -220,14 +226,14 @@ def cases(f: dict) -> list[dict]:
          "raise RuntimeError(r.stderr.strip().splitlines()[-1])",
          python=True, needle="--config " + str(root / "dv/retry.toml"),
          setup=lambda: (root / "dv.toml").write_text(SMALL + "loss_bound = 1e-9\n"),
-         check=lambda r: (root / "dv/retry.toml").exists())
+         check=lambda r: (root / "dv/retry.toml").exists(), chain="dv")
 
     def raise_bound():   # what the advice says: edit loss_bound in retry.toml
         retry = root / "dv/retry.toml"
         retry.write_text(retry.read_text().replace("loss_bound = 1e-09", "loss_bound = 100000.0"))
     case("the advised command after a divergence runs", "resume",
          ["train", "--config", root / "dv/retry.toml", "--out", root / "dv_new"], expect="ok",
-         setup=raise_bound, check=lambda r: (root / "dv_new/summary.json").exists())
+         setup=raise_bound, check=lambda r: (root / "dv_new/summary.json").exists(), chain="dv")
     case("train --out ''", "data loss", ["train", "--steps", 1, "--out", ""], needle="--out ''",
          check=lambda r: not (root / "checkpoints").exists())
     case("fresh run into a folder holding a run", "data loss",
@@ -244,11 +250,11 @@ def cases(f: dict) -> list[dict]:
     # resume with other settings
     for flag, value in (("--variant", "jem"), ("--seed", 5), ("--dataset", "synthetic"), ("--precision", "bf16")):
         case(f"resume {flag} {value}", "resume", ["train", "--resume", root / "c3", "--steps", 6, flag, value],
-             needle=flag[2:], setup=copy_of("c3"))
+             needle=flag[2:], setup=copy_of("c3"), chain="c3")
     case("resume --config", "resume", ["train", "--resume", root / "c3", "--config", f["toml"]], needle="--config",
-         setup=copy_of("c3"))
+         setup=copy_of("c3"), chain="c3")
     case("resume --steps below the checkpoint's", "resume", ["train", "--resume", root / "c3", "--steps", 2],
-         needle="nothing to train", setup=copy_of("c3"))
+         needle="nothing to train", setup=copy_of("c3"), chain="c3")
 
     def cut_metrics():
         dst = copy_of("c4")()
@@ -333,17 +339,17 @@ def cases(f: dict) -> list[dict]:
     case("bench --budget-s nan", "silent", ["bench", "step", "--quick", "--budget-s", "nan"], needle="--budget-s")
     case("sample a checkpoint with NaN weights", "silent",
          ["sample", "--checkpoint", root / "nan_w.pt", "--out", root / "nan.png"], needle="non-finite",
-         setup=nan_checkpoints, check=lambda r: not (root / "nan.png").exists())
+         setup=nan_checkpoints, check=lambda r: not (root / "nan.png").exists(), chain="nan")
     case("TOML model wrn, width 0", "traceback", ["train", "--config", root / "wrn0.toml", "--out", root / "t_w0"],
          needle="width", setup=toml("wrn0.toml", 'model = "wrn"\nwidth = 0\n'))
     case("bench --profile names a file", "traceback", ["bench", "step", "--quick", "--profile", root / "a_file.txt"],
          needle="--profile", check=lambda r: (root / "a_file.txt").read_text() == "not a folder")
     case("eval a checkpoint with NaN weights", "traceback",
          ["eval", "--checkpoint", root / "nan_w.pt", "--n", 20, "--out", root / "e_nw"], needle="non-finite",
-         setup=nan_checkpoints)
+         setup=nan_checkpoints, chain="nan")
     case("eval a checkpoint with NaN buffer rows", "traceback",
          ["eval", "--checkpoint", root / "nan_b.pt", "--n", 20, "--out", root / "e_nb"], needle="replay buffer",
-         setup=nan_checkpoints)
+         setup=nan_checkpoints, chain="nan")
     case("sample --fresh --n 100000000", "traceback",
          ["sample", "--checkpoint", run, "--fresh", "--n", 100000000, "--out", root / "huge.png"], needle="at most")
     case("train --seed 2**64", "unclear", ["train", "--seed", 2**64, "--steps", 1, "--out", root / "t_seed"],
@@ -454,19 +460,35 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", help="write every case's outcome here (a new file)")
     p.add_argument("--strict", action="store_true", help="exit 1 unless every case is ok (CI)")
+    p.add_argument("--workers", type=int, default=2, help="cases run at once, each a process (default 2)")
     args = p.parse_args(argv)
     if args.json and Path(args.json).exists():
         p.error(f"{args.json} already exists")
+    if args.workers < 1:
+        p.error(f"--workers {args.workers}: must be >= 1")
     root = Path(tempfile.mkdtemp(prefix="ebjdat-faults-"))
-    results = []
-    for c in cases(fixtures(root)):
-        if c["setup"]:
-            c["setup"]()
-        r = sh(c["args"], root, c["env"], c["python"])
-        outcome = classify(c, r)
-        results.append({"name": c["name"], "group": c["group"], "outcome": outcome, "exit": r.returncode,
-                        "stderr": r.stderr.strip().splitlines()[-1:] if r.stderr.strip() else []})
-        print(f"{outcome:9} {c['group']:9} {c['name']}  ->  {(results[-1]['stderr'] or [''])[0][:150]}", flush=True)
+    all_cases = cases(fixtures(root))
+    chains = {}
+    for i, c in enumerate(all_cases):
+        chains.setdefault(c["chain"], []).append(i)
+    results = [None] * len(all_cases)
+    lock = threading.Lock()
+
+    def run_chain(indices):   # a chain's cases in order; chains run side by side (--workers)
+        for i in indices:
+            c = all_cases[i]
+            if c["setup"]:
+                c["setup"]()
+            r = sh(c["args"], root, c["env"], c["python"])
+            outcome = classify(c, r)
+            results[i] = {"name": c["name"], "group": c["group"], "outcome": outcome, "exit": r.returncode,
+                          "stderr": r.stderr.strip().splitlines()[-1:] if r.stderr.strip() else []}
+            with lock:
+                print(f"{outcome:9} {c['group']:9} {c['name']}  ->  {(results[i]['stderr'] or [''])[0][:150]}",
+                      flush=True)
+    with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
+        for f in [pool.submit(run_chain, idx) for idx in chains.values()]:
+            f.result()   # a setup or check that raised: the script fails, naming it
     counts = {k: sum(r["outcome"] == k for r in results) for k in OUTCOMES}
     counts["data loss"] = sum(r["group"] == "data loss" and r["outcome"] != "ok" for r in results)
     print(f"\n{len(results)} cases: " + ", ".join(f"{v} {k}" for k, v in counts.items()))

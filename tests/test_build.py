@@ -98,3 +98,21 @@ def test_hold_out_keeps_the_rest_in_order():
 
 def _kept_index(ds, n):
     return torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[n:].sort().values
+
+
+def test_sample_steps_one_call_each_equal_one_call_of_all_steps():
+    """ebjdat sample runs its chains a step per call under a progress bar: the Philox
+    stream continues across calls, so the chains equal one call's, bit for bit."""
+    from ebjdat import SGLD, ops
+    from ebjdat.cli import run_chains
+
+    def energy(x):
+        return (x ** 2).flatten(1).sum(1) + x.flatten(1)[:, 0].sin()
+
+    def chains(stepwise):
+        s = SGLD(energy, n_steps=7, step_size=0.3, noise_std=0.05, clamp=(-1.0, 1.0),
+                 generator=ops.PhiloxGenerator(11))
+        x0 = torch.linspace(-1, 1, 3 * 2 * 5).view(3, 2, 5)
+        return run_chains(s, x0, None, 7, progress=False) if stepwise else s.sample(x_init=x0)
+    a, b = chains(True), chains(False)
+    assert torch.equal(a, b) and not torch.equal(a, torch.linspace(-1, 1, 30).view(3, 2, 5))

@@ -60,3 +60,15 @@ def test_train_prints_the_table_not_json(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "ebjdat train: done at step 1320" in out and '"clean_acc"' not in out
     assert f"{tmp_path / 'run'}" in out.splitlines()[-2]
+
+
+def test_the_closing_evaluation_reports_each_part_on_stderr(tmp_path, capsys):
+    from ebjdat.evaluate import closing
+    from ebjdat.train import TrainConfig, Trainer
+    cfg = TrainConfig.preset("sadajem", steps=2, buffer_size=128, batch_size=16, label_batch_size=16, sgld_steps=1,
+                             pgd_steps=1, eval_pgd_steps=1, device="cpu", out=str(tmp_path / "r"))
+    Trainer(cfg).fit(closing=closing.evaluate)
+    err = capsys.readouterr().err
+    for part in ("closing evaluation of r: standard PGD-1 eps 0.1412", "closing evaluation of r: SGLD chains: 2000",
+                 "closing evaluation of r: energy landscape", "closing evaluation of r: finished in"):
+        assert part in err, part

@@ -187,7 +187,7 @@ def test_sample_of_nan_weights_writes_nothing(nan_checkpoints, tmp_path, capsys)
 def test_sample_refuses_non_finite_samples(tiny_run, tmp_path, monkeypatch, capsys):
     """A sampler that diverges from finite weights: no picture of NaN pixels."""
     from ebjdat.sampling import SGLD
-    monkeypatch.setattr(SGLD, "sample", lambda self, x_init, y=None: torch.full_like(x_init, NAN))
+    monkeypatch.setattr(SGLD, "sample", lambda self, x_init, y=None, **kw: torch.full_like(x_init, NAN))
     out = tmp_path / "s.png"
     one_line_error(capsys, ["sample", "--checkpoint", tiny_run, "--n", 4, "--out", out], "non-finite", "--steps")
     assert not out.exists()

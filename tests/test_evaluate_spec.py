@@ -198,14 +198,16 @@ def test_the_functions_take_only_their_own_spec(tiny_run, monkeypatch):
 
 
 def test_eval_prints_a_line_as_each_attack_and_part_finishes(tiny_run, tmp_path):
-    """progress_lines: a line per attack (PGD at each radius, noise) and per part, with its
-    seconds, then the total; the wrapped functions are restored afterwards."""
+    """progress.lines: a line per attack (PGD at each radius, noise) and per part, with its
+    seconds, then the total; outside the block the same evaluation prints nothing."""
+    import contextlib
     import io
-    originals = (tr._generation, tr.generate, tr.evaluate)
+
+    from ebjdat import progress
     out = io.StringIO()
     spec = EvalSpec(n=16, sample_steps=1, samples=False, n_gen=8, calibration=True,
                     attack=AttackSpec(steps=1, eps=[8 / 255, 4 / 255]))
-    with eval_cli.progress_lines(out):
+    with progress.lines(out, "eval"):
         evaluate_checkpoint(tiny_run, spec, out=tmp_path / "ev", device="cpu")
     lines = out.getvalue().splitlines()
     assert all(line.startswith("eval: ") and line.endswith(" s)") for line in lines[:-1]), lines
@@ -215,7 +217,10 @@ def test_eval_prints_a_line_as_each_attack_and_part_finishes(tiny_run, tmp_path)
                  "calibration"):
         assert part in text, part
     assert lines[-1].startswith("eval: finished in ")
-    assert (tr._generation, tr.generate, tr.evaluate) == originals
+    quiet_out, quiet_err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(quiet_out), contextlib.redirect_stderr(quiet_err):
+        evaluate_checkpoint(tiny_run, spec, out=tmp_path / "ev2", device="cpu")
+    assert "eval:" not in quiet_out.getvalue() + quiet_err.getvalue()
 
 
 def test_eval_command_reports_progress_on_stderr(tiny_run, tmp_path, capsys):
@@ -224,3 +229,12 @@ def test_eval_command_reports_progress_on_stderr(tiny_run, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "eval: standard PGD-1 eps 0.03137" in captured.err and "eval: finished in" in captured.err
     assert "eval:" not in captured.out and "protocol standard" in captured.out
+
+
+def test_several_radii_draw_the_robustness_curve(tiny_run, tmp_path):
+    spec = EvalSpec(n=16, sample_steps=1, samples=False, n_gen=8, attack=AttackSpec(steps=1, eps=[8 / 255, 16 / 255]))
+    res = evaluate_checkpoint(tiny_run, spec, out=tmp_path / "ev", device="cpu")
+    assert str(tmp_path / "ev" / "robustness.png") in res["files"] and (tmp_path / "ev" / "robustness.png").is_file()
+    one = evaluate_checkpoint(tiny_run, dataclasses.replace(spec, attack=AttackSpec(steps=1)), out=tmp_path / "e1",
+                              device="cpu")
+    assert not (tmp_path / "e1" / "robustness.png").exists() and not any("robustness" in f for f in one["files"])

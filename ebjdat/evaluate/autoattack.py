@@ -17,10 +17,13 @@ torchattacks clamps every iterate to [0, 1], so its attacks must see pixel image
 """
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from .. import progress
 from .robustness import batches, correct
 from .wrapper import kept_modes
 
@@ -76,9 +79,10 @@ def _run_suite(model, suite, x: Tensor, y: Tensor, clean: Tensor, batch_size: in
                progress: bool, desc: str) -> tuple[Tensor, dict]:
     """AutoAttack's protocol: each attack runs only on the points every earlier attack
     (and the clean input) left correct; a point is robust if it survives all of them.
-    Returns the (N,) bool mask and {attack name: robust count after it}."""
+    Returns the (N,) bool mask, {attack name: robust count after it} and {attack name:
+    its seconds} (host time: the CPU waits for every batch's result, one host read each)."""
     robust = clean.clone()
-    after = {}
+    after, seconds = {}, {}
     total = len(batches(len(x), batch_size)) * len(suite)
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, unit="batch")
     # torchattacks reseeds torch's global generators (manual_seed) inside its attacks:
@@ -86,6 +90,7 @@ def _run_suite(model, suite, x: Tensor, y: Tensor, clean: Tensor, batch_size: in
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         for name, atk in suite:
+            t0 = time.perf_counter()
             for s in batches(len(x), batch_size):
                 bar.update(1)
                 idx = torch.nonzero(robust[s]).flatten() + s.start
@@ -98,10 +103,12 @@ def _run_suite(model, suite, x: Tensor, y: Tensor, clean: Tensor, batch_size: in
                     hit = (model(xa).argmax(1) == y[dev_idx]).cpu()
                 robust[idx[~hit]] = False
             after[name] = int(robust.sum())
+            seconds[name] = round(time.perf_counter() - t0, 2)
     bar.close()
-    return robust, after
+    return robust, after, seconds
 
 
+@progress.reported(lambda r, a, k: f"AutoAttack standard at eps {k.get('eps', 0):.4g}: {progress.share(r)} robust")
 def autoattack_correct(model, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
                        n_classes: int | None = None, steps: int = 100, n_queries: int = 5000,
                        seed: int = 0, batch_size: int = 256, clean: Tensor | None = None,
@@ -117,11 +124,11 @@ def autoattack_correct(model, x: Tensor, y: Tensor, *, eps: float, norm: str = "
             n_classes = int(model(x[:1]).shape[1])
     suite = standard_suite(model, eps=eps, norm=norm, n_classes=n_classes, seed=seed, steps=steps,
                            n_queries=n_queries)
-    robust, after = _run_suite(model, suite, x, y, clean, batch_size, progress, "AutoAttack")
+    robust, after, seconds = _run_suite(model, suite, x, y, clean, batch_size, progress, "AutoAttack")
     full = steps == 100 and n_queries == 5000
     info = {"version": "standard" if full else "standard (reduced budget)",
             "attacks": [n for n, _ in suite], "steps": steps, "n_queries": n_queries,
-            "robust_after": after, "library": "torchattacks"}
+            "robust_after": after, "seconds": seconds, "library": "torchattacks"}
     return robust, info
 
 
@@ -135,7 +142,7 @@ def apgd_correct(model, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
         clean = correct(model, x, y, batch_size=batch_size)
     atk = ta.APGD(model, eps=eps, norm=_ta_norm(norm), steps=steps, n_restarts=n_restarts, loss=loss,
                   seed=seed)
-    robust, _ = _run_suite(model, [("apgd-" + loss, atk)], x, y, clean, batch_size, progress, "APGD")
+    robust, _, _ = _run_suite(model, [("apgd-" + loss, atk)], x, y, clean, batch_size, progress, "APGD")
     return robust, {"attack": f"torchattacks.APGD(loss={loss!r}, steps={steps}, n_restarts={n_restarts})"}
 
 
@@ -156,12 +163,13 @@ def published_suite(model, *, eps: float, n_classes: int, seed: int = 0, steps: 
     return suite
 
 
+@progress.reported(lambda r, a, k: f"published AutoAttack suite: {progress.share(r)} robust")
 def published_autoattack_correct(model, x: Tensor, y: Tensor, *, eps: float, steps: int = 20,
                                  n_queries: int = 5000, n_classes: int | None = None, seed: int = 0,
                                  batch_size: int = 256, clean: Tensor | None = None,
                                  progress: bool = False) -> tuple[Tensor, dict]:
     """(N,) bool robust under every attack of ``published_suite`` at linf eps (x in [0, 1]
-    pixels), and {"attacks", "steps", "n_queries", "robust_after", "library"}.
+    pixels), and {"attacks", "steps", "n_queries", "robust_after", "seconds", "library"}.
     ImportError (with the install command) when torchattacks is missing."""
     if clean is None:
         clean = correct(model, x, y, batch_size=batch_size)
@@ -169,6 +177,6 @@ def published_autoattack_correct(model, x: Tensor, y: Tensor, *, eps: float, ste
         with torch.no_grad():
             n_classes = int(model(x[:1]).shape[1])
     suite = published_suite(model, eps=eps, n_classes=n_classes, seed=seed, steps=steps, n_queries=n_queries)
-    robust, after = _run_suite(model, suite, x, y, clean, batch_size, progress, "published AutoAttack")
+    robust, after, seconds = _run_suite(model, suite, x, y, clean, batch_size, progress, "published AutoAttack")
     return robust, {"attacks": [n for n, _ in suite], "steps": steps, "n_queries": n_queries,
-                    "robust_after": after, "library": "torchattacks"}
+                    "robust_after": after, "seconds": seconds, "library": "torchattacks"}

@@ -21,7 +21,6 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .. import plots
 from ..energy import logits_of
 from .robustness import batches
 from .wrapper import kept_modes

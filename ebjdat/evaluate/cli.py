@@ -4,18 +4,17 @@ the terminal, PNGs in --out and, with --json, every number for machines.
 While it runs, a line on stderr says what finished and how long it took: each attack
 (PGD at each radius, random noise, AutoAttack) and each part after them (generated
 points, energy landscape and samples, FID, OOD detection, calibration, the RobustBench
-card), so a run of minutes never sits silent (``progress_lines``).
+card), so a run of minutes never sits silent (``ebjdat.progress``).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import json
 import math
 import sys
-import time
 from pathlib import Path
+
+from .. import progress
 
 
 def parse_eps(text: str) -> float:
@@ -248,7 +247,7 @@ def _eval(args) -> int:
         print(f"ebjdat eval: {aa.MISSING}", file=sys.stderr)
         return 2
     try:
-        with progress_lines(sys.stderr):
+        with progress.lines(sys.stderr, "eval"):
             res = evaluate_checkpoint(args.checkpoint, spec, out=args.out, device=args.device,
                                       data_root=args.data_root, inception_weights=args.inception_weights,
                                       progress=True)
@@ -262,74 +261,6 @@ def _eval(args) -> int:
             Path(path).write_text(json.dumps(value, indent=1))
             print(f"wrote {path}")
     return 0
-
-
-def _acc(mask) -> str:
-    """"87.50 % of N" of a boolean mask (or the mask of a (mask, ...) tuple)."""
-    m = mask[0] if isinstance(mask, tuple) else mask
-    return f"{100 * float(m.float().mean()):.2f} % of {m.numel()}" if m.numel() else "no points"
-
-
-def _chains_line(result, args, kwargs) -> str:
-    """The line of one ``generate`` call: how many chains, how many SGLD steps."""
-    steps = kwargs.get("n_steps")
-    steps = "the run's" if steps is None else steps
-    return f"SGLD chains: {len(result)} points, {steps} steps"
-
-
-# The parts of an evaluation, as (module, function name, what the line says): evaluate_checkpoint
-# (trained.py) and evaluate (core.py) call these by their module-level names, once per part.
-def _parts():
-    from . import autoattack, core, robustbench, trained
-    return [
-        (trained, "_load", lambda r, a, k: f"loaded {r.path} (step {r.step}), {len(r.x)} test points on {r.device}"),
-        (core, "pgd_correct", lambda r, a, k: f"{k.get('desc') or 'PGD'}: {_acc(r)} robust"),
-        (core, "noise_correct", lambda r, a, k: f"random noise at eps {k.get('eps', 0):.4g}: {_acc(r)} correct"),
-        (autoattack, "autoattack_correct", lambda r, a, k: f"AutoAttack standard: {_acc(r)} robust"),
-        (autoattack, "published_autoattack_correct",
-         lambda r, a, k: f"published AutoAttack suite: {_acc(r)} robust"),
-        (trained, "generate", _chains_line),
-        (trained, "_published_generation", lambda r, a, k: "published generation metrics (filtered buffer)"),
-        (trained, "_generation", lambda r, a, k: "generated points and their quality"),
-        (trained, "energy_landscape", lambda r, a, k: "energy landscape"),
-        (trained, "sample_grids", lambda r, a, k: f"sample grids ({len(r)} pictures)"),
-        (trained, "_fid", lambda r, a, k: "FID / IS" if any(key.startswith("fid") and "note" not in key
-                                                           for key in r) else "FID / IS: skipped (see the report)"),
-        (trained, "_ood_detection", lambda r, a, k: "OOD detection"),
-        (trained, "_calibration", lambda r, a, k: "calibration"),
-        (robustbench, "entry", lambda r, a, k: "RobustBench card"),
-    ]
-
-
-@contextlib.contextmanager
-def progress_lines(out):
-    """Within the block, a flushed line on ``out`` as each part of an evaluation finishes:
-    what it was, its result where it is one number, and its seconds; a last line gives the
-    total. The parts are module functions that evaluate_checkpoint and evaluate call by name
-    (``_parts``); they are wrapped for the block only and restored after it, so a library
-    caller of evaluate_checkpoint sees no output."""
-    t0 = time.perf_counter()
-    saved = []
-
-    def wrap(fn, say):
-        @functools.wraps(fn)
-        def timed(*args, **kwargs):
-            t = time.perf_counter()
-            result = fn(*args, **kwargs)
-            print(f"eval: {say(result, args, kwargs)} ({time.perf_counter() - t:.1f} s)", file=out, flush=True)
-            return result
-        return timed
-
-    try:
-        for module, name, say in _parts():
-            fn = getattr(module, name)
-            saved.append((module, name, fn))
-            setattr(module, name, wrap(fn, say))
-        yield
-        print(f"eval: finished in {time.perf_counter() - t0:.1f} s", file=out, flush=True)
-    finally:
-        for module, name, fn in reversed(saved):
-            setattr(module, name, fn)
 
 
 def add_parser(sub) -> None:

@@ -53,7 +53,8 @@ network classifies near chance as noise) and energy.png in it.
     png = main_out / "energy.png" if main_out else None
     title = f"{Path(cfg.out).name if cfg.out else 'run'}: {cfg.variant} ({cfg.objective}), step {trainer.step}"
     landscape = energy_landscape(model, x, x_adv, x_gen, png=png, title=f"E(x) = -logsumexp logits: {title}")
-    out.update({k: landscape[k] for k in ("energy_gap_adv", "energy_gap_gen")})
+    out.update({k: landscape[k] for k in ("energy_clean_mean", "energy_adv_mean", "energy_gen_mean",
+                                          "energy_gap_adv", "energy_gap_gen")})
     if main_out:
         sampler = f"{'PYLD' if cfg.sgld_inner > 1 else 'SGLD'} {cfg.sgld_steps} steps from buffer rows"
         # on the digits, a title that says so when the samples carry no class (gen_cond_acc near chance)

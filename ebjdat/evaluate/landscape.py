@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .. import build, ops, plots
+from .. import build, ops, plots, progress
 from ..energy import logits_of, marginal
 from . import generation
 from .robustness import batches
@@ -36,6 +36,13 @@ def marginal_energies(model: nn.Module, x: Tensor, *, batch_size: int = 256, pre
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def _chains_line(result, args, kwargs) -> str:
+    steps = kwargs.get("n_steps")
+    steps = "the run's" if steps is None else steps
+    return f"SGLD chains: {len(result)} points, {steps} steps"
+
+
+@progress.reported(_chains_line)
 def generate(model: nn.Module, cfg, x_init: Tensor, *, y: Tensor | None = None, n_steps: int | None = None,
              batch_size: int = 256, seed: int = 0) -> Tensor:
     """(N, ...) samples: the run's sampler from x_init (N, ...) in [-1, 1] (x_init is not
@@ -53,6 +60,7 @@ def generate(model: nn.Module, cfg, x_init: Tensor, *, y: Tensor | None = None, 
     return torch.cat(out)
 
 
+@progress.reported(lambda r, a, k: "energy landscape")
 def energy_landscape(model: nn.Module, x_clean: Tensor, x_adv: Tensor | None, x_gen: Tensor | None, *,
                      batch_size: int = 256, precision: str = "fp32", png=None, title: str = "",
                      notes=None) -> dict:
@@ -91,6 +99,7 @@ def _notes(res: dict) -> list[str]:
     return ["lower energy = more probable under the model"] + (["gaps: " + ";  ".join(gaps)] if gaps else [])
 
 
+@progress.reported(lambda r, a, k: f"sample grids ({len(r)} pictures)")
 def sample_grids(model: nn.Module, cfg, out_dir, *, n_classes: int, shape: tuple, buffer: Tensor | None = None,
                  n: int = 64, per_class: int = 8, fresh_steps: int = 100, batch_size: int = 256,
                  seed: int = 0) -> list[Path]:

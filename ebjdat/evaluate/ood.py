@@ -44,7 +44,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import plots
 from ..energy import logits_of
 from .robustness import batches
 from .wrapper import kept_modes

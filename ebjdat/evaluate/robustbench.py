@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import progress
 from ..energy import logits_of
 from .wrapper import kept_modes
 
@@ -56,6 +57,7 @@ def deterministic_forward(model: nn.Module, x: Tensor, *, n: int = 16) -> bool:
         return bool(torch.equal(logits_of(model, xb), logits_of(model, xb)))
 
 
+@progress.reported(lambda r, a, k: "RobustBench card")
 def entry(res: dict, *, cfg, deterministic: bool = True, name: str | None = None) -> dict:
     """The model card of an ``evaluate_checkpoint`` result ``res`` (module docstring);
     ``cfg``: the run's TrainConfig; ``deterministic``: ``deterministic_forward``'s verdict."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from .. import ops
+from .. import ops, progress
 from ..attacks import PGD
 
 
@@ -61,6 +61,7 @@ def default_alpha(eps: float, steps: int) -> float:
     return eps * max(0.25, 2.5 / max(steps, 1))
 
 
+@progress.reported(lambda r, a, k: f"{k.get('desc') or 'PGD'}: {progress.share(r)} robust")
 def pgd_correct(model, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf", steps: int = 20,
                 alpha: float | None = None, restarts: int = 1, random_start: bool = True,
                 clamp: tuple[float, float] = (0.0, 1.0), batch_size: int = 256, seed: int = 0,
@@ -106,6 +107,7 @@ def pgd_correct(model, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf", 
     return (robust, adv) if return_adv else robust
 
 
+@progress.reported(lambda r, a, k: f"random noise at eps {k.get('eps', 0):.4g}: {progress.share(r)} correct")
 def noise_correct(model, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf", draws: int = 16,
                   clamp: tuple[float, float] = (0.0, 1.0), batch_size: int = 256, seed: int = 0,
                   clean: Tensor | None = None) -> Tensor:

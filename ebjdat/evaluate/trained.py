@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .. import build, validate
+from .. import build, progress, validate
 from ..data import load_dataset
 from ..runs.checkpoint import load_checkpoint, load_init, resolve_checkpoint
 from ..runs.config import TrainConfig
@@ -142,7 +142,8 @@ def evaluate_checkpoint(checkpoint, spec: EvalSpec | None = None, *, out=None, d
     ``spec`` says (None: EvalSpec's defaults, those of the command's flags): ``evaluate``
     on the first spec.n test points, then the generated points, the energy landscape,
     sample grids, FID / IS, OOD detection, calibration and the RobustBench card, in that
-    order (the module docstring lists the result's keys).
+    order (the module docstring lists the result's keys). With several radii
+    (spec.attack.eps a sequence) the PGD curve is drawn too (robustness.png).
 
     out: the folder for the pictures (default ``eval_step_N`` beside the run's checkpoints
     folder); device: "auto", "cpu", "cuda", "cuda:N" or a torch.device; data_root: the
@@ -159,6 +160,11 @@ def evaluate_checkpoint(checkpoint, spec: EvalSpec | None = None, *, out=None, d
     part, x_gen, x_fresh = _generation(ck, spec, inception_weights)
     res.update(part)
     files = _merge(res, _landscape_and_samples(ck, spec, x_adv, x_gen))
+    if len(spec.attack.radii) > 1:   # a curve over several radii: robustness.png
+        from .robustness import save_robustness_curves
+        files.append(save_robustness_curves(ck.out / "robustness.png", res, title=(
+            f"accuracy under PGD-{spec.attack.steps} ({spec.attack.norm}), {ck.cfg.variant} step {ck.step}, "
+            f"{len(ck.x)} test points")))
     res.update(_fid(ck, x_gen, x_fresh, inception_weights))
     if ood_sets:
         files += _merge(res, _ood_detection(ck, spec, ood_sets))
@@ -178,6 +184,7 @@ def _merge(res: dict, step: tuple[dict, list]) -> list[Path]:
     return files
 
 
+@progress.reported(lambda r, a, k: f"loaded {r.path} (step {r.step}), {len(r.x)} test points on {r.device}")
 def _load(checkpoint, n: int, *, out, device, data_root) -> _Loaded:
     """The checkpoint on ``device`` with its first n test points and its pictures' folder."""
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -197,6 +204,7 @@ def _ood_sets(ck: _Loaded, spec: EvalSpec) -> dict:
                          seed=spec.attack.seed)
 
 
+@progress.reported(lambda r, a, k: "generated points and their quality")
 def _generation(ck: _Loaded, spec: EvalSpec, inception_weights) -> tuple[dict, Tensor, Tensor | None]:
     """(numbers, x_gen, x_fresh). x_gen: the buffer's chains continued by the run's sampler
     (fresh chains from uniform noise without a buffer); x_fresh: as many fresh chains from
@@ -249,6 +257,8 @@ def _landscape_and_samples(ck: _Loaded, spec: EvalSpec, x_adv: Tensor, x_gen: Te
     return numbers, files
 
 
+@progress.reported(lambda r, a, k: "FID / IS" if any(key.startswith("fid") and "note" not in key for key in r)
+                   else "FID / IS: skipped (see the report)")
 def _fid(ck: _Loaded, x_gen: Tensor, x_fresh: Tensor | None, inception_weights) -> dict:
     """FID / IS of the generated points against the test points (and of the fresh chains,
     with Inception weights), or the note saying why not."""
@@ -256,6 +266,7 @@ def _fid(ck: _Loaded, x_gen: Tensor, x_fresh: Tensor | None, inception_weights) 
     return fid_is_sets(sets, ck.x, inception_weights=inception_weights, device=ck.device)
 
 
+@progress.reported(lambda r, a, k: "OOD detection")
 def _ood_detection(ck: _Loaded, spec: EvalSpec, sets: dict) -> tuple[dict, list]:
     """OOD detection of the test points against ``sets`` (ood.py): (numbers, pictures)."""
     numbers = ood.ood_detection(ck.model, ck.x, sets, batch_size=spec.attack.batch_size, out_dir=ck.out)
@@ -263,6 +274,7 @@ def _ood_detection(ck: _Loaded, spec: EvalSpec, sets: dict) -> tuple[dict, list]
     return numbers, files
 
 
+@progress.reported(lambda r, a, k: "calibration")
 def _calibration(ck: _Loaded, spec: EvalSpec) -> tuple[dict, list]:
     """ECE and the reliability diagram of the test points (calibration.py): (numbers, pictures)."""
     png = ck.out / "reliability.png"
@@ -271,6 +283,7 @@ def _calibration(ck: _Loaded, spec: EvalSpec) -> tuple[dict, list]:
     return numbers, [png]
 
 
+@progress.reported(lambda r, a, k: "published generation metrics (filtered buffer)")
 def _published_generation(model, buf, x_real, x_test, *, digits: bool, ratio: float, inception_weights, device,
                           batch_size: int) -> dict:
     """The published generation metrics: the replay buffer after the per-class top-k

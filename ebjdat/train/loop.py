@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import compiling, plots
+from .. import compiling, plots, progress
 from ..objectives import METRICS
 from ..runs import checkpoint
 from ..runs.checkpoint import CheckpointWriteError, run_folder_of
@@ -76,7 +76,7 @@ def fit(trainer, closing=None) -> dict:
         with num_threads(trainer.threads):
             _train(trainer, out, total, main)
             t_eval = time.time()
-            result = {} if closing is None else closing(trainer, out if main else None)
+            result = {} if closing is None else _closing(trainer, closing, out, main)
         # wall_time_s: training time of the whole run (across resumes); eval_s: the final evaluation
         summary = {"step": trainer.step, **result, "wall_time_s": round(trainer.wall_s, 2),
                    "eval_s": round(time.time() - t_eval, 2),
@@ -86,6 +86,14 @@ def fit(trainer, closing=None) -> dict:
         if main:
             (out / SUMMARY).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _closing(trainer, closing, out: Path, main: bool) -> dict:
+    """closing(trainer, folder), with a line on stderr as each of its parts finishes (main rank)."""
+    if not main:
+        return closing(trainer, None)
+    with progress.lines(sys.stderr, f"closing evaluation of {out.name}"):
+        return closing(trainer, out)
 
 
 def _check_steps_left(trainer, out: Path, total: int, main: bool) -> None:
