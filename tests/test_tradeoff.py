@@ -82,10 +82,15 @@ def test_curves_shade_the_spread(tmp_path):
     assert len(fig.axes[0].collections) == 1   # one band: a's; b has no spread
 
 
-@pytest.mark.parametrize("text", ["0,16/255", "32/255,16/255", "1.5", "x"])
-def test_grid_flag_is_checked(text, tmp_path, capsys):
-    assert tradeoff.main(["--out", str(tmp_path / "t"), "--eps", text]) == 2
-    assert "--eps" in capsys.readouterr().err and not (tmp_path / "t").exists()
+@pytest.mark.parametrize("flags", [["--eps", "0,16/255"], ["--eps", "32/255,16/255"], ["--eps", "1.5"],
+                                   ["--eps", "x"], ["--seeds", "0,0"], ["--seeds", "a"], ["--seeds", "-1"],
+                                   ["--objectives", "at,at"], ["--objectives", "gan"], ["--steps", "0"],
+                                   ["--workers", "0"]])
+def test_flags_are_checked_before_any_work(flags, tmp_path, capsys):
+    assert tradeoff.main(["--out", str(tmp_path / "t"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tradeoff: {flags[0]}") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t").exists()
 
 
 def test_tradeoff_writes_its_tables_and_pictures(tmp_path, capsys):
@@ -127,7 +132,7 @@ def _check_default_run(tmp_path, **changes):
     (tmp_path / "summary.json").write_text(json.dumps(s))
     script = Path(__file__).resolve().parents[1] / "scripts" / "check_default_run.py"
     return subprocess.run([sys.executable, str(script), str(tmp_path / "summary.json")], capture_output=True,
-                          text=True)
+                          text=True, check=False)
 
 
 def test_ci_checks_the_default_runs_robustness_at_the_digits_budget(tmp_path):

@@ -106,6 +106,17 @@ def _check_out(out: Path) -> None:
                          f"another experiment's, name a new folder")
 
 
+def _seeds(text: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2]: distinct seeds in [0, 2**63)."""
+    try:
+        seeds = [int(t) for t in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or not all(0 <= v < 2**63 for v in seeds):
+        raise ValueError(f"--seeds {text}: distinct whole numbers in [0, 2**63), comma-separated, e.g. 0,1,2")
+    return seeds
+
+
 def parse_grid(text: str) -> tuple[float, ...]:
     """"16/255,0.2" -> (0.0627.., 0.2): radii in (0, 1] pixels, increasing."""
     from ..evaluate.cli import parse_eps
@@ -203,13 +214,15 @@ def main(argv=None) -> int:
                    help="auto: when torchattacks is installed (default)")
     args = p.parse_args(argv)
     try:
-        seeds = [int(s) for s in args.seeds.split(",")]
+        seeds = _seeds(args.seeds)
         objectives = args.objectives.split(",")
         bad = [o for o in objectives if o not in OBJECTIVES]
-        if bad or not objectives:
-            raise ValueError(f"--objectives: {bad or 'none'} not among {OBJECTIVES}")
+        if bad or len(set(objectives)) != len(objectives):
+            raise ValueError(f"--objectives {args.objectives}: each of {', '.join(OBJECTIVES)} at most once")
         if args.workers < 1:
             raise ValueError(f"--workers {args.workers}: must be >= 1")
+        if args.steps is not None and args.steps < 1:
+            raise ValueError(f"--steps {args.steps}: must be >= 1 (unset: the digits profile's)")
         grid = parse_grid(args.eps)
         out = Path(args.out)
         _check_out(out)
