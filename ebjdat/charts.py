@@ -245,6 +245,17 @@ def save_reliability(path, bins: list, *, title: str = "", size: tuple[int, int]
 
 # -- scatter and curves --------------------------------------------------------------
 
+def _xy_axes(fig: Figure, ax, *, xlabel: str, ylabel: str, title: str, width_px: int, notes) -> Figure:
+    """The labels, the (wrapped) title, legend and grid of an x-y chart, and its notes; returns fig."""
+    ax.set_xlabel(plain(xlabel))
+    ax.set_ylabel(plain(ylabel))
+    ax.set_title(wrapped(title or f"{ylabel} against {xlabel}", width_px), fontsize=11)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    add_notes(fig, notes)
+    return fig
+
+
 def scatter_figure(points: dict, *, xlabel: str, ylabel: str, title: str = "", size: tuple[int, int] = (640, 460),
                    notes=()) -> Figure:
     """The figure ``save_scatter`` writes (see there)."""
@@ -258,13 +269,7 @@ def scatter_figure(points: dict, *, xlabel: str, ylabel: str, title: str = "", s
         ax.errorbar([x], [y], xerr=[ex], yerr=[ey], fmt="o", color=colour, capsize=3, label=plain(name))
         ax.annotate(plain(name), (x, y), textcoords="offset points", xytext=(6, 6), color=colour, fontsize=9)
     ax.margins(0.15)
-    ax.set_xlabel(plain(xlabel))
-    ax.set_ylabel(plain(ylabel))
-    ax.set_title(wrapped(title or f"{ylabel} against {xlabel}", size[0]), fontsize=11)
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3)
-    add_notes(fig, notes)
-    return fig
+    return _xy_axes(fig, ax, xlabel=xlabel, ylabel=ylabel, title=title, width_px=size[0], notes=notes)
 
 
 def save_scatter(path, points: dict, *, xlabel: str, ylabel: str, title: str = "",
@@ -299,13 +304,7 @@ def curves_figure(curves: dict, *, xlabel: str, ylabel: str, title: str = "", si
                             alpha=0.18, linewidth=0)
     if ylim is not None:
         ax.set_ylim(*ylim)
-    ax.set_xlabel(plain(xlabel))
-    ax.set_ylabel(plain(ylabel))
-    ax.set_title(wrapped(title or f"{ylabel} against {xlabel}", size[0]), fontsize=11)
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3)
-    add_notes(fig, notes)
-    return fig
+    return _xy_axes(fig, ax, xlabel=xlabel, ylabel=ylabel, title=title, width_px=size[0], notes=notes)
 
 
 def save_curves(path, curves: dict, *, xlabel: str, ylabel: str, title: str = "", size: tuple[int, int] = (640, 420),

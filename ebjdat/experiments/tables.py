@@ -52,7 +52,7 @@ def summarise(rows: list[dict], keys) -> dict:
 
 def curves(rows: list[dict], key: str) -> dict:
     """{objective: [(eps, mean, std), ...]} of ``key`` (pgd_acc, autoattack_acc) over the grid."""
-    grid = sorted({p["eps"] for r in rows for p in r["curve"]})
+    grid = radii(rows)
     out = {}
     for obj in dict.fromkeys(r["objective"] for r in rows):
         pts = []
@@ -64,12 +64,18 @@ def curves(rows: list[dict], key: str) -> dict:
     return out
 
 
-def headline_radius(rows: list[dict], fallback: float | None = None) -> tuple[float, str]:
-    """The smallest radius of the grid where standard training's mean AutoAttack accuracy
-    (PGD-20 without torchattacks) is at most HEADLINE_MAX_STANDARD, and why. Without a
-    standard run: ``fallback`` when the grid holds it, else the grid's largest radius; when
-    standard training never falls that low, the largest radius; each saying so."""
-    grid = sorted({p["eps"] for r in rows for p in r["curve"]})
+def radii(rows: list[dict]) -> list[float]:
+    """The grid: every radius of the rows' curves, increasing."""
+    return sorted({p["eps"] for r in rows for p in r["curve"]})
+
+
+def headline_radius(rows: list[dict], fallback: float | None = None, grid=None) -> tuple[float, str]:
+    """The smallest radius of the grid (``grid``, else that of the rows' curves) where
+    standard training's mean AutoAttack accuracy (PGD-20 without torchattacks) is at most
+    HEADLINE_MAX_STANDARD, and why. Without a standard run: ``fallback`` when the grid
+    holds it, else the grid's largest radius; when standard training never falls that low,
+    the largest radius; each saying so."""
+    grid = sorted(grid) if grid is not None else radii(rows)
     std = [r for r in rows if r["objective"] == "standard"]
     if not std:
         held = [e for e in grid if fallback is not None and abs(e - fallback) < 1e-9]
@@ -162,9 +168,9 @@ def markdown(rows: list[dict], eps: float, why: str, seeds: list[int]) -> str:
     lines += ["", (f"The paper's figures (CIFAR-10, WRN-28-10, 8/255): mean energy of adversarial minus clean "
                    f"points, {paper} (the paper's Table 1 as quoted by a summary of the paper; its other cells "
                    f"are not quoted here)."), ""]
-    lines += ["## Robustness curves", "", "| objective | attack | " + " | ".join(
-        fmt_eps(e) for e in sorted({p['eps'] for r in rows for p in r['curve']})) + " |"]
-    lines.append("|---|---|" + "---:|" * len({p['eps'] for r in rows for p in r['curve']}))
+    grid = radii(rows)
+    lines += ["## Robustness curves", "", "| objective | attack | " + " | ".join(map(fmt_eps, grid)) + " |",
+              "|---|---|" + "---:|" * len(grid)]
     for key, name in (("pgd_acc", "PGD-20"), ("autoattack_acc", "AutoAttack")):
         for obj, pts in curves(rows, key).items():
             if pts:

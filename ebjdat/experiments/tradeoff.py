@@ -135,11 +135,6 @@ def _longest_first(job: dict) -> int:
     return {"jem": 0, "standard": 1, "ebjdat": 0, "at": 1}[job["objective"]]
 
 
-def _fallback(grid) -> float:
-    """The digits' budget when the grid holds it, else the grid's largest radius."""
-    return next((e for e in grid if abs(e - DIGITS_EPS) < 1e-9), grid[-1])
-
-
 def _line(row: dict, done: int, total: int, t0: float) -> str:
     aa = [p["autoattack_acc"] for p in row["curve"]]
     acc = ", ".join(f"{tables.fmt_eps(p['eps'])} {100 * (a if a is not None else p['pgd_acc']):.1f}"
@@ -241,8 +236,7 @@ def main(argv=None) -> int:
     # headline radius, at which AT and EB-JDAT then train
     first = sorted((j for j in jobs if j["objective"] not in ATTACKING), key=_longest_first)
     rows = _run_all(first, args.workers, t0, len(jobs)) if first else []
-    eps, why = tables.headline_radius(rows, fallback=DIGITS_EPS) if rows else (
-        _fallback(grid), "no standard run: the digits' budget")
+    eps, why = tables.headline_radius(rows, fallback=DIGITS_EPS, grid=grid)
     then = sorted(({**j, "train_eps": eps} for j in jobs if j["objective"] in ATTACKING), key=_longest_first)
     if then:
         print(f"tradeoff: headline radius {tables.fmt_eps(eps)} ({why}); AT and EB-JDAT train at it", flush=True)
